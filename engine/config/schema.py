@@ -1,0 +1,296 @@
+"""The job schema: the one place every knob is defined.
+
+Each TOML section of a job file is one model below, named and ordered like the guide's panels (JOB, MODEL,
+QUANTIZATION, MULTISTAGE, TARGET, SAVE, TRAINING, ADVANCED, DATASETS, SAMPLE).  Types, ranges, defaults and
+the one-line help (from the guide) live on the fields; the wizard, ``wanlora validate``, the presets and the
+docs all read them from here.  Pure pydantic: importing this never imports torch.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+VRAM_TIERS = (12, 24, 32, 48, 80, 141)
+RECIPES = ("motion", "style", "character", "custom")
+VIDEO_EXTS = (".mp4", ".mov", ".mkv", ".webm", ".avi")
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp")
+
+
+def F(default: Any, help: str, **kw: Any) -> Any:  # noqa: N802 - short on purpose: used ~80 times
+    """A schema field: default + the guide's one-line help (+ pydantic constraints)."""
+    return Field(default, description=help, **kw)
+
+
+class Section(BaseModel):
+    """Base for every section: unknown keys are errors, assignments are re-validated (the wizard edits live)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class JobSection(Section):
+    name: str = F("my_wan_lora", "Folder and file names of this run; letters, digits, _ . - only, at most 64 characters.")
+    trigger_word: str = F("", "Replaces [trigger] in captions and sample prompts; recommended for style, required for character LoRAs.")
+    gpus: Literal["auto", "all"] | list[int] = F(
+        "auto", "Which GPUs: \"auto\" (one free GPU), \"all\", or a list like [0,1]; more than one = data parallel."
+    )
+    nodes: int = F(1, "Number of machines (torchrun rendezvous); 1 for a single machine.", ge=1, le=64)
+    output_dir: str = F("", "Where LoRAs and samples go; empty = the job's own folder.")
+    preset: Literal["motion", "style", "character", "custom"] = F(
+        "custom", "The recipe the job started from: motion, style, character or custom."
+    )
+    vram_tier: Literal["auto"] | Literal[12, 24, 32, 48, 80, 141] = F(
+        "auto", "GPU memory class in GiB whose settings apply; auto = detect from the GPU's free memory."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name_ok(cls, v: str) -> str:
+        if not NAME_RE.match(v):
+            raise ValueError("use only letters, digits, '_', '.', '-' (1-64 characters), e.g. wan_i2v_orbit_v1")
+        if v in (".", "..") or v.startswith("."):
+            raise ValueError("the name must not start with '.'; e.g. wan_i2v_orbit_v1")
+        return v
+
+    @field_validator("gpus")
+    @classmethod
+    def _gpus_ok(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            if not v:
+                raise ValueError('give at least one GPU index, or "auto"')
+            if any(i < 0 for i in v) or len(set(v)) != len(v):
+                raise ValueError("GPU indices must be distinct and >= 0, e.g. [0, 1]")
+        return v
+
+
+class ModelSection(Section):
+    arch: Literal["wan22_14b_i2v"] = F("wan22_14b_i2v", "Model family; Wan 2.2 I2V A14B (two 14B experts).")
+    name_or_path: str = F(
+        "Wan-AI/Wan2.2-I2V-A14B-Diffusers", "Hub id (org/name[@revision]) or a local diffusers folder."
+    )
+    low_vram: bool = F(False, "Keep only the active expert on the GPU and unload the text encoder/VAE after use (24-32 GB cards).")
+    layer_offloading: bool = F(
+        False, "Stream transformer blocks from pinned CPU memory (10-12 GB cards; needs about 64 GB of RAM)."
+    )
+    boundary_ratio: Literal["auto"] | float = F(
+        "auto", "Noise level where the high-noise expert hands over; auto = the model's own (0.9 for I2V A14B)."
+    )
+
+    @field_validator("boundary_ratio")
+    @classmethod
+    def _boundary_ok(cls, v: Any) -> Any:
+        if v != "auto" and not (0.0 < float(v) < 1.0):
+            raise ValueError('must be between 0 and 1 (exclusive), or "auto"')
+        return v
+
+
+class QuantizationSection(Section):
+    transformer: Literal["none", "fp8", "nf4"] = F(
+        "none", "Base weights of the experts: none (bf16), fp8 (half the memory), nf4 (the guide's 4-bit, ~quarter)."
+    )
+    recovery_adapter: str = F("", "Optional accuracy-recovery LoRA (safetensors) applied frozen on top of a quantised base.")
+    text_encoder: Literal["none", "fp8", "nf4"] = F("fp8", "Text encoder weights; fp8 saves ~5 GB with no visible cost.")
+
+
+class MultistageSection(Section):
+    high_noise: bool = F(True, "Train the high-noise expert (composition, motion, camera).")
+    low_noise: bool = F(True, "Train the low-noise expert (detail, identity, texture).")
+    switch_every: int = F(
+        10, "Steps on one expert before switching; 1 only if both experts stay resident, 10-50 with low VRAM/offload.",
+        ge=1, le=10000,
+    )
+
+
+class TargetSection(Section):
+    type: Literal["lora"] = F("lora", "Adapter type.")
+    rank: int = F(16, "LoRA capacity per layer; 16 suits most LoRAs, 32 for complex looks or close-up faces on big GPUs.", ge=1, le=256)
+    alpha: float | None = F(None, "LoRA scale numerator (scale = alpha/rank); empty = rank.", gt=0, le=1024)
+    modules: Literal["attn+ffn", "attn", "ffn"] = F("attn+ffn", "Which Linear layers of each block get adapters.")
+
+    @property
+    def effective_alpha(self) -> float:
+        return float(self.alpha) if self.alpha is not None else float(self.rank)
+
+
+class SaveSection(Section):
+    dtype: Literal["bf16", "fp16", "fp32"] = F("bf16", "Data type of the saved LoRA files.")
+    every: int = F(250, "Save a checkpoint pair every N steps.", ge=1, le=1_000_000)
+    max_keep: int = F(4, "Step checkpoints kept (the final one is always kept).", ge=1, le=1000)
+
+
+class DopSection(Section):
+    enabled: bool = F(False, "Differential Output Preservation: keep the base model's behaviour where the trigger is absent.")
+    multiplier: float = F(1.0, "Weight of the preservation loss.", ge=0.0, le=100.0)
+    preservation_class: str = F("person", "Word that replaces the trigger for the preservation pass (person, scene, landscape...).")
+
+
+class TrainingSection(Section):
+    batch_size: int = F(1, "Clips per step.", ge=1, le=64)
+    gradient_accumulation: int = F(1, "Micro-batches per optimizer step.", ge=1, le=1024)
+    learning_rate: float = F(1e-4, "Start at 1e-4; drop to 5e-5 if training looks noisy or overshoots.", gt=0, le=1e-2)
+    steps: int = F(2000, "Total optimizer steps; 1500-2500 for motion/style, 2000-3000 for characters.", ge=1, le=1_000_000)
+    optimizer: Literal["adamw", "adamw8bit"] = F("adamw", "AdamW, or 8-bit AdamW (bitsandbytes, CUDA only) to save memory.")
+    lr_scheduler: Literal["constant", "cosine", "linear"] = F("constant", "Learning-rate schedule after warm-up.")
+    lr_warmup_steps: int = F(0, "Linear warm-up steps.", ge=0, le=100_000)
+    max_grad_norm: float = F(1.0, "Gradient clipping norm; 0 = off.", ge=0.0, le=1000.0)
+    weight_decay: float = F(1e-4, "AdamW weight decay.", ge=0.0, le=1.0)
+    loss: Literal["mse"] = F("mse", "Loss function on the flow-matching target.")
+    timestep_type: Literal["linear", "sigmoid", "shift"] = F(
+        "linear", "How timesteps are spread: linear (default), sigmoid (middle-heavy, characters), shift (toward high noise)."
+    )
+    timestep_bias: Literal["balanced", "high_noise", "low_noise"] = F(
+        "balanced", "Which part of each expert's range to favour: balanced, high_noise (motion/look), low_noise (detail)."
+    )
+    ema: bool = F(False, "Keep an exponential moving average of the LoRA weights and save that.")
+    ema_decay: float = F(0.99, "EMA decay per step.", gt=0.0, lt=1.0)
+    cache_text_embeddings: bool = F(False, "Encode captions once and free the text encoder (works with caption dropout and DOP here).")
+    unload_text_encoder: bool = F(
+        False, "Encode only the trigger word once and drop the text encoder; per-clip captions are then ignored."
+    )
+    gradient_checkpointing: bool = F(True, "Recompute activations in backward; needed for video on any GPU.")
+    seed: int = F(42, "Random seed for data order, noise and timesteps.", ge=0, le=2**31 - 1)
+    dop: DopSection = Field(default_factory=DopSection, description="Differential Output Preservation.")
+
+
+class AdvancedSection(Section):
+    differential_guidance: bool = F(False, "Push the target beyond the current prediction (target' = pred + s*(target-pred)).")
+    differential_guidance_scale: float = F(3.0, "Scale s of differential guidance; 3 for edit-like LoRAs, 1-2 for heavy looks.", ge=0.0, le=20.0)
+    compile: bool = F(False, "torch.compile each transformer block (about 20% faster per step after ~30 s warm-up per bucket).")
+    attention_backend: Literal["auto", "native", "cudnn", "flash", "efficient", "math"] = F(
+        "auto", "Attention kernel; auto = the fastest measured (cuDNN SDPA on Hopper)."
+    )
+
+
+class DatasetSection(Section):
+    folder: str = F("", "Folder of clips (.mp4 .mov .mkv .webm .avi) and/or images with same-name .txt captions.")
+    default_caption: str = F("", "Caption for files without a .txt.")
+    caption_ext: str = F("txt", "Extension of caption files.")
+    caption_dropout: float = F(0.05, "Share of steps trained with an empty caption (0.05-0.1).", ge=0.0, le=1.0)
+    weight: float = F(1.0, "Relative sampling weight between datasets.", gt=0.0, le=1000.0)
+    is_regularization: bool = F(False, "Regularization data: keeps the base model's behaviour.")
+    cache_latents: bool = F(False, "Encode clips through the VAE once and reuse them (video too).")
+    flip_x: bool = F(False, "Mirror frames horizontally; off for motion and character LoRAs.")
+    flip_y: bool = F(False, "Mirror frames vertically; rarely useful.")
+    resolutions: list[int] = F([512, 768], "Bucket sizes (area ~ res^2, sides multiple of 16); 512/768, 1024 only on big GPUs.")
+    num_frames: int = F(41, "Frames per clip: 1 or 4n+1 (9, 13, 17, 21, 33, 41, 81).", ge=1, le=257)
+    frame_sampling: Literal["even", "fps"] = F(
+        "even", "even = num_frames spread over the whole clip (the guide's); fps = consecutive frames at 16 fps (real speed)."
+    )
+
+    @field_validator("resolutions")
+    @classmethod
+    def _res_ok(cls, v: list[int]) -> list[int]:
+        if not v:
+            raise ValueError("give at least one resolution, e.g. [512]")
+        for r in v:
+            if r < 64 or r > 2048:
+                raise ValueError(f"{r} is outside 64..2048")
+            if r % 16:
+                raise ValueError(f"{r} is not a multiple of 16; use {round(r / 16) * 16}")
+        return v
+
+    @field_validator("caption_ext")
+    @classmethod
+    def _ext_ok(cls, v: str) -> str:
+        v = v.lstrip(".")
+        if not re.match(r"^[A-Za-z0-9]{1,8}$", v):
+            raise ValueError("use a plain extension like txt")
+        return v
+
+
+class SamplePrompt(Section):
+    prompt: str = F("", "What the preview should show.")
+    ctrl_img: str = F("", "First frame for the I2V preview; required for every prompt.")
+    seed: int | None = F(None, "Seed for this prompt; empty = [sample] seed (walked per prompt if walk_seed).")
+    neg: str = F("", "Negative prompt for this preview; empty = [sample] negative_prompt.")
+
+
+class SampleSection(Section):
+    enabled: bool = F(False, "Previews during training; the guide keeps them off for Wan I2V and evaluates afterwards.")
+    every: int = F(250, "Make previews every N steps.", ge=1, le=1_000_000)
+    sampler: Literal["flowmatch", "unipc"] = F("flowmatch", "Sampler for previews.")
+    width: int = F(768, "Preview width (multiple of 16).", ge=16, le=2048, multiple_of=16)
+    height: int = F(768, "Preview height (multiple of 16).", ge=16, le=2048, multiple_of=16)
+    num_frames: int = F(41, "Preview frames (4n+1).", ge=1, le=257)
+    fps: int = F(16, "Preview video frame rate.", ge=1, le=120)
+    guidance_scale: float = F(3.5, "CFG scale for both experts (Wan's own: 3.5).", ge=0.0, le=30.0)
+    steps: int = F(25, "Denoising steps; 25 is enough.", ge=1, le=200)
+    seed: int = F(42, "Seed of the first prompt.", ge=0, le=2**31 - 1)
+    walk_seed: bool = F(True, "Add the prompt's index to the seed so each prompt differs.")
+    negative_prompt: str = F("", "Negative prompt for all previews.")
+    prompts: list[SamplePrompt] = Field(default_factory=list, description="Preview prompts, each with its ctrl_img.")
+
+
+class Job(Section):
+    """A whole job file.  Section names are the TOML tables."""
+
+    job: JobSection = Field(default_factory=JobSection)
+    model: ModelSection = Field(default_factory=ModelSection)
+    quantization: QuantizationSection = Field(default_factory=QuantizationSection)
+    multistage: MultistageSection = Field(default_factory=MultistageSection)
+    target: TargetSection = Field(default_factory=TargetSection)
+    save: SaveSection = Field(default_factory=SaveSection)
+    training: TrainingSection = Field(default_factory=TrainingSection)
+    advanced: AdvancedSection = Field(default_factory=AdvancedSection)
+    datasets: list[DatasetSection] = Field(default_factory=list)
+    sample: SampleSection = Field(default_factory=SampleSection)
+
+
+# The wizard's panel order: (TOML section, title).  DATASETS and SAMPLE hold lists.
+PANELS: tuple[tuple[str, str], ...] = (
+    ("job", "JOB"),
+    ("model", "MODEL"),
+    ("quantization", "QUANTIZATION"),
+    ("multistage", "MULTISTAGE"),
+    ("target", "TARGET"),
+    ("save", "SAVE"),
+    ("training", "TRAINING"),
+    ("advanced", "ADVANCED"),
+    ("datasets", "DATASETS"),
+    ("sample", "SAMPLE"),
+)
+
+
+def section_model(name: str) -> type[Section]:
+    """The pydantic model of a top-level section (``datasets`` → DatasetSection)."""
+    ann = {"datasets": DatasetSection, "training.dop": DopSection, "sample.prompts": SamplePrompt}
+    if name in ann:
+        return ann[name]
+    field = Job.model_fields[name]
+    return field.annotation  # type: ignore[return-value]
+
+
+def field_help(dotted: str) -> str:
+    """Help text of ``section.key`` (list indices allowed: ``datasets[0].num_frames``)."""
+    parts = re.sub(r"\[\d+\]", "", dotted).split(".")
+    model: type[BaseModel] = Job
+    for p in parts[:-1]:
+        if p == "datasets":
+            model = DatasetSection
+        elif p == "prompts":
+            model = SamplePrompt
+        else:
+            ann = model.model_fields[p].annotation
+            model = ann  # type: ignore[assignment]
+    f = model.model_fields.get(parts[-1])
+    return (f.description or "") if f else ""
+
+
+def all_keys(model: type[BaseModel] = Job, prefix: str = "") -> list[str]:
+    """Every dotted key the schema knows (used for 'did you mean' suggestions)."""
+    out: list[str] = []
+    for name, f in model.model_fields.items():
+        key = f"{prefix}{name}"
+        ann = f.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            out.extend(all_keys(ann, key + "."))
+        elif name == "datasets":
+            out.extend(all_keys(DatasetSection, key + "."))
+        elif name == "prompts":
+            out.extend(all_keys(SamplePrompt, key + "."))
+        else:
+            out.append(key)
+    return out
