@@ -82,9 +82,12 @@ def _encode(path: Path, frames: list[np.ndarray], fps: float) -> None:
         stream.width, stream.height = w, h
         stream.pix_fmt = "yuv420p"
         stream.codec_context.thread_count = 1
-        stream.options = {"crf": "12", "preset": "veryfast", "threads": "1"}
-        for arr in frames:
-            frame = av.VideoFrame.from_ndarray(arr, format="rgb24")
+        # constant QP, no rate-control lookahead: libx264's crf/mbtree output varied ~1 run in 60 here
+        stream.options = {"qp": "12", "preset": "veryfast", "x264-params": "threads=1:mbtree=0:rc-lookahead=0"}
+        for k, arr in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(arr, format="rgb24").reformat(format="yuv420p")
+            frame.pts = k
+            frame.time_base = 1 / rate
             for packet in stream.encode(frame):
                 out.mux(packet)
         for packet in stream.encode():

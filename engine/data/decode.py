@@ -1,0 +1,145 @@
+"""Reading clips and images: the one place that talks to decord and PIL (torch-free).
+
+decord's own errors are C++ log lines ("filter_graph.cc:61: Check failed ..."); here they become a
+:class:`MediaError` that names the file and says what to do, so ``wanlora scan``, ``wanlora validate`` and
+the trainer report an unreadable clip the same way and skip it instead of crashing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from engine.config.schema import IMAGE_EXTS, VIDEO_EXTS
+
+FIX = "re-copy or re-export it (H.264 mp4 is safest), or remove it from the folder"
+
+
+class MediaError(Exception):
+    """A clip or image that cannot be read.  ``reason`` is short, for tables; str() is the full message."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}; {FIX}")
+
+
+@dataclass(frozen=True)
+class VideoMeta:
+    frames: int
+    fps: float
+    width: int
+    height: int
+
+
+def media_kind(path: str | Path) -> str | None:
+    """'video', 'image' or None from the extension (case-insensitive)."""
+    ext = Path(path).suffix.lower()
+    if ext in VIDEO_EXTS:
+        return "video"
+    if ext in IMAGE_EXTS:
+        return "image"
+    return None
+
+
+def _quiet_decord():  # noqa: ANN202 - returns the decord module
+    import decord
+
+    decord.logging.set_level(decord.logging.QUIET)  # we report errors ourselves, by file name
+    return decord
+
+
+def _reason(path: Path, err: Exception) -> str:
+    msg = str(err)
+    if "Error reading" in msg or "moov atom" in msg or "Invalid data" in msg:
+        return "not a readable video (truncated copy, or not a video at all)"
+    if "av_read_frame" in msg or "Check failed" in msg:
+        return "video data is corrupt or cut short (truncated copy?)"
+    last = msg.strip().splitlines()[-1] if msg.strip() else type(err).__name__
+    return f"cannot be decoded ({last[:120]})"
+
+
+def open_video(path: str | Path):  # noqa: ANN201 - decord.VideoReader
+    """A decord VideoReader on the CPU, or MediaError."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        raise MediaError(path, f"cannot be read ({e.strerror or e})") from None
+    if size == 0:
+        raise MediaError(path, "empty file (0 bytes)")
+    decord = _quiet_decord()
+    try:
+        vr = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+    except Exception as e:  # decord raises DECORDError (a RuntimeError) for any ffmpeg failure
+        raise MediaError(path, _reason(path, e)) from None
+    if len(vr) == 0:
+        raise MediaError(path, "no video frames")
+    return vr
+
+
+def probe_video(path: str | Path, check_last: bool = True) -> VideoMeta:
+    """Frame count, fps and size from the container index plus one decoded frame (not the whole clip).
+
+    With ``check_last`` the last frame is decoded too, which catches the commonest breakage (a copy cut
+    short) at the cost of decoding at most one group of pictures.
+    """
+    vr = open_video(path)
+    try:
+        n = len(vr)
+        first = vr[0].asnumpy()
+        if check_last and n > 1:
+            vr[n - 1].asnumpy()
+        fps = float(vr.get_avg_fps())
+    except MediaError:
+        raise
+    except Exception as e:
+        raise MediaError(path, _reason(Path(path), e)) from None
+    return VideoMeta(frames=n, fps=fps, width=int(first.shape[1]), height=int(first.shape[0]))
+
+
+def read_video_frames(path: str | Path, indices: list[int]) -> np.ndarray:
+    """Decode the given source frames: uint8 RGB [F, H, W, 3].  Indices may repeat and need not be sorted."""
+    vr = open_video(path)
+    n = len(vr)
+    bad = [i for i in indices if not 0 <= i < n]
+    if bad:
+        raise ValueError(f"{path}: frame indices {bad[:5]} outside 0..{n - 1}")
+    uniq = sorted(set(indices))
+    try:
+        batch = vr.get_batch(uniq).asnumpy()
+    except Exception as e:
+        raise MediaError(path, _reason(Path(path), e)) from None
+    pos = {i: k for k, i in enumerate(uniq)}
+    return batch[[pos[i] for i in indices]]
+
+
+def probe_image(path: str | Path) -> tuple[int, int]:
+    """(width, height) of an image, decoding it fully so a truncated file is caught."""
+    from PIL import Image
+
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise MediaError(path, "empty file (0 bytes)")
+        with Image.open(path) as im:
+            im.load()
+            return int(im.width), int(im.height)
+    except MediaError:
+        raise
+    except Exception as e:  # PIL: UnidentifiedImageError, OSError("image file is truncated"), ...
+        raise MediaError(path, f"not a readable image ({e})") from None
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """uint8 RGB [H, W, 3] (alpha dropped, palette/greyscale converted)."""
+    from PIL import Image
+
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except Exception as e:
+        raise MediaError(path, f"not a readable image ({e})") from None
