@@ -1,0 +1,159 @@
+"""Load the parts of a Wan 2.2 I2V model the trainer needs — and only those.
+
+``model.name_or_path`` is a local diffusers folder or a hub id ``org/name[@revision]``.  Only the experts
+being trained are read (a 14B expert is 27 GiB); the VAE and the text encoder always are.  The boundary
+between the experts comes from ``model_index.json`` unless the job sets ``model.boundary_ratio``.
+Anything missing becomes a :class:`ModelLoadError` that says what is missing and how to fix it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+HIGH, LOW = "high_noise", "low_noise"
+EXPERT_SUBFOLDER = {HIGH: "transformer", LOW: "transformer_2"}
+EXPERT_LABEL = {HIGH: "high-noise expert", LOW: "low-noise expert"}
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*(@[A-Za-z0-9_./-]+)?$")
+
+
+class ModelLoadError(Exception):
+    """The model cannot be loaded; the message names what is missing and the fix."""
+
+
+@dataclass
+class WanParts:
+    """What the trainer holds: the trained experts, the VAE, the text encoder and tokenizer."""
+
+    root: Path
+    boundary_ratio: float
+    experts: dict[str, Any] = field(default_factory=dict)  # HIGH/LOW -> WanTransformer3DModel
+    vae: Any = None
+    text_encoder: Any = None
+    tokenizer: Any = None
+
+
+def split_hub_id(name: str) -> tuple[str, str | None]:
+    """``org/name@rev`` → (``org/name``, ``rev``)."""
+    repo, _, rev = name.partition("@")
+    return repo, (rev or None)
+
+
+def _download_hint(repo: str, rev: str | None, patterns: list[str]) -> str:
+    inc = " ".join(f"--include '{p}'" for p in patterns)
+    r = f" --revision {rev}" if rev else ""
+    return (f"download it on a machine with network access: `huggingface-cli download {repo}{r} {inc}` "
+            f"(or unset HF_HUB_OFFLINE here), or set model.name_or_path to a local diffusers folder")
+
+
+def resolve_model_path(name_or_path: str, subfolders: list[str]) -> Path:
+    """A local folder holding ``subfolders``: the path itself, or the hub snapshot (downloaded if allowed)."""
+    local = Path(name_or_path).expanduser()
+    if local.exists() or name_or_path.startswith((".", "/", "~")) or not _HUB_ID.match(name_or_path):
+        if not local.is_dir():
+            raise ModelLoadError(f"model folder {local} does not exist; set model.name_or_path to a local "
+                                 "diffusers folder or a hub id like Wan-AI/Wan2.2-I2V-A14B-Diffusers")
+        return local
+    repo, rev = split_hub_id(name_or_path)
+    patterns = ["model_index.json"] + [f"{s}/*" for s in subfolders]
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError as e:  # pragma: no cover - huggingface_hub ships with diffusers
+        raise ModelLoadError(f"huggingface_hub is not installed ({e}); pip install huggingface_hub") from None
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+    try:
+        path = snapshot_download(repo, revision=rev, allow_patterns=patterns, local_files_only=offline)
+    except Exception as e:  # LocalEntryNotFoundError, network errors, 401/404 …
+        why = "HF_HUB_OFFLINE is set and it is not in the local cache" if offline else f"{type(e).__name__}: {e}"
+        raise ModelLoadError(f"cannot get {name_or_path} ({why}); {_download_hint(repo, rev, patterns)}") from None
+    return Path(path)
+
+
+def read_model_index(root: Path) -> dict[str, Any]:
+    """``model_index.json`` of a diffusers folder."""
+    try:
+        return json.loads((Path(root) / "model_index.json").read_text())
+    except FileNotFoundError:
+        raise ModelLoadError(f"{root} has no model_index.json: not a diffusers model folder") from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise ModelLoadError(f"{root}/model_index.json is unreadable ({e})") from None
+
+
+def boundary_ratio(root: Path, override: float | str = "auto") -> float:
+    """The job's ``model.boundary_ratio`` if set, else the model's own (``model_index.json``)."""
+    if override != "auto":
+        return float(override)
+    value = read_model_index(root).get("boundary_ratio")
+    if value is None:
+        raise ModelLoadError(f"{root}/model_index.json has no boundary_ratio (not a Wan 2.2 A14B model?); "
+                             "set model.boundary_ratio (0.9 for I2V A14B)")
+    return float(value)
+
+
+def _has_weights(folder: Path) -> bool:
+    return folder.is_dir() and (any(folder.glob("*.safetensors")) or any(folder.glob("*.bin")))
+
+
+def check_parts(root: Path, subfolders: list[str]) -> None:
+    """Raise a clear error if any needed sub-folder (config + weights) is absent."""
+    def complete(s: str) -> bool:
+        if s in ("tokenizer", "scheduler"):  # configs only, no weights
+            return (root / s).is_dir()
+        return _has_weights(root / s)
+
+    missing = [s for s in subfolders if not complete(s)]
+    if missing:
+        raise ModelLoadError(f"{root} is missing {', '.join(m + '/' for m in missing)} (config and weights); "
+                             "re-download the model or point model.name_or_path at a complete folder")
+
+
+def load_expert(root: Path, expert: str, dtype: torch.dtype, device: torch.device | str = "cpu"):
+    """One expert (``transformer`` = high noise, ``transformer_2`` = low noise), frozen, on ``device``."""
+    from diffusers import WanTransformer3DModel
+
+    m = WanTransformer3DModel.from_pretrained(root, subfolder=EXPERT_SUBFOLDER[expert], torch_dtype=dtype)
+    m.requires_grad_(False)
+    return m.to(device)
+
+
+def load_vae(root: Path, dtype: torch.dtype, device: torch.device | str = "cpu"):
+    from diffusers import AutoencoderKLWan
+
+    vae = AutoencoderKLWan.from_pretrained(root, subfolder="vae", torch_dtype=dtype)
+    vae.requires_grad_(False).eval()
+    return vae.to(device)
+
+
+def load_text_encoder(root: Path, dtype: torch.dtype, device: torch.device | str = "cpu"):
+    """(tokenizer, UMT5 encoder) — the encoder frozen and in eval mode."""
+    from transformers import AutoTokenizer, UMT5EncoderModel
+
+    tok = AutoTokenizer.from_pretrained(root / "tokenizer")
+    te = UMT5EncoderModel.from_pretrained(root, subfolder="text_encoder", dtype=dtype)
+    te.requires_grad_(False).eval()
+    return tok, te.to(device)
+
+
+def load_parts(name_or_path: str, experts: list[str], *, dtype: torch.dtype, device: torch.device | str,
+               boundary_override: float | str = "auto", text_encoder: bool = True,
+               vae_dtype: torch.dtype | None = None) -> WanParts:
+    """Load the trained ``experts`` (subset of HIGH/LOW), the VAE and (optionally) the text encoder."""
+    subfolders = [EXPERT_SUBFOLDER[e] for e in experts] + ["vae"]
+    if text_encoder:
+        subfolders += ["text_encoder", "tokenizer"]
+    root = resolve_model_path(name_or_path, subfolders)
+    read_model_index(root)
+    check_parts(root, subfolders)
+    parts = WanParts(root=root, boundary_ratio=boundary_ratio(root, boundary_override))
+    for e in experts:
+        parts.experts[e] = load_expert(root, e, dtype, device)
+    parts.vae = load_vae(root, vae_dtype or dtype, device)
+    if text_encoder:
+        parts.tokenizer, parts.text_encoder = load_text_encoder(root, dtype, device)
+    return parts

@@ -1,0 +1,80 @@
+"""One peft LoRA adapter per expert, on the Linear layers ``target.modules`` names.
+
+The adapter is attached with diffusers' ``add_adapter`` (peft under the hood), so the trained expert is
+the same object the pipeline would run, and its state dict is what ``lora_format`` converts.
+"""
+
+from __future__ import annotations
+
+import torch
+
+ADAPTER_NAME = "default"
+
+# diffusers module names inside each WanTransformerBlock, per ``target.modules`` choice.
+ATTN_MODULES = tuple(f"{a}.{p}" for a in ("attn1", "attn2") for p in ("to_q", "to_k", "to_v", "to_out.0"))
+FFN_MODULES = ("ffn.net.0.proj", "ffn.net.2")
+MODULE_SETS: dict[str, tuple[str, ...]] = {
+    "attn+ffn": ATTN_MODULES + FFN_MODULES,
+    "attn": ATTN_MODULES,
+    "ffn": FFN_MODULES,
+}
+
+
+def target_regex(modules: str) -> str:
+    """A peft ``target_modules`` regex (full match) restricted to ``blocks.N.<module>``."""
+    try:
+        names = MODULE_SETS[modules]
+    except KeyError:
+        raise ValueError(f"unknown target.modules {modules!r}; expected one of {', '.join(MODULE_SETS)}") from None
+    alt = "|".join(n.replace(".", r"\.") for n in names)
+    return rf"blocks\.\d+\.({alt})"
+
+
+def add_lora(transformer, rank: int, alpha: float, modules: str = "attn+ffn",
+             dtype: torch.dtype | None = None) -> list[torch.nn.Parameter]:
+    """Attach a fresh LoRA (A random, B zero: the expert starts unchanged) and return its trainable params.
+
+    The base weights are frozen.  ``dtype`` casts the LoRA params (bf16 on CUDA is the fast default;
+    fp32 on CPU); ``None`` keeps the base dtype.
+    """
+    from peft import LoraConfig
+
+    transformer.requires_grad_(False)
+    cfg = LoraConfig(r=int(rank), lora_alpha=float(alpha), target_modules=target_regex(modules),
+                     init_lora_weights=True)
+    transformer.add_adapter(cfg, adapter_name=ADAPTER_NAME)
+    params = [p for n, p in transformer.named_parameters() if "lora_" in n]
+    for p in params:
+        p.requires_grad_(True)
+        if dtype is not None and p.dtype != dtype:
+            p.data = p.data.to(dtype)
+    if not params:
+        raise RuntimeError(f"no Linear layer matched target.modules={modules!r}; is this a Wan transformer?")
+    return params
+
+
+def lora_state_dict(transformer) -> dict[str, torch.Tensor]:
+    """The adapter's weights with peft's names minus the adapter name (``blocks.0.attn1.to_q.lora_A.weight``)."""
+    from peft.utils import get_peft_model_state_dict
+
+    return get_peft_model_state_dict(transformer, adapter_name=ADAPTER_NAME)
+
+
+def load_lora_state_dict(transformer, state: dict[str, torch.Tensor]) -> None:
+    """Copy weights (as returned by :func:`lora_state_dict`) back into the attached adapter, in place.
+
+    In-place copies keep the Parameter objects (and so the optimizer's references) intact.
+    """
+    params = dict(transformer.named_parameters())
+    missing = []
+    for key, value in state.items():
+        name = key.replace(".lora_A.weight", f".lora_A.{ADAPTER_NAME}.weight").replace(
+            ".lora_B.weight", f".lora_B.{ADAPTER_NAME}.weight")
+        p = params.get(name)
+        if p is None:
+            missing.append(key)
+            continue
+        with torch.no_grad():
+            p.copy_(value.to(p.device, p.dtype))
+    if missing:
+        raise KeyError(f"LoRA state does not fit this model ({len(missing)} unknown keys, e.g. {missing[0]})")

@@ -1,0 +1,75 @@
+"""Dual-expert training: which expert a step trains, and each expert's own adapter and optimizer.
+
+Wan 2.2 A14B routes by noise level: ``transformer`` (high noise, t ≥ boundary·1000) lays out motion and
+composition, ``transformer_2`` (low noise) the detail.  Each gets its own LoRA and optimizer state; when
+both are trained they alternate every ``switch_every`` optimizer steps, starting with the high-noise
+expert.  Gradient-accumulation micro-batches never straddle a switch (the switch counts optimizer steps,
+not micro-batches, unlike ai-toolkit).  The phase is a pure function of the step, so resume restores it
+for free.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+HIGH, LOW = "high_noise", "low_noise"
+ORDER = (HIGH, LOW)
+
+
+def trained_experts(high_noise: bool, low_noise: bool) -> list[str]:
+    """The experts to train, high first; at least one must be on."""
+    out = [e for e, on in ((HIGH, high_noise), (LOW, low_noise)) if on]
+    if not out:
+        raise ValueError("multistage: neither high_noise nor low_noise is trained; turn at least one on")
+    return out
+
+
+def expert_for_step(step: int, trained: Sequence[str], switch_every: int) -> str:
+    """Expert trained by 0-based optimizer step ``step``: blocks of ``switch_every`` steps, cycling ``trained``."""
+    if not trained:
+        raise ValueError("no expert to train")
+    return trained[(step // max(1, switch_every)) % len(trained)]
+
+
+def steps_per_expert(total_steps: int, trained: Sequence[str], switch_every: int) -> dict[str, int]:
+    """How many of ``total_steps`` each expert gets (for ETA and reports)."""
+    counts = {e: 0 for e in trained}
+    full, rest = divmod(total_steps, switch_every * len(trained))
+    for e in trained:
+        counts[e] = full * switch_every
+    for i, e in enumerate(trained):
+        take = min(switch_every, max(0, rest - i * switch_every))
+        counts[e] += take
+    return counts
+
+
+@dataclass
+class Expert:
+    """One trained expert: its transformer (with the LoRA attached), the LoRA params, its optimizer."""
+
+    name: str
+    model: Any
+    params: list[torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    steps_done: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def place_experts(experts: dict[str, Expert], active: str, device: torch.device, low_vram: bool) -> None:
+    """With ``low_vram`` on CUDA keep only ``active`` on the GPU; the others wait in CPU memory.
+
+    ``Module.to`` moves parameters in place, so the optimizer keeps its references; the small LoRA
+    optimizer state stays on the GPU.
+    """
+    if not low_vram or device.type != "cuda":
+        return
+    for name, ex in experts.items():
+        target = device if name == active else torch.device("cpu")
+        if next(ex.model.parameters()).device != target:
+            ex.model.to(target)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
