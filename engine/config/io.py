@@ -7,6 +7,7 @@ say what is wrong and how to fix it, including a "did you mean" for misspelt key
 from __future__ import annotations
 
 import difflib
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,7 @@ def _loc_to_key(loc: tuple[Any, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif str(part).startswith(("function-after", "literal[", "list[", "int", "float", "bool", "str")) and out:
+        elif str(part).startswith(("function-after", "literal[", "list[", "int", "float", "bool", "str", "nullable")) and out:
             continue  # pydantic union branch names are noise for a user
         else:
             out += ("." if out else "") + str(part)
@@ -61,45 +62,115 @@ def _loc_to_key(loc: tuple[Any, ...]) -> str:
 
 
 def suggest_key(key: str) -> str:
-    """'Did you mean …' for an unknown dotted key (list indices ignored)."""
-    import re
-
+    """'Did you mean …' for an unknown dotted key; list indices of ``key`` are kept in the suggestion."""
     bare = re.sub(r"\[\d+\]", "", key)
     known = all_keys()
+    if "." not in bare:  # a misspelt [section]
+        sections = sorted({k.split(".")[0] for k in known})
+        m = difflib.get_close_matches(bare, sections, n=1, cutoff=0.6)
+        if m:
+            return m[0]
     close = difflib.get_close_matches(bare, known, n=1, cutoff=0.6)
     if not close:
-        leaf = bare.rsplit(".", 1)[-1]
-        leaves = {k.rsplit(".", 1)[-1]: k for k in known}
-        m = difflib.get_close_matches(leaf, list(leaves), n=1, cutoff=0.6)
-        close = [leaves[m[0]]] if m else []
-    return close[0] if close else ""
-
-
-def findings_from_validation_error(err: ValidationError) -> list[Finding]:
-    out: list[Finding] = []
-    seen: set[str] = set()
-    for e in err.errors():
-        key = _loc_to_key(e["loc"]) or "job"
-        if e["type"] == "extra_forbidden":
-            s = suggest_key(key)
-            fix = f"did you mean `{s}`?" if s else "remove it (see `wanlora show` for every key)"
-            f = Finding("error", key, "unknown key", fix)
+        head, _, leaf = bare.rpartition(".")
+        same_table = [k for k in known if k.rpartition(".")[0] == head]
+        m = difflib.get_close_matches(leaf, [k.rpartition(".")[2] for k in same_table], n=1, cutoff=0.6)
+        if m:
+            close = [f"{head}.{m[0]}" if head else m[0]]
         else:
-            msg = e["msg"].removeprefix("Value error, ")
-            got = e.get("input")
-            got_s = "" if isinstance(got, dict | list) else f" (got {got!r})"
-            f = Finding("error", key, f"{msg}{got_s}", _fix_for(e))
-        if f.key + f.message not in seen:
-            seen.add(f.key + f.message)
-            out.append(f)
+            leaves = {k.rsplit(".", 1)[-1]: k for k in known}
+            m = difflib.get_close_matches(leaf, list(leaves), n=1, cutoff=0.6)
+            close = [leaves[m[0]]] if m else []
+    if not close:
+        return ""
+    return _reindex(close[0], key)
+
+
+def _reindex(suggestion: str, original: str) -> str:
+    """Put the list indices of ``original`` (``datasets[2].x``) back into ``suggestion`` (``datasets.y``)."""
+    out = suggestion
+    for m in re.finditer(r"([A-Za-z_]+)\[(\d+)\]", original):
+        out = re.sub(rf"(^|\.){m.group(1)}(?=\.|$)", rf"\g<1>{m.group(1)}[{m.group(2)}]", out, count=1)
     return out
 
 
-def _fix_for(e: dict[str, Any]) -> str:
+def findings_from_validation_error(err: ValidationError) -> list[Finding]:
+    """One finding per key: pydantic's several union-branch errors for one value are merged into one."""
+    by_key: dict[str, list[dict[str, Any]]] = {}
+    for e in err.errors():
+        by_key.setdefault(_loc_to_key(e["loc"]) or "job", []).append(e)
+    out: list[Finding] = []
+    for key, errs in by_key.items():
+        if any(e["type"] == "extra_forbidden" for e in errs):
+            s = suggest_key(key)
+            fix = f"did you mean `{s}`?" if s else "remove it (`wanlora show` lists every key)"
+            out.append(Finding("error", key, "unknown key", fix))
+        elif len(errs) == 1:
+            out.append(_one_finding(key, errs[0]))
+        else:
+            out.append(_union_finding(key, errs))
+    return out
+
+
+def _got(e: dict[str, Any]) -> str:
+    got = e.get("input")
+    return "" if isinstance(got, dict | list) else f" (got {got!r})"
+
+
+def _one_finding(key: str, e: dict[str, Any]) -> Finding:
+    if e["type"] == "value_error":
+        msg = e["msg"].removeprefix("Value error, ")
+        what, sep, fix = msg.partition("; ")
+        if not sep:
+            what, fix = msg, _help_fix(key)
+        return Finding("error", key, f"{what}{_got(e)}", fix)
+    return Finding("error", key, f"{e['msg']}{_got(e)}", _fix_for(e, key))
+
+
+def _union_finding(key: str, errs: list[dict[str, Any]]) -> Finding:
+    """A value that matched none of a union's branches ("auto" | 12 | 24 …): one message listing them all."""
+    choices: list[str] = []
+    for e in errs:
+        if e["type"] == "literal_error":
+            choices.append(str((e.get("ctx") or {}).get("expected", "")))
+        elif e["type"] == "value_error":
+            return _one_finding(key, e)  # the value had the right type but failed its own check
+        else:
+            choices.append(_TYPE_WORDS.get(e["type"], e["msg"].removeprefix("Input should be ")))
+    allowed = " or ".join(c for c in choices if c)
+    got = errs[0].get("input")
+    fix = f"use {allowed}"
+    if isinstance(got, str) and any(re.search(rf"\b{re.escape(got)}\b", c) and not c.startswith("'") for c in choices):
+        fix = f"write {got} without quotes"
+    return Finding("error", key, f"must be {allowed}{_got(errs[0])}", fix)
+
+
+_TYPE_WORDS = {
+    "list_type": "a list like [0, 1]",
+    "float_parsing": "a number",
+    "float_type": "a number",
+    "int_parsing": "a whole number",
+    "int_type": "a whole number",
+    "bool_parsing": "true or false",
+    "bool_type": "true or false",
+    "string_type": "a quoted string",
+}
+
+
+def _help_fix(key: str) -> str:
+    from engine.config.schema import field_help
+
+    h = field_help(key)
+    return f"see its help: {h}" if h else "see `wanlora show` for the key's help"
+
+
+def _fix_for(e: dict[str, Any], key: str = "") -> str:
     t = e["type"]
     ctx = e.get("ctx") or {}
-    if t.startswith("greater_than") or t.startswith("less_than"):
-        return "set a value in the allowed range"
+    bounds = {"greater_than": "above {gt}", "greater_than_equal": "of at least {ge}",
+              "less_than": "below {lt}", "less_than_equal": "of at most {le}"}
+    if t in bounds:
+        return "use a value " + bounds[t].format(**ctx)
     if t == "literal_error":
         return f"use one of {ctx.get('expected', 'the listed values')}"
     if t in ("int_parsing", "int_type", "int_from_float"):
@@ -112,9 +183,15 @@ def _fix_for(e: dict[str, Any]) -> str:
         return "write the value in quotes"
     if t in ("list_type",):
         return "write a list, e.g. [512, 768]"
+    if t in ("too_short", "too_long"):
+        return e["msg"].replace("List should", "give a list that should")
     if t == "multiple_of":
-        return f"use a multiple of {ctx.get('multiple_of')}"
-    return "see the key's help in `wanlora show`"
+        m = ctx.get("multiple_of")
+        got = e.get("input")
+        if isinstance(got, int | float) and m:
+            return f"use a multiple of {m}, e.g. {max(m, round(got / m) * m)}"
+        return f"use a multiple of {m}"
+    return _help_fix(key)
 
 
 def job_from_dict(data: dict[str, Any], source: str = "job.toml") -> Job:

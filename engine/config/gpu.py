@@ -1,0 +1,83 @@
+"""Which GPUs this machine has and how much memory is free on them (NVML, no torch).
+
+``vram_tier = "auto"`` needs the free memory of the GPUs a job will use; NVML answers in milliseconds
+without creating a CUDA context.  No driver, no GPU or no ``pynvml`` all mean the same thing here: an
+empty list, never an exception, so ``wanlora validate`` works on a laptop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from engine.config.schema import VRAM_TIERS
+
+GIB = float(1 << 30)
+# A "24 GB" card shows ~23.6 GiB free and an "80 GB" H100 79.2 GiB total; a tier fits when the free
+# memory reaches this share of its nominal size.
+TIER_FIT = 0.9
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    """One GPU as NVML sees it; sizes in GiB."""
+
+    index: int
+    name: str
+    total_gb: float
+    free_gb: float
+
+
+def detect_gpus() -> list[GpuInfo]:
+    """All NVIDIA GPUs with their total and free memory; ``[]`` when there is no driver or GPU."""
+    try:
+        import pynvml
+    except ImportError:
+        return []
+    try:
+        pynvml.nvmlInit()
+    except Exception:  # NVMLError_LibraryNotFound, DriverNotLoaded, ...: no usable GPU here
+        return []
+    out: list[GpuInfo] = []
+    try:
+        for i in range(pynvml.nvmlDeviceGetCount()):
+            h = pynvml.nvmlDeviceGetHandleByIndex(i)
+            mem = pynvml.nvmlDeviceGetMemoryInfo(h)
+            name = pynvml.nvmlDeviceGetName(h)
+            if isinstance(name, bytes):
+                name = name.decode(errors="replace")
+            out.append(GpuInfo(i, str(name), mem.total / GIB, mem.free / GIB))
+    except Exception:
+        return out
+    finally:
+        try:
+            pynvml.nvmlShutdown()
+        except Exception:
+            pass
+    return out
+
+
+def pick_tier(free_gb: float) -> int:
+    """The largest VRAM tier that fits ``free_gb`` GiB; the smallest tier when none does."""
+    fitting = [t for t in VRAM_TIERS if free_gb >= t * TIER_FIT]
+    return max(fitting) if fitting else min(VRAM_TIERS)
+
+
+def chosen_gpus(gpus: Any, infos: list[GpuInfo]) -> list[GpuInfo]:
+    """The GPUs a job's ``job.gpus`` setting selects: "auto" = the one with the most free memory."""
+    if not infos:
+        return []
+    if gpus == "auto":
+        return [max(infos, key=lambda g: g.free_gb)]
+    if gpus == "all":
+        return list(infos)
+    if isinstance(gpus, list):
+        by_index = {g.index: g for g in infos}
+        return [by_index[i] for i in gpus if i in by_index]
+    return []
+
+
+def free_vram_for(gpus: Any, infos: list[GpuInfo]) -> float | None:
+    """Free GiB per GPU for a job (the smallest of its GPUs: data parallel runs the same step on each)."""
+    chosen = chosen_gpus(gpus, infos)
+    return min(g.free_gb for g in chosen) if chosen else None

@@ -1,0 +1,326 @@
+"""Peak VRAM and wall time of a job, before any GPU is touched (pure arithmetic, no torch).
+
+Memory (GiB) = resident expert weights + LoRA/optimizer + activations + text encoder/VAE if resident.
+The constants are measured on an H100 with diffusers + peft (shared/notes/baseline-h100-step.md and
+fp8-h100-step.md): one bf16 expert 26.8 GiB, fp8 13.8, nf4 ≈ 7.5; with gradient checkpointing the peak
+grows 0.69 GiB per 1000 video tokens at batch 1 (9.2 without); tokens = ((F-1)//4+1)·(H/16)·(W/16).
+
+Time: the FLOPs of one step (the notes' formula) divided by the throughput measured at that token count
+(eager bf16 H100), scaled for compile, quantisation, the GPU and the job's options; or, when
+``presets/calibration.toml`` exists, by the throughput the benchmark suite measured there.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.config.schema import Job
+
+WEIGHTS_GIB = {"none": 26.8, "fp8": 13.8, "nf4": 7.5}  # one expert's base weights
+TE_GIB = {"none": 10.6, "fp8": 5.6, "nf4": 3.2}  # UMT5-XXL encoder
+VAE_GIB = 0.25
+RECOVERY_ADAPTER_GIB = 0.3  # per quantised expert
+OFFLOAD_RESIDENT_GIB = 2.0  # blocks in flight while layer_offloading streams the rest
+ACT_GIB_PER_KTOK = {True: 0.69, False: 9.2}  # gradient checkpointing on / off, batch 1
+OPT_BYTES_PER_PARAM = {"adamw": 8.0, "adamw8bit": 6.0}  # bf16 LoRA + grad + two optimizer moments
+EMA_BYTES_PER_PARAM = 2.0
+ALLOC_OVERHEAD = 1.08  # allocator fragmentation over max_memory_allocated
+CUDA_CONTEXT_GIB = 0.5
+
+# Wan 2.2 A14B expert: d=5120, ffn=13824, 40 blocks, 512 text tokens.
+D, FFN, LAYERS, TEXT_TOKENS = 5120, 13824, 40, 512
+LORA_PARAMS_PER_RANK = {  # per expert: attn1+attn2 q,k,v,o = 8 d×d; FFN in/out
+    "attn+ffn": LAYERS * (8 * 2 * D + 2 * (D + FFN)),
+    "attn": LAYERS * 8 * 2 * D,
+    "ffn": LAYERS * 2 * (D + FFN),
+}
+
+# Eager bf16 throughput (TFLOP/s) on an H100 by video tokens at batch 1, GC on (baseline notes).
+H100_TFLOPS = ((3072, 326.0), (11264, 410.0), (17160, 422.0), (21504, 441.0), (25344, 451.0),
+               (32760, 455.0), (45056, 481.0))
+COMPILE_FACTOR = 0.78  # per-block torch.compile: -20..-23 % step time
+QUANT_TIME = {  # (eager, compiled) step time factor vs bf16
+    "none": (1.0, 1.0),
+    "fp8": (1.097, 1.013),  # measured (weight-only fp8 dequantises per matmul)
+    "nf4": (1.3, 1.2),  # not measured: 4-bit dequantisation assumed to cost more than fp8
+}
+# bf16 dense throughput relative to an H100 (vendor peak ratios; substring of the NVML name).
+GPU_SPEED = (("H200", 1.03), ("H100", 1.0), ("GH200", 1.05), ("B200", 2.2), ("A100", 0.32),
+             ("L40S", 0.37), ("RTX 6000 Ada", 0.37), ("L40", 0.18), ("A6000", 0.16), ("5090", 0.21),
+             ("4090", 0.17), ("3090", 0.072), ("4080", 0.10), ("4070", 0.06), ("3060", 0.026))
+TIER_GPU = {12: ("RTX 3060-class GPU", 0.026), 24: ("RTX 4090-class GPU", 0.17), 32: ("RTX 5090-class GPU", 0.21),
+            48: ("L40S/A6000-class GPU", 0.25), 80: ("H100", 1.0), 141: ("H200", 1.03)}
+PCIE_GIB_S = 12.0  # pinned host<->device copies when low_vram swaps experts
+VAE_S_PER_KTOK = 0.028  # uncached VAE encode on an H100-class GPU (0.92 s for 81x480x832)
+DOP_TIME_FACTOR = 2.0  # guide: DOP roughly doubles compute (extra forward passes)
+OFFLOAD_TIME_FACTOR = 2.0  # guide: layer offloading roughly doubles step time
+# The guide's ai-toolkit wall times on an H100 (41 frames, mixed 512/768/1024): steps -> (low h, high h).
+GUIDE_HOURS = {1000: (12, 18), 1500: (18, 27), 2000: (24, 36), 3000: (35, 55)}
+
+
+def video_tokens(num_frames: int, height: int, width: int) -> int:
+    """Transformer tokens of one clip: latent frames × (H/16) × (W/16)."""
+    return ((num_frames - 1) // 4 + 1) * (height // 16) * (width // 16)
+
+
+def lora_params(rank: int, modules: str = "attn+ffn") -> int:
+    return LORA_PARAMS_PER_RANK[modules] * rank
+
+
+def experts_resident(job: Job) -> int:
+    trained = int(job.multistage.high_noise) + int(job.multistage.low_noise)
+    return 1 if job.model.low_vram else max(1, trained)
+
+
+@dataclass
+class MemoryEstimate:
+    """Peak VRAM of the largest bucket; ``need_gib`` adds allocator overhead and the CUDA context."""
+
+    peak_gib: float
+    need_gib: float
+    parts: dict[str, float]
+    worst: str  # which dataset/bucket sets the peak, e.g. "datasets[0] 1024x1024x41"
+    tokens: int
+
+
+def _bucket_peak(job: Job, tokens: int) -> dict[str, float]:
+    q = job.quantization.transformer
+    n = experts_resident(job)
+    parts: dict[str, float] = {}
+    if job.model.layer_offloading:
+        parts["expert weights (streamed from CPU)"] = OFFLOAD_RESIDENT_GIB
+    else:
+        parts[f"{n} expert(s), {q if q != 'none' else 'bf16'}"] = n * WEIGHTS_GIB[q]
+    if q != "none" and job.quantization.recovery_adapter:
+        parts["recovery adapter"] = n * RECOVERY_ADAPTER_GIB
+    per_param = OPT_BYTES_PER_PARAM[job.training.optimizer] + (EMA_BYTES_PER_PARAM if job.training.ema else 0)
+    trained_resident = min(n, int(job.multistage.high_noise) + int(job.multistage.low_noise)) or 1
+    parts["LoRA + optimizer"] = trained_resident * lora_params(job.target.rank, job.target.modules) * per_param / 2**30
+    act = ACT_GIB_PER_KTOK[job.training.gradient_checkpointing] * tokens / 1000 * job.training.batch_size
+    parts[f"activations ({tokens} tokens x batch {job.training.batch_size})"] = act
+    t = job.training
+    if not (job.model.low_vram or t.cache_text_embeddings or t.unload_text_encoder):
+        parts[f"text encoder ({job.quantization.text_encoder})"] = TE_GIB[job.quantization.text_encoder]
+    if not job.model.low_vram and not (job.datasets and all(d.cache_latents for d in job.datasets)):
+        parts["VAE"] = VAE_GIB
+    return parts
+
+
+def buckets(job: Job) -> list[tuple[int, int, int, int]]:
+    """(dataset index, resolution, num_frames, tokens) of every bucket size the job trains on."""
+    out = []
+    for i, d in enumerate(job.datasets):
+        for r in d.resolutions:
+            out.append((i, r, d.num_frames, video_tokens(d.num_frames, r, r)))
+    return out or [(-1, 512, 41, video_tokens(41, 512, 512))]
+
+
+def peak_vram(job: Job) -> MemoryEstimate:
+    """Estimated peak VRAM (GiB) over all buckets; the largest bucket decides."""
+    i, res, frames, tokens = max(buckets(job), key=lambda b: b[3])
+    parts = _bucket_peak(job, tokens)
+    peak = sum(parts.values())
+    where = f"datasets[{i}] {res}x{res}x{frames}" if i >= 0 else f"{res}x{res}x{frames}"
+    return MemoryEstimate(round(peak, 1), round(peak * ALLOC_OVERHEAD + CUDA_CONTEXT_GIB, 1),
+                          {k: round(v, 2) for k, v in parts.items()}, where, tokens)
+
+
+@dataclass
+class LadderStep:
+    """One rung of the guide's OOM ladder, applied on top of the ones before it."""
+
+    key: str
+    change: str
+    peak_gib: float
+    need_gib: float
+
+
+def oom_ladder(job: Job, budget_gib: float | None = None) -> list[LadderStep]:
+    """The guide's OOM ladder tailored to ``job``: drop 1024 → frames 41→33→21 → batch 1 → low_vram →
+    nf4 → layer_offloading; each rung with the estimated peak after it (stops once it fits)."""
+    j = job.model_copy(deep=True)
+    steps: list[LadderStep] = []
+
+    def rung(key: str, change: str) -> bool:
+        est = peak_vram(j)
+        steps.append(LadderStep(key, change, est.peak_gib, est.need_gib))
+        return budget_gib is not None and est.need_gib <= budget_gib
+
+    for i, d in enumerate(j.datasets):
+        if max(d.resolutions) > 768:
+            d.resolutions = [r for r in d.resolutions if r <= 768] or [768]
+            if rung(f"datasets[{i}].resolutions", f"drop the 1024 bucket: resolutions = {d.resolutions}"):
+                return steps
+    for target in (41, 33, 21):
+        for i, d in enumerate(j.datasets):
+            if d.num_frames > target:
+                d.num_frames = target
+                if rung(f"datasets[{i}].num_frames", f"num_frames = {target}"):
+                    return steps
+    if j.training.batch_size > 1:
+        j.training.batch_size = 1
+        if rung("training.batch_size", "batch_size = 1"):
+            return steps
+    if not j.model.low_vram:
+        j.model.low_vram = True
+        if rung("model.low_vram", "low_vram = true (only the active expert on the GPU)"):
+            return steps
+    if j.quantization.transformer != "nf4":
+        j.quantization.transformer = "nf4"
+        if rung("quantization.transformer", 'transformer = "nf4"'):
+            return steps
+    if not j.model.layer_offloading:
+        j.model.layer_offloading = True
+        rung("model.layer_offloading", "layer_offloading = true (needs about 64 GB of system RAM)")
+    return steps
+
+
+def format_ladder(steps: list[LadderStep]) -> str:
+    return " → ".join(f"{s.change} (≈{s.need_gib:.0f} GiB)" for s in steps)
+
+
+# ---- time -------------------------------------------------------------------------------------------
+
+
+def step_tflop(tokens: int, rank: int = 16, gc: bool = True, batch: int = 1) -> float:
+    """TFLOP of one training step of one expert (forward, recompute if GC, backward) at batch ``batch``."""
+    n, t, d = tokens, TEXT_TOKENS, D
+    mm = 2 * LAYERS * ((6 * d * d + 2 * d * FFN) * n + 2 * d * d * t) + 2 * (n * (36 * 4 * d + d * 64) + t * (4096 * d + d * d))
+    attn = LAYERS * (4 * n * n * d + 4 * n * t * d)
+    lora = 2 * rank * LAYERS * (n * (12 * d + 2 * (d + FFN)) + 4 * d * t)
+    fwd = mm + attn + lora
+    bwd = mm + 2.5 * attn + 2 * lora
+    return batch * ((2 * fwd if gc else fwd) + bwd) / 1e12
+
+
+def forward_tflop(tokens: int, rank: int = 16) -> float:
+    """TFLOP of one forward pass (the recompute that GC adds is exactly one forward)."""
+    return step_tflop(tokens, rank, gc=True) - step_tflop(tokens, rank, gc=False)
+
+
+def _interp(points: list[tuple[float, float]], x: float) -> float:
+    pts = sorted(points)
+    if x <= pts[0][0]:
+        return pts[0][1]
+    for (x0, y0), (x1, y1) in zip(pts, pts[1:], strict=False):
+        if x <= x1:
+            return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    return pts[-1][1]
+
+
+def gpu_speed(gpu_name: str | None, tier: int | None) -> tuple[str, float]:
+    """(label, bf16 speed relative to an H100) for an NVML name, else the tier's typical GPU."""
+    if gpu_name:
+        for sub, f in GPU_SPEED:
+            if sub.lower() in gpu_name.lower():
+                return gpu_name, f
+        return gpu_name, 0.3
+    if tier in TIER_GPU:
+        return TIER_GPU[tier]
+    return "H100 (no GPU given)", 1.0
+
+
+def calibration_path() -> Path:
+    from engine.config.presets import presets_dir
+
+    return presets_dir() / "calibration.toml"
+
+
+def load_calibration(path: Path | None = None) -> list[dict[str, Any]]:
+    """Measured steps from ``presets/calibration.toml`` (``[[step]]`` rows), or ``[]`` when absent."""
+    path = path or calibration_path()
+    try:
+        with open(path, "rb") as f:
+            rows = tomllib.load(f).get("step", [])
+    except (FileNotFoundError, tomllib.TOMLDecodeError):
+        return []
+    need = ("gpu", "num_frames", "width", "height", "s_per_step")
+    return [r for r in rows if isinstance(r, dict) and all(k in r for k in need) and r["s_per_step"] > 0]
+
+
+@dataclass
+class TimeEstimate:
+    s_per_step: float
+    hours: float
+    gpu: str
+    source: str  # "calibration (presets/calibration.toml, N measured steps)" or "built-in ..."
+    notes: list[str] = field(default_factory=list)
+
+
+def _calibrated_tflops(rows: list[dict[str, Any]], gpu: str, quant: str, compiled: bool) -> list[tuple[float, float]] | None:
+    """Throughput points (tokens, TFLOP/s) measured on ``gpu`` in the job's settings, normalised to eager bf16."""
+    mine = [r for r in rows if str(r["gpu"]).lower() in gpu.lower() or gpu.lower() in str(r["gpu"]).lower()]
+    if not mine:
+        return None
+    pts = []
+    for r in mine:
+        tok = video_tokens(int(r["num_frames"]), int(r["height"]), int(r["width"]))
+        tf = step_tflop(tok, int(r.get("rank", 16)), bool(r.get("gradient_checkpointing", True)),
+                        int(r.get("batch_size", 1))) / float(r["s_per_step"])
+        rq, rc = str(r.get("transformer", "none")), bool(r.get("compile", False))
+        tf *= QUANT_TIME.get(rq, (1.0, 1.0))[int(rc)] * (COMPILE_FACTOR if rc else 1.0)  # back to eager bf16
+        pts.append((float(tok), tf))
+    return pts
+
+
+def step_time(job: Job, gpu_name: str | None = None, tier: int | None = None,
+              calibration: list[dict[str, Any]] | None = None) -> TimeEstimate:
+    """Seconds per optimizer step (averaged over the job's buckets) and total hours on ``gpu_name``."""
+    label, speed = gpu_speed(gpu_name, tier)
+    rows = load_calibration() if calibration is None else calibration
+    compiled = job.advanced.compile
+    quant = job.quantization.transformer
+    cal = _calibrated_tflops(rows, label, quant, compiled) if rows else None
+    curve = cal or [(float(a), b * speed) for a, b in H100_TFLOPS]
+    source = (f"calibrated: {calibration_path()} ({len(cal)} measured step(s) on {label})" if cal
+              else "built-in numbers (H100 measurements in the notes, scaled to the GPU)")
+    notes: list[str] = []
+    t = job.training
+    weights = [(job.datasets[i].weight / len(job.datasets[i].resolutions) if i >= 0 else 1.0, tok)
+               for i, _, _, tok in buckets(job)]
+    total_w = sum(w for w, _ in weights)
+    qf = QUANT_TIME[quant][int(compiled)] * (COMPILE_FACTOR if compiled else 1.0)
+    uncached = not job.datasets or not all(d.cache_latents for d in job.datasets)
+    s = 0.0
+    for w, tok in weights:
+        tf = step_tflop(tok, job.target.rank, t.gradient_checkpointing, t.batch_size)
+        secs = tf / _interp(curve, tok) * qf
+        if uncached:
+            secs += VAE_S_PER_KTOK * tok / 1000 * t.batch_size / speed
+        s += w / total_w * secs
+    if quant == "nf4":
+        notes.append("nf4 step time is an assumption (+30 %), not a measurement")
+    if t.dop.enabled:
+        s *= DOP_TIME_FACTOR
+        notes.append("DOP roughly doubles each step (extra forward passes)")
+    if job.model.layer_offloading:
+        s *= OFFLOAD_TIME_FACTOR
+        notes.append("layer offloading roughly doubles step time")
+    s *= t.gradient_accumulation
+    both = job.multistage.high_noise and job.multistage.low_noise
+    if job.model.low_vram and both:
+        swap = 2 * WEIGHTS_GIB[quant] / PCIE_GIB_S
+        s += swap / job.multistage.switch_every
+        notes.append(f"low_vram swaps experts every {job.multistage.switch_every} steps (~{swap:.0f} s each)")
+    total_s = s * t.steps
+    sm = job.sample
+    if sm.enabled and sm.prompts:
+        tok = video_tokens(sm.num_frames, sm.height, sm.width)
+        per_video = sm.steps * 2 * forward_tflop(tok, job.target.rank) / _interp(curve, tok) * qf
+        n_rounds = t.steps // sm.every + 1
+        total_s += n_rounds * len(sm.prompts) * per_video
+        notes.append(f"previews: {n_rounds} rounds x {len(sm.prompts)} prompt(s), ~{per_video:.0f} s each")
+    return TimeEstimate(round(s, 2), round(total_s / 3600, 1), label, source, notes)
+
+
+def guide_hours(steps: int) -> tuple[float, float]:
+    """The guide's ai-toolkit H100 wall time for ``steps`` (interpolated from its table)."""
+    pts = sorted(GUIDE_HOURS.items())
+    lo = _interp([(float(k), float(v[0])) for k, v in pts], steps) if steps <= 3000 else pts[-1][1][0] * steps / 3000
+    hi = _interp([(float(k), float(v[1])) for k, v in pts], steps) if steps <= 3000 else pts[-1][1][1] * steps / 3000
+    if steps < 1000:
+        lo, hi = pts[0][1][0] * steps / 1000, pts[0][1][1] * steps / 1000
+    return round(lo, 1), round(hi, 1)
