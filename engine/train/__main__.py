@@ -1,0 +1,26 @@
+"""``python -m engine.train JOB_DIR``: run the trainer for one job folder; the exit code is the contract."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m engine.train", description=__doc__)
+    parser.add_argument("job_dir", type=Path, help="job folder holding job.toml")
+    parser.add_argument("--cpu", action="store_true", help="train on the CPU even if a GPU is present")
+    args = parser.parse_args(argv)
+    from engine.train.loop import run
+
+    device = None
+    if args.cpu:
+        import torch
+
+        device = torch.device("cpu")
+    return run(args.job_dir, device=device)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

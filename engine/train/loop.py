@@ -1,0 +1,383 @@
+"""The training loop: wires the small components into a run, and turns failures into exit codes.
+
+``run(job_dir)`` is the whole life of one trainer process (``python -m engine.train JOB_DIR``):
+take ``run.lock`` → read ``job.toml`` → load only the trained experts + VAE + text encoder → attach one
+LoRA per expert → resume from the newest complete state → loop over optimizer steps (alternating
+experts), writing events/status, polling control flags, saving checkpoint pairs and resumable states →
+final LoRA pair.  Every way out has an exit code from :mod:`engine.config.jobdir`.
+
+The per-step math lives elsewhere (timesteps, conditioning, objective); this file only orders it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engine.config import jobdir
+from engine.config.findings import JobError
+from engine.config.io import load_job
+from engine.config.schema import Job
+from engine.model import lora_format
+from engine.model.load import ModelLoadError, WanParts, load_parts
+from engine.model.lora import add_lora, load_lora_state_dict, lora_state_dict
+from engine.model.text import encode_prompts
+from engine.train import state as train_state
+from engine.train.batches import Batch, BatchSource, DataExhausted, make_batch_source
+from engine.train.conditioning import condition_latents, encode_latents, model_input
+from engine.train.control import RunLock, StopSignal, take_flags
+from engine.train.events import EventLog, Heartbeat, Status
+from engine.train.experts import Expert, expert_for_step, place_experts, trained_experts
+from engine.train.failures import nan_message, oom_message
+from engine.train.objective import differential_guidance_target, flow_target, mse_loss, noisy_latents
+from engine.train.optim import OptimizerUnavailable, build_optimizer, lr_at, set_lr
+from engine.train.timesteps import sample_timesteps, sigmas_from_timesteps
+
+_ATTN_BACKENDS = {"native": "native", "cudnn": "_native_cudnn", "flash": "_native_flash",
+                  "efficient": "_native_efficient", "math": "_native_math"}
+
+
+class NonFiniteLoss(Exception):
+    """The loss is NaN/inf: stop before the optimizer spreads it into the weights."""
+
+
+class StopRun(Exception):
+    """Leave the loop with this exit code (pause, signal) after a resumable state was saved."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code, self.reason = code, reason
+
+
+@dataclass
+class StepResult:
+    loss: float
+    expert: str
+    timestep: float
+    lr: float
+
+
+def output_dir(job: Job, job_dir: Path) -> Path:
+    """Where LoRA files go: ``job.output_dir`` if set, else ``JOB_DIR/checkpoints``."""
+    return Path(job.job.output_dir).expanduser() if job.job.output_dir else Path(job_dir) / jobdir.CHECKPOINTS
+
+
+def lora_filename(name: str, expert: str, step: int | None) -> str:
+    """``<name>_<expert>_<step:06d>.safetensors``, or ``<name>_<expert>.safetensors`` for the final pair."""
+    return f"{name}_{expert}.safetensors" if step is None else f"{name}_{expert}_{step:06d}.safetensors"
+
+
+def prune_checkpoints(out_dir: Path, name: str, expert: str, max_keep: int) -> list[Path]:
+    """Delete all but the newest ``max_keep`` step files of one expert (the final file is never touched)."""
+    pat = re.compile(rf"^{re.escape(name)}_{expert}_(\d{{6,}})\.safetensors$")
+    found = sorted((int(m.group(1)), p) for p in out_dir.iterdir() if (m := pat.match(p.name)))
+    doomed = [p for _s, p in found[: max(0, len(found) - max_keep)]]
+    for p in doomed:
+        p.unlink(missing_ok=True)
+    return doomed
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+class Trainer:
+    """One run of one job; built by :func:`run`, usable directly by tests."""
+
+    def __init__(self, job: Job, job_dir: Path, events: EventLog, status: Status,
+                 device: torch.device | None = None, stop: StopSignal | None = None) -> None:
+        self.job, self.job_dir, self.events, self.status = job, Path(job_dir), events, status
+        self.device = device or pick_device()
+        self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        self.stop = stop or StopSignal()
+        self.trained = trained_experts(job.multistage.high_noise, job.multistage.low_noise)
+        self.out_dir = output_dir(job, job_dir)
+        self.experts: dict[str, Expert] = {}
+        self.parts: WanParts | None = None
+        self.data: BatchSource | None = None
+        self.step = 0  # optimizer steps completed
+        self.last_checkpoint: str | None = None
+        seed = job.training.seed
+        # Own generators (saved with the state): timesteps on the CPU, noise on the training device.
+        self.gen_t = torch.Generator("cpu").manual_seed(seed)
+        self.gen_noise = torch.Generator(self.device).manual_seed(seed + 1)
+        self._s_per_step: float | None = None
+
+    # ---------------------------------------------------------------- setup
+    def setup(self) -> None:
+        job = self.job
+        self.status.update(state="loading", total_steps=job.training.steps)
+        self.events.emit("state", state="loading", experts=self.trained, device=str(self.device))
+        torch.manual_seed(job.training.seed)
+        self.parts = load_parts(job.model.name_or_path, self.trained, dtype=self.dtype, device=self.device,
+                                boundary_override=job.model.boundary_ratio, vae_dtype=torch.float32)
+        self._warn_unsupported()
+        for name in self.trained:
+            self.experts[name] = self._prepare_expert(name)
+        self.data = make_batch_source(job, seed=job.training.seed, warn=self._data_warning)
+        latest = train_state.latest_state(self.job_dir)
+        if latest is not None:
+            self._resume(latest)
+        self.events.emit("state", state="ready", step=self.step, boundary_ratio=self.parts.boundary_ratio,
+                         resumed_from=str(latest) if latest else None)
+
+    def _warn_unsupported(self) -> None:
+        """Settings this build accepts but does not apply yet: say so once, never silently."""
+        job = self.job
+        notes = []
+        if job.quantization.transformer != "none" and self.device.type == "cuda":
+            notes.append(f"quantization.transformer={job.quantization.transformer} is not applied yet (bf16 base)")
+        if job.training.dop.enabled:
+            notes.append("training.dop is not applied yet")
+        if job.training.ema:
+            notes.append("training.ema is not applied yet")
+        if job.model.layer_offloading:
+            notes.append("model.layer_offloading is not applied yet")
+        for n in notes:
+            self.events.emit("warning", message=n)
+
+    def _prepare_expert(self, name: str) -> Expert:
+        job = self.job
+        model = self.parts.experts[name]
+        lora_dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        params = add_lora(model, job.target.rank, job.target.effective_alpha, job.target.modules, dtype=lora_dtype)
+        if job.training.gradient_checkpointing:
+            model.enable_gradient_checkpointing()
+        backend = _ATTN_BACKENDS.get(job.advanced.attention_backend)
+        if backend:
+            model.set_attention_backend(backend)
+        if job.advanced.compile:
+            for block in model.blocks:
+                block.compile()
+        model.train()
+        opt = build_optimizer(params, job.training.optimizer, job.training.learning_rate,
+                              job.training.weight_decay, self.device)
+        return Expert(name=name, model=model, params=params, optimizer=opt)
+
+    def _data_warning(self, message: str, path: str | None = None) -> None:
+        self.events.emit("warning", message=message, path=path)
+
+    # ---------------------------------------------------------------- state
+    def _generators(self) -> dict[str, torch.Generator]:
+        return {"timesteps": self.gen_t, "noise": self.gen_noise}
+
+    def save_state(self) -> Path:
+        meta = {"job": self.job.job.name, "expert_phase": expert_for_step(self.step, self.trained,
+                                                                          self.job.multistage.switch_every),
+                "experts": self.trained, "steps_done": {n: e.steps_done for n, e in self.experts.items()},
+                "last_checkpoint": self.last_checkpoint, "data": self.data.state_dict()}
+        path = train_state.save_state(
+            self.job_dir, self.step,
+            adapters={n: lora_state_dict(e.model) for n, e in self.experts.items()},
+            optimizers={n: e.optimizer.state_dict() for n, e in self.experts.items()},
+            rng=train_state.capture_rng(self._generators()), meta=meta)
+        self.events.emit("state", state="saved", step=self.step, path=str(path))
+        return path
+
+    def _resume(self, path: Path) -> None:
+        st = train_state.load_state(path)
+        meta = st["meta"]
+        missing = [n for n in self.trained if n not in st["adapters"]]
+        if missing:
+            raise JobError([], f"the saved state {path} has no {', '.join(missing)} adapter; the job's "
+                               "multistage settings changed since it was saved (remove state/ to start over)")
+        for name, ex in self.experts.items():
+            load_lora_state_dict(ex.model, st["adapters"][name])
+            ex.optimizer.load_state_dict(st["optimizers"][name])
+            ex.steps_done = int(meta.get("steps_done", {}).get(name, 0))
+        train_state.restore_rng(st["rng"], self._generators())
+        self.data.load_state_dict(meta["data"])
+        self.step = int(meta["step"])
+        self.last_checkpoint = meta.get("last_checkpoint")
+        self.events.emit("state", state="resumed", step=self.step, path=str(path))
+
+    # ---------------------------------------------------------------- checkpoints
+    def save_checkpoint(self, final: bool = False) -> list[Path]:
+        """The LoRA pair for the current step (or the final pair), then max_keep pruning."""
+        job = self.job
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        written = []
+        for name, ex in self.experts.items():
+            meta = lora_format.lora_metadata(
+                base_model=job.model.name_or_path, expert=name, rank=job.target.rank,
+                alpha=job.target.effective_alpha, trigger=job.job.trigger_word, step=self.step,
+                recipe=job.job.preset, modules=job.target.modules, boundary_ratio=self.parts.boundary_ratio,
+                extra={"learning_rate": job.training.learning_rate, "timestep_type": job.training.timestep_type,
+                       "timestep_bias": job.training.timestep_bias, "expert_steps": ex.steps_done})
+            path = self.out_dir / lora_filename(job.job.name, name, None if final else self.step)
+            lora_format.save_lora(path, lora_state_dict(ex.model), alpha=job.target.effective_alpha,
+                                  dtype=job.save.dtype, metadata=meta)
+            written.append(path)
+        for name in self.experts:  # only after every new file is complete
+            prune_checkpoints(self.out_dir, job.job.name, name, job.save.max_keep)
+        self.last_checkpoint = str(written[0])
+        self.events.emit("checkpoint", step=self.step, files=[str(p) for p in written], final=final)
+        self.status.update(last_checkpoint=self.last_checkpoint)
+        return written
+
+    # ---------------------------------------------------------------- one step
+    def embed(self, captions: list[str]) -> torch.Tensor:
+        """Caption embeddings for the transformer (the text-embedding cache replaces this call)."""
+        return encode_prompts(self.parts.tokenizer, self.parts.text_encoder, captions, device=self.device,
+                              dtype=self.dtype)
+
+    def forward_loss(self, ex: Expert, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flow-matching loss of one micro-batch on ``ex`` (and the timesteps drawn)."""
+        job, parts = self.job, self.parts
+        pixels = batch.pixels.to(self.device)
+        x0 = encode_latents(parts.vae, pixels)
+        cond = condition_latents(parts.vae, pixels[:, :, 0], pixels.shape[2])
+        emb = self.embed(batch.captions)
+        t = sample_timesteps(x0.shape[0], ex.name, parts.boundary_ratio, job.training.timestep_type,
+                             job.training.timestep_bias, generator=self.gen_t).to(self.device)
+        noise = torch.randn(x0.shape, generator=self.gen_noise, device=self.device, dtype=x0.dtype)
+        xt = noisy_latents(x0, noise, sigmas_from_timesteps(t))
+        pred = ex.model(model_input(xt, cond, self.dtype), timestep=t, encoder_hidden_states=emb,
+                        return_dict=False)[0]
+        target = flow_target(x0, noise)
+        if job.advanced.differential_guidance:
+            target = differential_guidance_target(pred, target, job.advanced.differential_guidance_scale)
+        return mse_loss(pred, target), t
+
+    def train_step(self) -> StepResult:
+        """One optimizer step on the expert this step belongs to (with gradient accumulation)."""
+        job = self.job
+        name = expert_for_step(self.step, self.trained, job.multistage.switch_every)
+        ex = self.experts[name]
+        place_experts(self.experts, name, self.device, job.model.low_vram)
+        lr = lr_at(self.step, job.training.learning_rate, job.training.steps, job.training.lr_warmup_steps,
+                   job.training.lr_scheduler)
+        set_lr(ex.optimizer, lr)
+        accum = job.training.gradient_accumulation
+        total = torch.zeros((), device=self.device)
+        t_first = None
+        for _ in range(accum):
+            loss, t = self.forward_loss(ex, self.data.next_batch())
+            (loss / accum).backward()
+            total += loss.detach() / accum
+            t_first = t if t_first is None else t_first
+        loss_value = float(total.item())  # the one host sync per step (the loss is logged anyway)
+        if not math.isfinite(loss_value):
+            ex.optimizer.zero_grad(set_to_none=True)
+            raise NonFiniteLoss(nan_message(self.step + 1, self.last_checkpoint, lr))
+        if job.training.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(ex.params, job.training.max_grad_norm)
+        ex.optimizer.step()
+        ex.optimizer.zero_grad(set_to_none=True)
+        ex.steps_done += 1
+        self.step += 1
+        return StepResult(loss=loss_value, expert=name, timestep=float(t_first[0]), lr=lr)
+
+    # ---------------------------------------------------------------- the loop
+    def _report(self, r: StepResult, dt: float) -> None:
+        total = self.job.training.steps
+        self._s_per_step = dt if self._s_per_step is None else 0.9 * self._s_per_step + 0.1 * dt
+        eta = self._s_per_step * (total - self.step)
+        peak = None
+        if self.device.type == "cuda":
+            peak = round(torch.cuda.max_memory_allocated(self.device) / 2**30, 3)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        self.events.emit("step", step=self.step, total_steps=total, loss=r.loss, lr=r.lr, expert=r.expert,
+                         timestep=round(r.timestep, 3), s_per_step=round(dt, 4), peak_vram_gb=peak,
+                         eta_s=round(eta, 1))
+        self.status.update(state="running", step=self.step, total_steps=total, loss=r.loss, expert=r.expert,
+                           eta_s=round(eta, 1))
+
+    def _handle_flags(self) -> None:
+        for flag in take_flags(self.job_dir):
+            if flag == jobdir.FLAG_SAVE_NOW:
+                self.save_checkpoint()
+                self.save_state()
+            elif flag == jobdir.FLAG_SAMPLE_NOW:
+                self.events.emit("warning", message="sample_now: previews are not available in this build yet")
+            elif flag == jobdir.FLAG_PAUSE:
+                self.save_checkpoint()
+                self.save_state()
+                raise StopRun(jobdir.EXIT_PAUSED, "paused")
+        if self.stop.requested:
+            self.save_state()
+            raise StopRun(128 + 15 if self.stop.requested == "SIGTERM" else 130, f"stopped by {self.stop.requested}")
+
+    def train(self) -> int:
+        job = self.job
+        every = job.save.every
+        self.status.update(state="running", step=self.step, total_steps=job.training.steps,
+                           last_checkpoint=self.last_checkpoint)
+        self.events.emit("state", state="running", step=self.step, total_steps=job.training.steps)
+        while self.step < job.training.steps:
+            self._handle_flags()
+            t0 = time.perf_counter()
+            r = self.train_step()
+            self._report(r, time.perf_counter() - t0)
+            if self.step % every == 0 and self.step < job.training.steps:
+                self.save_checkpoint()
+                self.save_state()
+        self.save_checkpoint(final=True)
+        self.save_state()
+        return jobdir.EXIT_OK
+
+
+def _fail(events: EventLog, status: Status, reason: str, message: str, **extra: Any) -> None:
+    events.emit("error", reason=reason, message=message, **extra)
+    status.update(state="failed", reason=reason, message=message)
+
+
+def run(job_dir: Path, device: torch.device | None = None) -> int:
+    """The trainer process for ``job_dir``; returns a ``jobdir.EXIT_*`` code (or 143/130 on a signal)."""
+    job_dir = Path(job_dir)
+    lock = RunLock(job_dir)
+    if not lock.acquire():
+        print(f"another trainer already runs {job_dir} (run.lock is held)", flush=True)
+        return jobdir.EXIT_LOCKED
+    events, status = EventLog(job_dir), Status(job_dir)
+    heartbeat = Heartbeat(status, events, jobdir.HEARTBEAT_INTERVAL_S).start()
+    stop = StopSignal().install()
+    trainer: Trainer | None = None
+    try:
+        events.emit("state", state="starting", pid=os.getpid())
+        status.update(state="starting")
+        try:
+            job = load_job(job_dir / jobdir.JOB_TOML)
+            trainer = Trainer(job, job_dir, events, status, device=device, stop=stop)
+            trainer.setup()
+        except (JobError, ModelLoadError, OptimizerUnavailable, ValueError) as e:
+            _fail(events, status, "config", str(e))
+            return jobdir.EXIT_CONFIG
+        except DataExhausted as e:
+            _fail(events, status, "data", str(e))
+            return jobdir.EXIT_DATA
+        code = trainer.train()
+        status.update(state="completed", step=trainer.step, eta_s=0, reason="completed")
+        events.emit("state", state="completed", step=trainer.step, files=trainer.last_checkpoint)
+        return code
+    except StopRun as e:
+        status.update(state="paused" if e.code == jobdir.EXIT_PAUSED else "stopped", reason=e.reason)
+        events.emit("state", state="paused" if e.code == jobdir.EXIT_PAUSED else "stopped", reason=e.reason,
+                    step=trainer.step if trainer else 0)
+        return e.code
+    except NonFiniteLoss as e:
+        _fail(events, status, "nan", str(e), last_checkpoint=trainer.last_checkpoint if trainer else None)
+        return jobdir.EXIT_NAN
+    except DataExhausted as e:
+        _fail(events, status, "data", str(e))
+        return jobdir.EXIT_DATA
+    except torch.OutOfMemoryError as e:
+        msg = oom_message(trainer.job, str(e).splitlines()[0][:200]) if trainer else str(e)
+        _fail(events, status, "oom", msg)
+        return jobdir.EXIT_OOM
+    except Exception as e:  # a crash: record it where the user looks, then re-raise for the traceback
+        _fail(events, status, "crash", f"{type(e).__name__}: {e}", traceback=traceback.format_exc()[-4000:])
+        raise
+    finally:
+        stop.uninstall()
+        heartbeat.stop()
+        events.close()
+        lock.release()
