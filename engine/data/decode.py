@@ -17,6 +17,12 @@ from engine.config.schema import IMAGE_EXTS, VIDEO_EXTS
 FIX = "re-copy or re-export it (H.264 mp4 is safest), or remove it from the folder"
 
 
+# What a broken file makes decord raise (DECORDError is a plain Exception); set on first use so importing
+# this module stays cheap.  Anything else (TypeError ...) is a bug in our code and must not be reported
+# as "unreadable clip".
+_DECODE_ERRORS: tuple[type[BaseException], ...] = (RuntimeError, OSError)
+
+
 class MediaError(Exception):
     """A clip or image that cannot be read.  ``reason`` is short, for tables; str() is the full message."""
 
@@ -46,6 +52,10 @@ def media_kind(path: str | Path) -> str | None:
 
 def _quiet_decord():  # noqa: ANN202 - returns the decord module
     import decord
+    from decord._ffi.base import DECORDError
+
+    global _DECODE_ERRORS
+    _DECODE_ERRORS = (DECORDError, RuntimeError, OSError)
 
     decord.logging.set_level(decord.logging.QUIET)  # we report errors ourselves, by file name
     return decord
@@ -61,19 +71,21 @@ def _reason(path: Path, err: Exception) -> str:
     return f"cannot be decoded ({last[:120]})"
 
 
-def open_video(path: str | Path):  # noqa: ANN201 - decord.VideoReader
-    """A decord VideoReader on the CPU, or MediaError."""
+def open_video(path: str | Path, size: tuple[int, int] | None = None):  # noqa: ANN201 - decord.VideoReader
+    """A decord VideoReader on the CPU, or MediaError.  ``size`` = (width, height) scales in the decoder
+    (ffmpeg's scaler), so a 1080p clip never exists at full size in memory when training at 512."""
     path = Path(path)
     try:
-        size = path.stat().st_size
+        nbytes = path.stat().st_size
     except OSError as e:
         raise MediaError(path, f"cannot be read ({e.strerror or e})") from None
-    if size == 0:
+    if nbytes == 0:
         raise MediaError(path, "empty file (0 bytes)")
     decord = _quiet_decord()
     try:
-        vr = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
-    except Exception as e:  # decord raises DECORDError (a RuntimeError) for any ffmpeg failure
+        w, h = size if size is not None else (-1, -1)
+        vr = decord.VideoReader(str(path), ctx=decord.cpu(0), width=w, height=h, num_threads=1)
+    except _DECODE_ERRORS as e:  # decord raises DECORDError for any ffmpeg failure
         raise MediaError(path, _reason(path, e)) from None
     if len(vr) == 0:
         raise MediaError(path, "no video frames")
@@ -93,16 +105,19 @@ def probe_video(path: str | Path, check_last: bool = True) -> VideoMeta:
         if check_last and n > 1:
             vr[n - 1].asnumpy()
         fps = float(vr.get_avg_fps())
-    except MediaError:
-        raise
-    except Exception as e:
+    except _DECODE_ERRORS as e:
         raise MediaError(path, _reason(Path(path), e)) from None
     return VideoMeta(frames=n, fps=fps, width=int(first.shape[1]), height=int(first.shape[0]))
 
 
-def read_video_frames(path: str | Path, indices: list[int]) -> np.ndarray:
-    """Decode the given source frames: uint8 RGB [F, H, W, 3].  Indices may repeat and need not be sorted."""
-    vr = open_video(path)
+def read_video_frames(
+    path: str | Path, indices: list[int] | tuple[int, ...], size: tuple[int, int] | None = None
+) -> np.ndarray:
+    """Decode the given source frames: uint8 RGB [F, H, W, 3], scaled to ``size`` = (width, height) if given.
+
+    Indices may repeat and need not be sorted; each distinct frame is decoded once.
+    """
+    vr = open_video(path, size)
     n = len(vr)
     bad = [i for i in indices if not 0 <= i < n]
     if bad:
@@ -110,7 +125,7 @@ def read_video_frames(path: str | Path, indices: list[int]) -> np.ndarray:
     uniq = sorted(set(indices))
     try:
         batch = vr.get_batch(uniq).asnumpy()
-    except Exception as e:
+    except _DECODE_ERRORS as e:
         raise MediaError(path, _reason(Path(path), e)) from None
     pos = {i: k for k, i in enumerate(uniq)}
     return batch[[pos[i] for i in indices]]
@@ -133,13 +148,16 @@ def probe_image(path: str | Path) -> tuple[int, int]:
         raise MediaError(path, f"not a readable image ({e})") from None
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """uint8 RGB [H, W, 3] (alpha dropped, palette/greyscale converted)."""
+def read_image(path: str | Path, size: tuple[int, int] | None = None) -> np.ndarray:
+    """uint8 RGB [H, W, 3] (alpha dropped, palette/greyscale converted), resized (antialiased) to ``size``."""
     from PIL import Image
 
     path = Path(path)
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
+            rgb = im.convert("RGB")
+            if size is not None and rgb.size != tuple(size):
+                rgb = rgb.resize(tuple(size), Image.Resampling.BICUBIC)
+            return np.asarray(rgb)
     except Exception as e:
         raise MediaError(path, f"not a readable image ({e})") from None
