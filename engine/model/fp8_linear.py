@@ -1,0 +1,111 @@
+"""Frozen fp8 base weights that also *compute* in fp8, forward and backward.
+
+torchao's fp8 weight-only path halves an expert's memory but dequantises to bf16 before every matmul (no
+speed-up), and its dynamic fp8 path has no backward (``aten::_scaled_mm`` has no derivative).  A LoRA
+trainer never needs the base weight's gradient, only the gradient w.r.t. the layer's input, which is one
+more matmul with the same frozen weight:
+
+    y  = x  @ Wᵀ        (x quantised e4m3, per-tensor, on the fly)
+    dx = dy @ W         (dy quantised e5m2 — gradients need range more than mantissa)
+
+so one custom autograd function with two ``torch._scaled_mm`` calls gives fp8 tensor-core speed in both
+directions and stores the weight in one byte per parameter.  The LoRA branch (peft) stays in bf16 beside
+it.  Scales are per tensor and computed on the device (no host sync), which ``torch.compile`` fuses into
+the neighbouring kernels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+E4M3 = torch.float8_e4m3fn
+E5M2 = torch.float8_e5m2
+_FMAX = {E4M3: 448.0, E5M2: 57344.0}
+
+
+def quantize_tensorwise(t: torch.Tensor, dtype: torch.dtype = E4M3) -> tuple[torch.Tensor, torch.Tensor]:
+    """``t ≈ q.float() * scale`` with one fp32 scale for the whole tensor (amax maps to the format's max)."""
+    amax = t.detach().abs().amax().float().clamp(min=1e-12)
+    scale = amax / _FMAX[dtype]
+    q = (t.float() / scale).clamp(-_FMAX[dtype], _FMAX[dtype]).to(dtype)
+    return q, scale
+
+
+class _Fp8Matmul(torch.autograd.Function):
+    """y = x Wᵀ (+ b) on fp8 tensor cores; backward returns dx only (W and b are frozen)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor | None):  # type: ignore[override]
+        shape = x.shape
+        x2 = x.reshape(-1, shape[-1])
+        x_q, x_scale = quantize_tensorwise(x2, E4M3)
+        out_dtype = x.dtype
+        b = bias.to(out_dtype) if bias is not None else None
+        y = torch._scaled_mm(x_q, w_q.t(), scale_a=x_scale, scale_b=w_scale, bias=b, out_dtype=out_dtype)
+        ctx.save_for_backward(w_q, w_scale)
+        ctx.in_shape = shape
+        return y.reshape(*shape[:-1], w_q.shape[0])
+
+    @staticmethod
+    def backward(ctx, gy: torch.Tensor):  # type: ignore[override]
+        w_q, w_scale = ctx.saved_tensors
+        g2 = gy.reshape(-1, gy.shape[-1])
+        g_q, g_scale = quantize_tensorwise(g2, E5M2)
+        # _scaled_mm wants its second operand column-major: Wᵀ contiguous, viewed transposed, is W laid out so.
+        w_col = w_q.t().contiguous().t()
+        gx = torch._scaled_mm(g_q, w_col, scale_a=g_scale, scale_b=w_scale, out_dtype=gy.dtype)
+        return gx.reshape(ctx.in_shape), None, None, None
+
+
+class Fp8Linear(nn.Module):
+    """Drop-in for a frozen ``nn.Linear``: weight stored e4m3 with a per-tensor scale, fp8 matmuls."""
+
+    def __init__(self, weight_q: torch.Tensor, weight_scale: torch.Tensor, bias: torch.Tensor | None) -> None:
+        super().__init__()
+        self.out_features, self.in_features = weight_q.shape
+        self.register_buffer("weight_q", weight_q)
+        self.register_buffer("weight_scale", weight_scale)
+        self.register_buffer("bias", bias)
+
+    @classmethod
+    def from_linear(cls, lin: nn.Linear) -> Fp8Linear:
+        w_q, scale = quantize_tensorwise(lin.weight.data, E4M3)
+        bias = lin.bias.data.to(torch.bfloat16 if lin.weight.is_cuda else lin.bias.dtype) if lin.bias is not None else None
+        return cls(w_q, scale, bias)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """Dequantised view, for code that inspects ``.weight`` (shape, device); never used in forward."""
+        return self.weight_q.float() * self.weight_scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _Fp8Matmul.apply(x, self.weight_q, self.weight_scale, self.bias)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, fp8=e4m3"
+
+
+def fp8_eligible(lin: nn.Module) -> bool:
+    """fp8 GEMMs need both weight dimensions divisible by 16."""
+    return isinstance(lin, nn.Linear) and lin.in_features % 16 == 0 and lin.out_features % 16 == 0
+
+
+def convert_to_fp8(root: nn.Module, select: Callable[[str, nn.Module], bool]) -> int:
+    """Replace every selected frozen ``nn.Linear`` under ``root`` (incl. peft ``base_layer``s) in place.
+
+    Call *after* adding LoRA adapters, so peft wraps ordinary Linears and its adapters keep their own dtype.
+    Returns how many layers were converted.
+    """
+    targets: list[tuple[nn.Module, str, nn.Linear]] = []
+    for name, mod in root.named_modules():
+        for child_name, child in mod.named_children():
+            full = f"{name}.{child_name}" if name else child_name
+            if fp8_eligible(child) and not child.weight.requires_grad and select(full, child):
+                targets.append((mod, child_name, child))  # type: ignore[arg-type]
+    for parent, child_name, child in targets:
+        setattr(parent, child_name, Fp8Linear.from_linear(child))
+        del child
+    return len(targets)
