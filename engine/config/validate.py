@@ -282,6 +282,10 @@ def _check_data(job: Job, check_files: bool) -> tuple[list[Finding], dict[int, F
             msg, _, fix = str(e).partition("; ")
             out.append(Finding("error", key, msg, fix or "check the path"))
             continue
+        except Exception as e:  # a bug in scanning must not hide the other findings
+            out.append(Finding("error", key, f"scanning {d.folder} failed ({type(e).__name__}: {e})",
+                               "run `wanlora scan` on the folder; report this if it persists"))
+            continue
         reports[i] = rep
         usable = rep.usable
         bad = rep.unreadable
