@@ -78,7 +78,12 @@ def test_checkpoint_plan_and_policy():
     t = Tiny()
     runs = [0, 0, 0, 0]
     for i, b in enumerate(t.blocks):
-        b.register_forward_hook(lambda _m, _i, _o, i=i: runs.__setitem__(i, runs[i] + 1))
+
+        def counted(x, _i=i, _f=b.forward):
+            runs[_i] += 1
+            return _f(x)
+
+        b.forward = counted
     set_checkpointing(t, 2)
     x = torch.randn(3, 8, requires_grad=True)
     t(x).sum().backward()
