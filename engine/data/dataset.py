@@ -99,6 +99,10 @@ class Batch:
     warnings: list[tuple[str, str | None]] = field(default_factory=list)  # already sent to warn()
 
     @property
+    def paths(self) -> list[str]:
+        return [str(s.path) for s in self.samples]
+
+    @property
     def raw_captions(self) -> list[str]:
         return [s.caption_raw for s in self.samples]
 
