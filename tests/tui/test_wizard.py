@@ -1,0 +1,206 @@
+"""The wizard end to end at 80×24, keyboard only: recipe → GPU → every panel → scan → review → spool.
+
+The spool file must be exactly what ``presets.resolve`` makes of the recipe + the detected tier + the edits
+typed in the wizard — nothing more, nothing less — and an invalid edit must keep Submit disabled with
+the validator's message on screen.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from textual.widgets import Button
+
+from engine.config.io import job_from_dict, read_toml
+from engine.config.presets import resolve
+from tests.tui.conftest import H100, field_id, screen_text
+from wanlora_tui.app import WanloraApp
+
+SIZE = (80, 24)
+
+
+def spooled(home: Path) -> list[Path]:
+    return sorted(home.glob("spool/**/*.toml"))
+
+
+async def tab_to(pilot: Any, key: str, limit: int = 80) -> None:
+    """Press tab until the control of field ``key`` has the focus (what a keyboard user does)."""
+    app = pilot.app
+    target = app.screen.query_one(f"{field_id(key)} #ctl")
+    for _ in range(limit):
+        if app.focused is target:
+            return
+        await pilot.press("tab")
+    raise AssertionError(f"tab never reached {key}; focus is on {app.focused!r}")
+
+
+async def type_into(pilot: Any, key: str, text: str) -> None:
+    await tab_to(pilot, key)
+    await pilot.press("end", "ctrl+u", *text)
+    await pilot.pause(0.35)  # typed edits are validated after a short debounce
+
+
+async def next_step(pilot: Any, expect: str) -> None:
+    await pilot.press("ctrl+n")
+    await pilot.pause()
+    step = getattr(pilot.app.screen, "STEP", "")
+    assert step == expect, f"expected step {expect}, got {step!r}:\n{screen_text(pilot.app)}"
+
+
+async def walk(pilot: Any, recipe_index: int, edits: dict[str, str]) -> None:
+    """Recipe (by arrow keys) → GPU (detected tier) → panels with ``edits`` typed → scan → review."""
+    for _ in range(recipe_index):
+        await pilot.press("down")
+    await next_step(pilot, "gpu")
+    await pilot.pause(0.2)
+    await next_step(pilot, "job")
+    for step in ("job", "model", "quantization", "multistage", "target", "save", "training", "advanced",
+                 "datasets", "sample"):
+        if pilot.app.screen.STEP != step:
+            await next_step(pilot, step)
+        for key, text in edits.items():
+            if key.split(".")[0].split("[")[0] == step:
+                await type_into(pilot, key, text)
+    await next_step(pilot, "scan")
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+    await next_step(pilot, "review")
+
+
+RECIPES = {
+    # recipe: (index in the list, typed edits as the user types them, the same edits as job values)
+    "motion": (0, {"job.name": "orbit_v1", "training.steps": "1800"},
+               {"job": {"name": "orbit_v1"}, "training": {"steps": 1800}}),
+    "style": (1, {"job.name": "film16", "job.trigger_word": "f16look", "target.rank": "32"},
+              {"job": {"name": "film16", "trigger_word": "f16look"}, "target": {"rank": 32}}),
+    "character": (2, {"job.name": "frung", "job.trigger_word": "frung", "training.dop.preservation_class": "woman"},
+                  {"job": {"name": "frung", "trigger_word": "frung"},
+                   "training": {"dop": {"preservation_class": "woman"}}}),
+}
+
+
+@pytest.mark.parametrize("recipe", list(RECIPES))
+async def test_each_recipe_reaches_the_spool(recipe: str, home: Path, clips: Path) -> None:
+    index, typed, values = RECIPES[recipe]
+    typed = {**typed, "datasets[0].folder": str(clips)}
+    app = WanloraApp(home=home, start="wizard", gpus=[H100], watch_terminal=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await walk(pilot, index, typed)
+        submit = app.screen.query_one("#next", Button)
+        assert not submit.disabled, screen_text(app)
+        await pilot.press("ctrl+n")  # submit: the daemon is not running → asked whether to start it
+        await pilot.pause(0.3)
+        assert "daemon is not running" in screen_text(app)
+        await pilot.press("n")  # only queue it
+        for _ in range(20):
+            await pilot.pause(0.1)
+            if spooled(home):
+                break
+        files = spooled(home)
+        assert len(files) == 1, files
+        await pilot.pause(0.3)
+        assert type(app.screen).__name__ == "DashboardScreen"
+        assert "submitted" in screen_text(app)
+
+    user = {**values, "datasets": [{"folder": str(clips)}]}
+    user.setdefault("job", {}).update({"preset": recipe, "vram_tier": 80})
+    expected = resolve(user, recipe=recipe, tier=80, detected_vram_gb=H100.free_gb).job
+    got = job_from_dict(read_toml(files[0]))
+    assert got == expected
+    # the recipe and tier really are in there (not just defaults): e.g. the 80 GB tier's fp8 experts
+    assert got.quantization.transformer == "fp8" and got.job.preset == recipe
+
+
+async def test_invalid_frames_block_submission_with_the_message(home: Path, clips: Path) -> None:
+    app = WanloraApp(home=home, start="wizard", gpus=[H100], watch_terminal=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await walk(pilot, 0, {"datasets[0].folder": str(clips), "datasets[0].num_frames": "40"})
+        text = screen_text(app)
+        assert "datasets[0].num_frames" in text and "41" in text, text  # the message and the nearest valid
+        assert app.screen.query_one("#next", Button).disabled
+        await pilot.press("ctrl+n")
+        await pilot.pause(0.3)
+        assert app.screen.STEP == "review" and not spooled(home)
+        # fix it on the DATASETS panel (back keeps every value), then submission is allowed
+        for _ in range(2):
+            await pilot.press("ctrl+b")
+            await pilot.pause()
+        assert app.screen.STEP == "sample"
+        await pilot.press("ctrl+b")
+        await pilot.pause()
+        assert app.screen.STEP == "datasets"
+        folder = app.screen.query_one(f"{field_id('datasets[0].folder')} #ctl")
+        assert folder.value == str(clips)  # kept across back/next
+        assert "4n+1" in screen_text(app) or "41" in screen_text(app)
+        await type_into(pilot, "datasets[0].num_frames", "33")
+        for step in ("sample", "scan", "review"):
+            await next_step(pilot, step)
+            await pilot.app.workers.wait_for_complete()
+        assert not app.screen.query_one("#next", Button).disabled
+        assert app.wizard.job is not None and app.wizard.job.datasets[0].num_frames == 33
+
+
+async def test_schema_error_is_shown_on_the_field_and_blocks(home: Path, clips: Path) -> None:
+    """A value the schema rejects (rank 0) is reported on the field and in the review, not swallowed."""
+    app = WanloraApp(home=home, start="wizard", recipe="motion", gpus=[H100], watch_terminal=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.2)
+        assert app.screen.STEP == "gpu"  # --preset skips the recipe list
+        for step in ("job", "model", "quantization", "multistage", "target"):
+            await next_step(pilot, step)
+        await type_into(pilot, "target.rank", "0")
+        text = screen_text(app)
+        assert "✗" in text and "target.rank" in text, text
+        assert not app.wizard.can_submit
+        await type_into(pilot, "target.rank", "32")
+        assert app.wizard.job is not None and app.wizard.job.target.rank == 32
+        assert app.wizard.origin("target.rank") == "user"
+        await pilot.press("ctrl+r")  # back to the recipe's value
+        await pilot.pause(0.1)
+        assert app.wizard.job.target.rank == 16 and app.wizard.origin("target.rank") == "recipe"
+
+
+async def test_no_gpu_found_lets_the_user_pick_a_tier(home: Path) -> None:
+    app = WanloraApp(home=home, start="wizard", recipe="style", gpus=[], watch_terminal=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.2)
+        assert "No GPU found" in screen_text(app)
+        assert "Tier 24" in screen_text(app)  # without a GPU the list starts on the common 24 GB card
+        await pilot.press("up")  # → 12 GB
+        await next_step(pilot, "job")
+        assert app.wizard.tier == 12
+        assert app.wizard.job is not None and app.wizard.job.model.layer_offloading  # the 12 GB tier's setting
+        assert app.wizard.origin("model.layer_offloading") == "tier"
+
+
+async def test_datasets_can_be_added_and_removed(home: Path, clips: Path) -> None:
+    app = WanloraApp(home=home, start="wizard", recipe="motion", gpus=[H100], watch_terminal=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.2)
+        for step in ("job", "model", "quantization", "multistage", "target", "save", "training", "advanced",
+                     "datasets"):
+            await next_step(pilot, step)
+        await type_into(pilot, "datasets[0].folder", str(clips))
+        add = app.screen.query_one("#add-datasets", Button)
+        for _ in range(80):
+            if app.focused is add:
+                break
+            await pilot.press("tab")
+        await pilot.press("enter")
+        await pilot.pause(0.2)
+        assert app.wizard.rows("datasets") == 2
+        assert app.focused is app.screen.query_one(f"{field_id('datasets[1].folder')} #ctl")
+        assert "Dataset 2" in screen_text(app)
+        # remove the first one: the second one becomes datasets[0]
+        await type_into(pilot, "datasets[1].folder", str(clips))
+        rm = app.screen.query_one("#rm-datasets-0", Button)
+        for _ in range(80):
+            if app.focused is rm:
+                break
+            await pilot.press("shift+tab")
+        await pilot.press("enter")
+        await pilot.pause(0.2)
+        assert app.wizard.rows("datasets") == 1
+        assert app.wizard.job is not None and app.wizard.job.datasets[0].folder == str(clips)

@@ -1,0 +1,116 @@
+"""All jobs of this home: state + reason, progress, the trainer's ETA, last loss.  Enter opens one.
+
+Rows come from ``<home>/jobs/*`` (status files) merged with the daemon's list when it is up, plus jobs
+still waiting in the spool; a poll every couple of seconds updates cells in place (the cursor stays put).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
+
+from wanlora_tui.job_model import JobSummary, fmt_eta, list_jobs
+from wanlora_tui.screens.job import ControlMixin
+
+COLUMNS = ("id", "name", "state", "reason", "progress", "ETA", "loss")
+LIST_POLL_FACTOR = 2.0  # the list polls at half the job view's rate
+
+
+def row_cells(j: JobSummary) -> tuple[str, ...]:
+    pct = f"{100 * j.step / j.total:3.0f}%" if j.total else ""
+    prog = f"{j.step}/{j.total} {pct}" if j.total else "-"
+    loss = f"{j.loss:.4f}" if isinstance(j.loss, int | float) else "-"
+    name = j.name if len(j.name) <= 22 else j.name[:21] + "…"
+    return (j.id, name, j.shown_state, j.reason[:18], prog, fmt_eta(j.eta_s) if j.state == "running" else "-", loss)
+
+
+class DashboardScreen(ControlMixin, Screen[None]):
+    BINDINGS = [
+        Binding("enter", "open", "Open", show=True),
+        Binding("n", "new", "New job"),
+        Binding("p", "pause", "Pause"),
+        Binding("r", "resume", "Resume"),
+        Binding("c", "cancel", "Cancel"),
+        Binding("s", "save_now", "Save now"),
+        Binding("q", "app.quit", "Quit"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        yield Static("wanlora · jobs", id="dash-head")
+        yield DataTable(id="jobs", cursor_type="row", zebra_stripes=True)
+        yield Static("", id="dash-note")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        t = self.query_one("#jobs", DataTable)
+        for c in COLUMNS:
+            t.add_column(c, key=c)
+        t.focus()
+        self._poll()
+
+    def selected_job_id(self) -> str | None:
+        t = self.query_one("#jobs", DataTable)
+        if t.row_count == 0:
+            return None
+        key = t.coordinate_to_cell_key(t.cursor_coordinate).row_key
+        return str(key.value) if key.value and not str(key.value).startswith("spool:") else None
+
+    @work(thread=True, exclusive=True, group="dash-poll")
+    def _poll(self) -> None:
+        from wanlora_tui import daemon_link
+
+        app: Any = self.app
+        rows = daemon_link.daemon_jobs(app.home)
+        jobs = list_jobs(app.home, rows, now=app.clock())
+        pending = daemon_link.spooled(app.home)
+        app.call_from_thread(self._show, jobs, pending, rows is not None)
+
+    def _show(self, jobs: list[JobSummary], pending: list[str], daemon_up: bool) -> None:
+        t = self.query_one("#jobs", DataTable)
+        keys = {str(k.value) for k in t.rows}
+        wanted: dict[str, tuple[str, ...]] = {j.id: row_cells(j) for j in jobs}
+        for name in pending:
+            wanted[f"spool:{name}"] = ("…", name, "submitted", "waiting for the daemon" if not daemon_up else "picking up",
+                                       "-", "-", "-")
+        for k in keys - set(wanted):
+            t.remove_row(k)
+        for k, cells in wanted.items():
+            if k in keys:
+                for col, v in zip(COLUMNS, cells, strict=True):
+                    if t.get_cell(k, col) != v:
+                        t.update_cell(k, col, v)
+            else:
+                t.add_row(*cells, key=k)
+        note = "" if daemon_up else ("[yellow]daemon not running[/] — jobs shown from their folders; "
+                                     "start it with [b]wanlora daemon start[/]")
+        if not wanted:
+            note = "No jobs yet. Press [b]n[/] for the wizard." + (f"\n{note}" if note else "")
+        self.query_one("#dash-note", Static).update(note)
+        if self.is_attached:
+            app: Any = self.app
+            self.set_timer(app.poll_s * LIST_POLL_FACTOR, self._poll)
+
+    @on(DataTable.RowSelected, "#jobs")
+    def _selected(self, event: DataTable.RowSelected) -> None:
+        self.action_open()
+
+    def action_open(self) -> None:
+        from wanlora_tui.screens.job import JobScreen
+
+        jid = self.selected_job_id()
+        app: Any = self.app
+        if jid is None:
+            return
+        if not (app.home / "jobs" / jid).is_dir():
+            self.notify(f"Job {jid} has no folder yet (still queued).")
+            return
+        app.push_screen(JobScreen(jid))
+
+    def action_new(self) -> None:
+        app: Any = self.app
+        app.open_new_wizard()

@@ -1,0 +1,158 @@
+"""Last step: the job file, what is wrong with it, what it will cost, and Submit / Save as.
+
+Submit is disabled while the job has errors, and on press the exact TOML text is checked again through
+``validate.check_file`` (what ``wanlora validate`` runs), so nothing the CLI would refuse reaches the spool.
+The estimate (peak VRAM, hours, disk) comes from ``engine.estimate``; the cost needs the user's hourly price.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.markup import escape as _esc
+from rich.syntax import Syntax
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Horizontal, VerticalScroll
+from textual.widgets import Button, Input, Static
+
+from engine.config.findings import Finding
+from wanlora_tui.screens.wizard_base import WizardScreen
+
+MARK = {"error": "[b red]✗[/]", "warning": "[yellow]![/]", "info": "[cyan]i[/]"}
+
+
+def findings_text(findings: list[Finding]) -> str:
+    if not findings:
+        return "[green]✓ no errors, no warnings[/]"
+    order = {"error": 0, "warning": 1, "info": 2}
+    lines = []
+    for f in sorted(findings, key=lambda f: order.get(f.level, 3)):
+        fix = f"\n    [dim]fix:[/] {_esc(f.fix)}" if f.fix else ""
+        lines.append(f"{MARK.get(f.level, '-')} [b]{_esc(f.key)}[/]: {_esc(f.message)}{fix}")
+    return "\n".join(lines)
+
+
+def disk_gib(job: Any) -> float:
+    """LoRA checkpoints kept (+ final) and one resumable state, in GiB (caches are listed separately)."""
+    from engine.estimate import lora_params
+
+    experts = int(job.multistage.high_noise) + int(job.multistage.low_noise)
+    params = lora_params(job.target.rank, job.target.modules) * experts
+    per_file = params * {"bf16": 2, "fp16": 2, "fp32": 4}[job.save.dtype]
+    state = params * 12  # fp32 master + two AdamW moments
+    return ((job.save.max_keep + 1) * per_file + state) / 2**30
+
+
+def estimate_lines(state: Any, price: float | None) -> str:
+    """Peak VRAM against the GPU, hours, disk and (given a price) cost, from engine.estimate."""
+    from engine.estimate import peak_vram, step_time
+
+    job = state.job
+    if job is None:
+        return "[dim]no estimate until the job is valid[/]"
+    mem = peak_vram(job)
+    gpu_name = state.gpus[0].name if state.gpus else None
+    tier = state.tier if isinstance(state.tier, int) else None
+    t = step_time(job, gpu_name, tier)
+    have = state.vram_gb
+    fits = "" if have is None else (" [green]fits[/]" if mem.need_gib <= have else f" [b red]> {have:.0f} GiB: will not fit[/]")
+    lines = [
+        f"Peak VRAM  [b]{mem.need_gib:.1f} GiB[/]{fits}  ({_esc(mem.worst)})",
+        f"Time       [b]{t.s_per_step:.1f} s/step[/] × {job.training.steps} steps ≈ [b]{t.hours:.1f} h[/] on {_esc(t.gpu)}",
+        f"Disk       ≈ {disk_gib(job):.1f} GiB for checkpoints + state (+ latent/text caches next to the data)",
+    ]
+    if price is not None:
+        lines.append(f"Cost       ≈ [b]{t.hours * price:.2f}[/] at {price:g}/h")
+    else:
+        lines.append("Cost       type the GPU's hourly price below to see it")
+    lines.extend(f"[dim]· {_esc(n)}[/]" for n in t.notes)
+    return "\n".join(lines)
+
+
+class ReviewScreen(WizardScreen):
+    STEP = "review"
+    NEXT_LABEL = "Submit ▶"
+
+    def compose_body(self) -> ComposeResult:
+        with VerticalScroll(id="review-body"):
+            yield Static("", id="review-findings")
+            yield Static("", id="review-estimate")
+            with Horizontal(classes="review-row"):
+                yield Static("Hourly price:", classes="review-label")
+                yield Input(placeholder="e.g. 2.49", id="price", compact=True)
+            with Horizontal(classes="review-row"):
+                yield Static("Save as:", classes="review-label")
+                yield Input(placeholder="path/to/job.toml", id="save-path", compact=True)
+                yield Button("Save TOML", id="save", compact=True)
+            yield Static("", id="review-toml")
+
+    def on_mount(self) -> None:
+        name = self.state.job.job.name if self.state.job else "job"
+        self.query_one("#save-path", Input).value = str(Path.cwd() / f"{name}.toml")
+        self.render_review()
+
+    def on_screen_resume(self) -> None:
+        super().on_screen_resume()
+        self.render_review()
+
+    def price(self) -> float | None:
+        try:
+            v = float(self.query_one("#price", Input).value.strip().lstrip("$€£"))
+        except ValueError:
+            return None
+        return v if v >= 0 else None
+
+    def render_review(self) -> None:
+        st = self.state
+        if st.dirty:
+            st.evaluate()
+        self.query_one("#review-findings", Static).update(findings_text(st.findings))
+        try:
+            est = estimate_lines(st, self.price())
+        except Exception as e:  # an estimator bug must not hide the review
+            est = f"[dim]estimate unavailable: {_esc(str(e))}[/]"
+        self.query_one("#review-estimate", Static).update(est)
+        toml = st.toml()
+        self.query_one("#review-toml", Static).update(
+            Syntax(toml, "toml", theme="ansi_dark", background_color="default") if toml else "")
+        self.query_one("#next", Button).disabled = not st.can_submit
+        self.refresh_status()
+
+    @on(Input.Changed, "#price")
+    def _price(self) -> None:
+        self.render_review()
+
+    @on(Button.Pressed, "#save")
+    @on(Input.Submitted, "#save-path")
+    def _save(self) -> None:
+        from engine.config.jobdir import write_text_atomic
+
+        path = Path(self.query_one("#save-path", Input).value).expanduser()
+        text = self.state.toml()
+        if not text:
+            self.notify("The job is not complete yet: fix the errors first.", severity="error")
+            return
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(path, text)
+        except OSError as e:
+            self.notify(f"Cannot write {path}: {e.strerror or e}", severity="error")
+            return
+        self.notify(f"Saved {path}  (submit later with: wanlora submit {path})")
+
+    def can_leave(self) -> bool:
+        """Submit: block on any error, including those only the file-level check finds."""
+        st = self.state
+        if not st.can_submit:
+            self.notify("The job has errors; fix them first (listed above).", severity="error")
+            return False
+        final = st.final_check()
+        errors = [f for f in final if f.level == "error"]
+        if errors:
+            st.findings = final
+            self.render_review()
+            self.notify(f"wanlora validate refuses this job: {errors[0].key}: {errors[0].message}", severity="error")
+            return False
+        return True

@@ -1,0 +1,87 @@
+"""Shared frame of every wizard step: a title line, the step's body, Back/Next, and the keys for them.
+
+Back pops the screen (the state object keeps every value, so nothing typed is lost); Next asks the app for
+the next step.  Keys work everywhere, including inside inputs: ctrl+n / ctrl+b, and escape for Back.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rich.markup import escape as _esc
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.screen import Screen
+from textual.widgets import Button, Footer, Static
+
+if TYPE_CHECKING:
+    from wanlora_tui.app import WanloraApp
+    from wanlora_tui.wizard_state import WizardState
+
+
+class WizardScreen(Screen[None]):
+    """Base for wizard steps; subclasses implement ``compose_body`` and may veto ``can_leave``."""
+
+    STEP = ""  # the app's step name (recipe, gpu, job, ..., scan, review)
+    NEXT_LABEL = "Next ▶"
+
+    BINDINGS = [
+        Binding("ctrl+n", "next", "Next", priority=True),
+        Binding("ctrl+b", "back", "Back", priority=True),
+        Binding("escape", "back", "Back", show=False),
+    ]
+
+    @property
+    def wapp(self) -> WanloraApp:
+        return self.app  # type: ignore[return-value]
+
+    @property
+    def state(self) -> WizardState:
+        return self.wapp.wizard
+
+    def title_text(self) -> str:
+        return self.wapp.wizard_title(self.STEP)
+
+    def compose(self) -> ComposeResult:
+        yield Static(self.title_text(), id="wiz-title", markup=False)
+        yield from self.compose_body()
+        yield Static("", id="wiz-status")
+        with Horizontal(id="wiz-nav"):
+            yield Button("◀ Back", id="back", compact=True)
+            yield Static("", id="nav-spacer")
+            yield Button(self.NEXT_LABEL, id="next", variant="primary", compact=True)
+        yield Footer()
+
+    def compose_body(self) -> ComposeResult:
+        yield from ()
+
+    def on_screen_resume(self) -> None:
+        self.query_one("#wiz-title", Static).update(self.title_text())
+        self.refresh_status()
+
+    def refresh_status(self) -> None:
+        """Bottom line: how many errors the job has right now (so nobody is surprised at review)."""
+        st = self.state
+        errs = st.errors
+        line = self.query_one("#wiz-status", Static)
+        if errs:
+            first = errs[0]
+            more = f" (+{len(errs) - 1} more)" if len(errs) > 1 else ""
+            line.update(f"[b red]✗ {_esc(first.key)}[/]: {_esc(first.message)}{more}")
+        else:
+            warns = [f for f in st.findings if f.level == "warning"]
+            line.update(f"[green]✓ no errors[/]{f' · {len(warns)} warning(s)' if warns else ''}")
+
+    def can_leave(self) -> bool:
+        return True
+
+    @on(Button.Pressed, "#next")
+    def action_next(self) -> None:
+        if self.can_leave():
+            self.wapp.wizard_next(self.STEP)
+
+    @on(Button.Pressed, "#back")
+    def action_back(self) -> None:
+        self.wapp.wizard_back(self.STEP)
