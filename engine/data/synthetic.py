@@ -6,8 +6,9 @@ can learn "a red square moving right" while the first frame (the I2V condition) 
 square's left edge in frame ``i`` is ``(x0 + i * speed) % width``: tests recover the sampled frame
 indices from decoded pixels with :func:`square_x`.
 
-Files are real H.264 mp4s (PyAV / libx264, yuv420p, single-threaded so the bytes are deterministic for a
-seed), with same-stem ``.txt`` captions beside them.  No torch here.
+Files are real H.264 mp4s by default (PyAV / libx264, yuv420p, single-threaded, constant QP, so the bytes
+are identical for a seed; .mov/.mkv/.avi/.webm on request), with same-stem ``.txt`` captions beside them.
+No torch here.
 """
 
 from __future__ import annotations
@@ -72,18 +73,28 @@ def square_x(frame: np.ndarray) -> float:
     return float(starts[0]) if starts else float(xs[0])
 
 
+# Codec per container: H.264 where the container takes it, else what users meet there (VP9 in webm).
+CODECS = {".mp4": "libx264", ".mov": "libx264", ".mkv": "libx264", ".avi": "mpeg4", ".webm": "libvpx-vp9"}
+_OPTIONS = {
+    # constant QP, no rate-control lookahead: libx264's crf/mbtree output varied ~1 run in 60 here
+    "libx264": {"qp": "12", "preset": "veryfast", "x264-params": "threads=1:mbtree=0:rc-lookahead=0"},
+    "mpeg4": {"qscale": "2"},
+    "libvpx-vp9": {"crf": "10", "b": "0", "deadline": "realtime", "cpu-used": "8", "row-mt": "0"},
+}
+
+
 def _encode(path: Path, frames: list[np.ndarray], fps: float) -> None:
     import av
 
     rate = Fraction(fps).limit_denominator(1001)
     h, w = frames[0].shape[:2]
+    codec = CODECS.get(path.suffix.lower(), "libx264")
     with av.open(str(path), mode="w") as out:
-        stream = out.add_stream("libx264", rate=rate)
+        stream = out.add_stream(codec, rate=rate)
         stream.width, stream.height = w, h
         stream.pix_fmt = "yuv420p"
         stream.codec_context.thread_count = 1
-        # constant QP, no rate-control lookahead: libx264's crf/mbtree output varied ~1 run in 60 here
-        stream.options = {"qp": "12", "preset": "veryfast", "x264-params": "threads=1:mbtree=0:rc-lookahead=0"}
+        stream.options = dict(_OPTIONS[codec])
         for k, arr in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(arr, format="rgb24").reformat(format="yuv420p")
             frame.pts = k
@@ -105,12 +116,16 @@ def write_clips(
     seed: int = 0,
     images: int = 0,
     prefix: str = "clip",
+    ext: str = ".mp4",
 ) -> list[Path]:
-    """Write ``n`` mp4 clips (``size`` = (width, height), both even) and ``images`` PNG stills.
+    """Write ``n`` clips (``size`` = (width, height), both even) and ``images`` PNG stills.
 
     Returns the media paths (clips first, then images).  With ``captions`` a ``.txt`` with ``caption`` is
-    written beside each file.  Names are ``{prefix}_{i:03d}.mp4`` and ``{prefix}_still_{i:03d}.png``.
+    written beside each file.  Names are ``{prefix}_{i:03d}{ext}`` and ``{prefix}_still_{i:03d}.png``;
+    ``ext`` is one of .mp4 .mov .mkv (H.264), .avi (MPEG-4 part 2), .webm (VP9).
     """
+    if ext.lower() not in CODECS:
+        raise ValueError(f"ext {ext!r}: use one of {', '.join(CODECS)}")
     from PIL import Image
 
     w, h = size
@@ -123,7 +138,7 @@ def write_clips(
     out: list[Path] = []
     for i in range(n):
         p = clip_params(i, size, seed)
-        path = folder / f"{prefix}_{i:03d}.mp4"
+        path = folder / f"{prefix}_{i:03d}{ext}"
         _encode(path, [render_frame(k, size, p) for k in range(num_frames)], fps)
         out.append(path)
     for j in range(images):

@@ -127,3 +127,13 @@ def test_scan_is_torch_free(clip_folder: Path) -> None:
         "assert 'torch' not in sys.modules, 'scan imported torch'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
+
+
+@pytest.mark.parametrize("ext", [".mov", ".mkv", ".avi", ".webm"])
+def test_every_supported_container_scans_and_decodes(tmp_path: Path, ext: str) -> None:
+    (p,) = write_clips(tmp_path, n=1, num_frames=24, fps=24.0, ext=ext)
+    (c,) = scan_folder(tmp_path).items
+    assert (c.path, c.kind, c.frames, c.fps, c.width, c.height, c.error) == (p, "video", 24, 24.0, 64, 64, None)
+    x0 = clip_params(0, (64, 64))["x0"]
+    xs = [square_x(f) for f in read_video_frames(p, [0, 7, 23])]
+    assert xs == [float((x0 + i * speed_px(64)) % 64) for i in (0, 7, 23)]
