@@ -151,8 +151,14 @@ def resolve(user: dict[str, Any], *, recipe: str | None = None, tier: int | str 
 
     rec_sections, rec_ds = _job_layer(load_recipe(rec_name), META_KEYS) if rec_name else ({}, {})
     tier_sections, tier_ds = _job_layer(load_tiers()[tier_gb], TIER_INFO_KEYS) if tier_gb else ({}, {})
-    if recipe is not None:  # the wizard's choice is recorded in the job unless the file says otherwise
+    # An explicit recipe/tier argument (the wizard, `wanlora show --tier`) replaces the file's choice and is
+    # recorded in the job, so the resolved job says what was applied.
+    if recipe is not None:
         rec_sections = deep_merge(rec_sections, {"job": {"preset": recipe}})
+        _pop_job_key(user, "preset")
+    if tier is not None:
+        tier_sections = deep_merge(tier_sections, {"job": {"vram_tier": tier}})
+        _pop_job_key(user, "vram_tier")
 
     merged = deep_merge(deep_merge(rec_sections, tier_sections), {k: v for k, v in user.items() if k != "datasets"})
     if "datasets" in user:
@@ -162,6 +168,11 @@ def resolve(user: dict[str, Any], *, recipe: str | None = None, tier: int | str 
     job = job_from_dict(merged, source)
     origins = _origins(job, user, rec_sections, rec_ds, tier_sections, tier_ds)
     return Resolved(job, origins, rec_name, tier_gb, tier_source, detected, findings)  # type: ignore[arg-type]
+
+
+def _pop_job_key(user: dict[str, Any], key: str) -> None:
+    if isinstance(user.get("job"), dict):
+        user["job"].pop(key, None)
 
 
 def resolve_file(path: Path | str, **kw: Any) -> Resolved:

@@ -115,3 +115,12 @@ def test_show_output_is_toml_that_freezes_the_resolved_job(tmp_path):
     p.write_text(text)
     frozen = resolve_file(p)
     assert frozen.job == r.job and set(frozen.origins.values()) <= {"user", "default"}
+
+
+def test_explicit_recipe_and_tier_replace_the_files_choice():
+    r = resolve({"job": {"preset": "style", "vram_tier": 80}, "datasets": [{"folder": "/a"}]},
+                recipe="character", tier=24)
+    assert (r.recipe, r.tier) == ("character", 24)
+    assert (r.job.job.preset, r.origins["job.preset"]) == ("character", "recipe")
+    assert (r.job.job.vram_tier, r.origins["job.vram_tier"]) == (24, "tier")
+    assert r.job.training.timestep_type == "sigmoid" and r.job.datasets[0].resolutions == [512]

@@ -28,6 +28,12 @@ def _value(v: Any) -> str:
     return tomli_w.dumps({"v": v}).strip().removeprefix("v = ")
 
 
+def field_help(key: str) -> str:
+    from engine.config.schema import field_help as help_of
+
+    return help_of(key)
+
+
 def _table(lines: list[str], header: str, data: dict[str, Any], prefix: str, origins: dict[str, str],
            width: int) -> None:
     scalars = {k: v for k, v in data.items() if not isinstance(v, dict) and not (isinstance(v, list) and v and isinstance(v[0], dict))}
@@ -35,7 +41,7 @@ def _table(lines: list[str], header: str, data: dict[str, Any], prefix: str, ori
     for k, v in scalars.items():
         key = f"{prefix}{k}"
         if v is None:
-            lines.append(f"# {k} is unset (see `wanlora show` help)".ljust(width) + f"  # {origins.get(key, 'default')}")
+            lines.append(f"# {k} = (empty)".ljust(width) + f"  # {origins.get(key, 'default')}: {field_help(key)}")
             continue
         text = f"{k} = {_value(v)}"
         lines.append(f"{text.ljust(width)}  # {origins.get(key, 'default')}")
