@@ -63,9 +63,10 @@ def square_x(frame: np.ndarray) -> float:
     """
     f = np.asarray(frame, dtype=np.float32)
     red = (f[..., 0] > 150) & (f[..., 1] < 110) & (f[..., 2] < 110)
-    cols = red.sum(axis=0) > 0
-    if not cols.any():
+    counts = red.sum(axis=0)
+    if not counts.any():
         raise ValueError("no red square in this frame")
+    cols = counts >= 0.5 * counts.max()  # the square's full columns, not codec bleed around its edges
     w = cols.shape[0]
     xs = np.flatnonzero(cols)
     # the square's run may wrap: its left edge is the red column whose left neighbour is not red
