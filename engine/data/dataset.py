@@ -359,9 +359,17 @@ class ClipDataset:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue where ``state`` left off (any world size).  The saved seed wins over the job's."""
+        """Continue where ``state`` left off (any world size).  The saved seed wins over the job's.
+
+        A state this version cannot read (an older format) is not fatal: the order restarts from the
+        beginning with a warning — the weights and optimizer still resume.
+        """
         if not isinstance(state, dict) or state.get("version") != STATE_VERSION or "next_batch" not in state:
-            raise ValueError(f"not a data-order state this version can resume: {state!r}")
+            self.warn(f"data order: cannot continue from the saved position {state!r} (another format); "
+                      "the data order starts again from the beginning")
+            self._reset_stream()
+            self._start, self._rounds, self._epoch = 0, 0, 0
+            return
         if int(state["seed"]) != self.seed or int(state["batch_size"]) != self.batch_size:
             self.warn(
                 f"data order: the saved state used seed {state['seed']} and batch size {state['batch_size']}, "
