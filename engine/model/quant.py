@@ -1,0 +1,104 @@
+"""Quantised base weights for the experts: fp8 (our fp8-compute Linear) and nf4 (bitsandbytes).
+
+Both are applied *after* the LoRA adapters are attached and only to the frozen ``base_layer`` Linears
+inside the transformer blocks, so parameter names, the LoRA file format and resume are identical to bf16.
+Quantising block by block while moving to the GPU keeps the peak at one bf16 block above the quantised
+model: a 27 GiB bf16 expert loaded on the CPU lands on a 24 GB card as a 7.4 GiB nf4 one.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+from engine.model.fp8_linear import Fp8Linear, fp8_eligible
+
+Mode = Literal["none", "fp8", "nf4"]
+
+
+class QuantizationUnavailable(Exception):
+    """The requested quantisation cannot run here (e.g. nf4 without CUDA/bitsandbytes)."""
+
+
+class Nf4Linear(nn.Module):
+    """A frozen Linear stored as bitsandbytes NF4 (4 bits/weight, blockwise absmax); bf16 compute."""
+
+    def __init__(self, lin: nn.Linear, device: torch.device) -> None:
+        super().__init__()
+        import bitsandbytes.functional as bnbf
+
+        self.in_features, self.out_features = lin.in_features, lin.out_features
+        w = lin.weight.data.to(device=device, dtype=torch.bfloat16)
+        packed, self.quant_state = bnbf.quantize_4bit(w, quant_type="nf4", blocksize=64, compress_statistics=True)
+        self.register_buffer("weight_packed", packed)
+        self.register_buffer("bias", lin.bias.data.to(device, torch.bfloat16) if lin.bias is not None else None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import bitsandbytes as bnb
+
+        bias = self.bias.to(x.dtype) if self.bias is not None else None
+        return bnb.matmul_4bit(x, self.weight_packed.t(), bias=bias, quant_state=self.quant_state)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, nf4"
+
+
+def check_available(mode: Mode, device: torch.device) -> None:
+    """Fail early, with the fix, when a quantisation mode cannot run on this machine."""
+    if mode == "nf4":
+        if device.type != "cuda":
+            raise QuantizationUnavailable("quantization.transformer = \"nf4\" needs a CUDA GPU (bitsandbytes); "
+                                          "use \"fp8\" or \"none\" on this machine")
+        try:
+            import bitsandbytes  # noqa: F401
+        except ImportError:
+            raise QuantizationUnavailable("quantization.transformer = \"nf4\" needs bitsandbytes: "
+                                          "pip install 'wanlora[cuda]'") from None
+
+
+def _convert(lin: nn.Linear, mode: Mode, device: torch.device) -> nn.Module:
+    if mode == "fp8":
+        return Fp8Linear.from_linear(lin.to(device))
+    return Nf4Linear(lin, device)
+
+
+def quantize_and_place(transformer: nn.Module, mode: Mode, device: torch.device) -> int:
+    """Move ``transformer`` to ``device``, quantising frozen block Linears on the way (call after LoRA).
+
+    Returns how many Linears were quantised (0 for ``mode == "none"``, which is just ``.to(device)``).
+    """
+    if mode == "none":
+        transformer.to(device)
+        return 0
+    check_available(mode, device)
+    count = 0
+    blocks = transformer.blocks
+    for child in transformer.children():
+        if child is not blocks:
+            child.to(device)
+    for p in transformer.parameters(recurse=False):
+        p.data = p.data.to(device)
+    for block in blocks:
+        targets = [(parent, cname, c) for parent in block.modules() for cname, c in parent.named_children()
+                   if fp8_eligible(c) and not c.weight.requires_grad]
+        for parent, cname, c in targets:
+            setattr(parent, cname, _convert(c, mode, device))
+            count += 1
+        block.to(device)  # norms, LoRA params and anything not quantised
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return count
+
+
+def model_bytes(module: nn.Module) -> int:
+    """Bytes of every parameter and buffer (what the weights occupy wherever they are)."""
+    seen: set[int] = set()
+    total = 0
+    for t in list(module.parameters()) + list(module.buffers()):
+        if id(t) in seen:
+            continue
+        seen.add(id(t))
+        total += t.numel() * t.element_size()
+    return total
