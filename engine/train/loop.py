@@ -292,7 +292,8 @@ class Trainer:
                            eta_s=round(eta, 1))
 
     def _handle_flags(self) -> None:
-        for flag in take_flags(self.job_dir):
+        flags = take_flags(self.job_dir)
+        for flag in sorted(flags, key=lambda f: f == jobdir.FLAG_PAUSE):  # pause last: the others still run
             if flag == jobdir.FLAG_SAVE_NOW:
                 self.save_checkpoint()
                 self.save_state()
