@@ -122,7 +122,8 @@ class Trainer:
         self._warn_unsupported()
         for name in self.trained:
             self.experts[name] = self._prepare_expert(name)
-        self.data = make_batch_source(job, seed=job.training.seed, warn=self._data_warning)
+        self.data = make_batch_source(job, seed=job.training.seed, warn=self._data_warning,
+                                      prefetch=2 if self.device.type == "cuda" else 0)
         latest = train_state.latest_state(self.job_dir)
         if latest is not None:
             self._resume(latest)
@@ -378,6 +379,8 @@ def run(job_dir: Path, device: torch.device | None = None) -> int:
         _fail(events, status, "crash", f"{type(e).__name__}: {e}", traceback=traceback.format_exc()[-4000:])
         raise
     finally:
+        if trainer is not None and hasattr(trainer.data, "close"):
+            trainer.data.close()
         stop.uninstall()
         heartbeat.stop()
         events.close()
