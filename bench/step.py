@@ -34,10 +34,38 @@ TINY = dict(FULL, num_attention_heads=2, attention_head_dim=16, text_dim=32, ffn
 TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "ffn.net.0.proj", "ffn.net.2"]
 
 
-def run_one(variant: str, shape: str, steps: int, warmup: int, tiny: bool, experts: int, batch: int) -> dict:
+def build_expert(variant: str, dev, dtype, tiny: bool = False, rank: int = 16):
+    """One expert with random weights built directly on ``dev`` (no CPU copy), LoRA attached, and the
+    variant's levers that change weights applied (``fp8`` in the name → fp8 base; ``fp32lora``)."""
     import torch
     from diffusers import WanTransformer3DModel
     from peft import LoraConfig
+
+    from engine.train import acceleration as acc
+
+    cfg = TINY if tiny else FULL
+    prev = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    with torch.device(dev):
+        m = WanTransformer3DModel(**cfg)
+    torch.set_default_dtype(prev)
+    for name in WanTransformer3DModel._keep_in_fp32_modules:
+        for mn, mod in m.named_modules():
+            if mn.split(".")[-1] == name or mn == name:
+                mod.float()
+    m.requires_grad_(False)
+    m.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=TARGETS, init_lora_weights=True))
+    if "fp8" in variant:
+        acc.apply_fp8(m)
+    if "fp32lora" in variant:
+        for p in m.parameters():
+            if p.requires_grad:
+                p.data = p.data.float()
+    return m
+
+
+def run_one(variant: str, shape: str, steps: int, warmup: int, tiny: bool, experts: int, batch: int) -> dict:
+    import torch
 
     from engine.train import acceleration as acc
 
@@ -47,28 +75,8 @@ def run_one(variant: str, shape: str, steps: int, warmup: int, tiny: bool, exper
     cfg = TINY if tiny else FULL
     text_len = 16 if tiny else 512
 
-    def build() -> torch.nn.Module:
-        prev = torch.get_default_dtype()
-        torch.set_default_dtype(dtype)
-        with torch.device(dev):
-            m = WanTransformer3DModel(**cfg)
-        torch.set_default_dtype(prev)
-        for name in WanTransformer3DModel._keep_in_fp32_modules:
-            for mn, mod in m.named_modules():
-                if mn.split(".")[-1] == name or mn == name:
-                    mod.float()
-        m.requires_grad_(False)
-        m.add_adapter(LoraConfig(r=16, lora_alpha=16, target_modules=TARGETS, init_lora_weights=True))
-        if "fp8" in variant:
-            acc.apply_fp8(m)
-        if "fp32lora" in variant:
-            for p in m.parameters():
-                if p.requires_grad:
-                    p.data = p.data.float()
-        return m
-
     t0 = time.perf_counter()
-    models = [build() for _ in range(experts)]
+    models = [build_expert(variant, dev, dtype, tiny) for _ in range(experts)]
     build_s = time.perf_counter() - t0
     tokens = acc.video_tokens(F, H, W)
     for m in models:
