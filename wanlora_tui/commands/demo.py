@@ -19,7 +19,7 @@ HELP = "train a tiny LoRA pair on synthetic clips (CPU, about a minute): proves 
 def add_arguments(parser: argparse.ArgumentParser, verb: str = "demo") -> None:
     parser.add_argument("--home", type=Path, default=None,
                         help="folder for the demo's clips, model and job (default: <wanlora home>/demo)")
-    parser.add_argument("--steps", type=int, default=40, help="optimizer steps (both experts, default 40)")
+    parser.add_argument("--steps", type=int, default=60, help="optimizer steps (both experts, default 60)")
     parser.add_argument("--gpu", action="store_true", help="train on the GPU if there is one (default: CPU)")
 
 

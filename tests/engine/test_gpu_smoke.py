@@ -1,0 +1,62 @@
+"""The same training path on CUDA in bf16 (run by the lead on an H100: ``pytest -m gpu tests/engine``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine.config import jobdir
+from tests.engine.conftest import make_job_dir
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+
+
+def test_tiny_pair_trains_in_bf16_on_cuda(tmp_path: Path, clips: Path, tiny_model: Path) -> None:
+    from diffusers import WanImageToVideoPipeline
+
+    from engine.config.io import load_job
+    from engine.model.lora_format import read_lora
+    from engine.train.events import EventLog, Status
+    from engine.train.loop import Trainer, run
+
+    cuda = torch.device("cuda")
+    jd = make_job_dir(tmp_path, clips, tiny_model, steps=12, multistage__switch_every=3, save__every=6)
+    tr = Trainer(load_job(jd / "job.toml"), jd, EventLog(jd), Status(jd), device=cuda)
+    tr.setup()
+    ex = tr.experts["high_noise"]
+    assert tr.dtype == torch.bfloat16
+    assert all(p.dtype == torch.bfloat16 and p.device.type == "cuda" for p in ex.params)
+    assert next(ex.model.parameters()).device.type == "cuda"
+    loss, t = tr.forward_loss(ex, tr.data.next_batch())
+    assert loss.dtype == torch.float32 and torch.isfinite(loss) and (t >= 900).all()
+    tr.data.close()
+
+    assert run(jd, device=cuda) == jobdir.EXIT_OK
+    steps = [e for e in jobdir.read_events(jd) if e["type"] == "step"]
+    assert len(steps) == 12 and all(s["peak_vram_gb"] is not None and s["peak_vram_gb"] > 0 for s in steps)
+    assert {s["expert"] for s in steps} == {"high_noise", "low_noise"}
+    out = jd / "checkpoints"
+    tensors, meta = read_lora(out / "wanlora_demo_high_noise.safetensors")
+    assert meta["step"] == "12"
+    assert any(v.float().abs().max() > 0 for k, v in tensors.items() if "lora_B" in k)
+
+    pipe = WanImageToVideoPipeline.from_pretrained(tiny_model, torch_dtype=torch.bfloat16).to(cuda)
+    pipe.load_lora_weights(str(out / "wanlora_demo_high_noise.safetensors"))
+    pipe.load_lora_weights(str(out / "wanlora_demo_low_noise.safetensors"), load_into_transformer_2=True)
+    from PIL import Image
+
+    video = pipe(image=Image.new("RGB", (64, 64), (200, 30, 30)), prompt="a red square moving right",
+                 height=64, width=64, num_frames=9, num_inference_steps=4, output_type="pt").frames
+    assert video.shape == (1, 9, 3, 64, 64) and torch.isfinite(video.float()).all()
+
+
+def test_compiled_blocks_train_on_cuda(tmp_path: Path, clips: Path, tiny_model: Path) -> None:
+    """advanced.compile: per-block torch.compile in the real loop."""
+    from engine.train.loop import run
+
+    jd = make_job_dir(tmp_path, clips, tiny_model, steps=4, multistage__low_noise=False, advanced__compile=True)
+    assert run(jd, device=torch.device("cuda")) == jobdir.EXIT_OK
+    losses = [e["loss"] for e in jobdir.read_events(jd) if e["type"] == "step"]
+    assert len(losses) == 4 and all(x == x for x in losses)
