@@ -48,7 +48,7 @@ class WanloraApp(App[int]):
     CSS_PATH = "app.tcss"
     TITLE = "wanlora"
     ENABLE_COMMAND_PALETTE = False
-    BINDINGS = [Binding("ctrl+q", "quit", "Quit", priority=True)]
+    BINDINGS = [Binding("ctrl+q", "quit", "Quit", priority=True, show=False)]
 
     def __init__(
         self,

@@ -31,6 +31,7 @@ class WizardScreen(Screen[None]):
         Binding("ctrl+n", "next", "Next", priority=True),
         Binding("ctrl+b", "back", "Back", priority=True),
         Binding("escape", "back", "Back", show=False),
+        Binding("ctrl+q", "app.quit", "Quit", priority=True),
     ]
 
     @property

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic.fields import FieldInfo
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -151,15 +152,20 @@ class SchemaField(Vertical, can_focus=False):
             yield Label(self._label, classes="field-label")
             yield self._make_control()
             yield Static(self._badge_text(), classes="badge")
+        yield Static(self._help_text(), classes="field-help")
+        yield Static("", classes="field-finding", markup=False)
+
+    def _help_text(self) -> Text:
+        """The schema's help, then (highlighted) the recipe's advice for this knob."""
         help_text = self.info.description or ""
         if self._disabled_reason:
             help_text = f"{help_text} ({self._disabled_reason})"
-        yield Static(help_text, classes="field-help", markup=False)
-        yield Static(self._advice, classes="field-advice", markup=False)
-        yield Static("", classes="field-finding", markup=False)
+        t = Text(help_text, style="dim")
+        if self._advice:
+            t.append("\n▸ " + self._advice, style="italic")
+        return t
 
     def on_mount(self) -> None:
-        self.query_one(".field-advice", Static).display = bool(self._advice)
         self.query_one(".field-finding", Static).display = False
 
     def _make_control(self) -> Any:

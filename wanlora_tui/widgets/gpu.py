@@ -51,16 +51,16 @@ def gpu_text(gpus: list[dict[str, Any]] | None, peak_vram_gb: float | None = Non
         out.append(f"GPU{idx} ", style="bold")
         if util is not None:
             style = "green" if util >= 70 else "yellow" if util >= 30 else "red"
-            out.append(_bar(util / 100, 8), style=style)
+            out.append(_bar(util / 100, 5), style=style)
             out.append(f" {util:3.0f}%")
         else:
             out.append("util -")
         if used is not None and total:
-            out.append(f"  {used:.1f}/{total:.0f} GiB")
+            out.append(f" {used:.1f}/{total:.0f}G")
         if temp is not None:
-            out.append(f"  {temp:.0f}°C", style="red" if temp >= 85 else "")
+            out.append(f" {temp:.0f}°C", style="red" if temp >= 85 else "")
         if power is not None:
-            out.append(f"  {power:.0f} W")
+            out.append(f" {power:.0f}W")
     if peak_vram_gb is not None:
         out.append(f"\npeak {peak_vram_gb:.1f} GiB (trainer)", style="dim")
     return out

@@ -142,6 +142,7 @@ class LossPlot(Widget):
         self._steps: Sequence[int] = ()
         self._losses: Sequence[float] = ()
         self._version = 0
+        self.drawn_points = 0  # how many points the last render drew (the attach benchmark waits on it)
 
     def set_data(self, steps: Sequence[int], losses: Sequence[float]) -> None:
         self._steps, self._losses = steps, losses
@@ -160,4 +161,5 @@ class LossPlot(Widget):
     def render(self) -> Text:
         w, h = self.content_size.width, self.content_size.height
         lines = render_plot(self._steps, self._losses, w, h, self.smoothing)
+        self.drawn_points = len(self._losses)
         return Text("\n").join(lines)
