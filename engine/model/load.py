@@ -142,8 +142,12 @@ def load_text_encoder(root: Path, dtype: torch.dtype, device: torch.device | str
 
 def load_parts(name_or_path: str, experts: list[str], *, dtype: torch.dtype, device: torch.device | str,
                boundary_override: float | str = "auto", text_encoder: bool = True,
-               vae_dtype: torch.dtype | None = None) -> WanParts:
-    """Load the trained ``experts`` (subset of HIGH/LOW), the VAE and (optionally) the text encoder."""
+               vae_dtype: torch.dtype | None = None, expert_device: torch.device | str | None = None) -> WanParts:
+    """Load the trained ``experts`` (subset of HIGH/LOW), the VAE and (optionally) the text encoder.
+
+    ``expert_device`` (default ``device``) = "cpu" keeps the experts in RAM so a quantiser can place them
+    on the GPU block by block (a bf16 14B expert would not fit a 24 GB card whole).
+    """
     subfolders = [EXPERT_SUBFOLDER[e] for e in experts] + ["vae"]
     if text_encoder:
         subfolders += ["text_encoder", "tokenizer"]
@@ -152,7 +156,7 @@ def load_parts(name_or_path: str, experts: list[str], *, dtype: torch.dtype, dev
     check_parts(root, subfolders)
     parts = WanParts(root=root, boundary_ratio=boundary_ratio(root, boundary_override))
     for e in experts:
-        parts.experts[e] = load_expert(root, e, dtype, device)
+        parts.experts[e] = load_expert(root, e, dtype, device if expert_device is None else expert_device)
     parts.vae = load_vae(root, vae_dtype or dtype, device)
     if text_encoder:
         parts.tokenizer, parts.text_encoder = load_text_encoder(root, dtype, device)

@@ -29,6 +29,7 @@ from engine.config.schema import Job
 from engine.model import lora_format
 from engine.model.load import ModelLoadError, WanParts, load_parts
 from engine.model.lora import add_lora, load_lora_state_dict, lora_state_dict
+from engine.model.quant import QuantizationUnavailable, check_available, quantize_and_place
 from engine.model.text import encode_prompts
 from engine.train import state as train_state
 from engine.train.batches import Batch, BatchSource, DataExhausted, make_batch_source
@@ -117,8 +118,15 @@ class Trainer:
         self.status.update(state="loading", total_steps=job.training.steps)
         self.events.emit("state", state="loading", experts=self.trained, device=str(self.device))
         torch.manual_seed(job.training.seed)
+        quant = job.quantization.transformer
+        if quant != "none":
+            if self.device.type != "cuda":
+                raise QuantizationUnavailable(f"quantization.transformer = \"{quant}\" needs a CUDA GPU; "
+                                              "use \"none\" on this machine")
+            check_available(quant, self.device)
         self.parts = load_parts(job.model.name_or_path, self.trained, dtype=self.dtype, device=self.device,
-                                boundary_override=job.model.boundary_ratio, vae_dtype=torch.float32)
+                                boundary_override=job.model.boundary_ratio, vae_dtype=torch.float32,
+                                expert_device="cpu" if quant != "none" else None)
         self._warn_unsupported()
         for name in self.trained:
             self.experts[name] = self._prepare_expert(name)
@@ -134,8 +142,8 @@ class Trainer:
         """Settings this build accepts but does not apply yet: say so once, never silently."""
         job = self.job
         notes = []
-        if job.quantization.transformer != "none" and self.device.type == "cuda":
-            notes.append(f"quantization.transformer={job.quantization.transformer} is not applied yet (bf16 base)")
+        if job.quantization.text_encoder != "none" and self.device.type == "cuda":
+            notes.append(f"quantization.text_encoder={job.quantization.text_encoder} is not applied yet (bf16)")
         if job.training.dop.enabled:
             notes.append("training.dop is not applied yet")
         if job.training.ema:
@@ -150,6 +158,9 @@ class Trainer:
         model = self.parts.experts[name]
         lora_dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
         params = add_lora(model, job.target.rank, job.target.effective_alpha, job.target.modules, dtype=lora_dtype)
+        if job.quantization.transformer != "none":  # after LoRA: only the frozen base Linears are quantised
+            n = quantize_and_place(model, job.quantization.transformer, self.device)
+            self.events.emit("state", state="quantized", expert=name, mode=job.quantization.transformer, linears=n)
         if job.training.gradient_checkpointing:
             model.enable_gradient_checkpointing()
         backend = _ATTN_BACKENDS.get(job.advanced.attention_backend)
@@ -350,7 +361,7 @@ def run(job_dir: Path, device: torch.device | None = None) -> int:
             job = load_job(job_dir / jobdir.JOB_TOML)
             trainer = Trainer(job, job_dir, events, status, device=device, stop=stop)
             trainer.setup()
-        except (JobError, ModelLoadError, OptimizerUnavailable, ValueError) as e:
+        except (JobError, ModelLoadError, OptimizerUnavailable, QuantizationUnavailable, ValueError) as e:
             _fail(events, status, "config", str(e))
             return jobdir.EXIT_CONFIG
         except DataExhausted as e:

@@ -182,3 +182,10 @@ def test_adamw8bit_on_cpu_is_a_clear_config_error(tmp_path: Path, clips: Path, t
     err = [e for e in _events(jd) if e["type"] == "error"][-1]
     assert "CUDA" in err["message"] and "adamw" in err["message"]
     assert json.loads((jd / "status.json").read_text())["reason"] == "config"
+
+
+def test_quantised_base_on_cpu_is_a_clear_config_error(tmp_path: Path, clips: Path, tiny_model: Path) -> None:
+    jd = make_job_dir(tmp_path, clips, tiny_model, steps=2, quantization__transformer="nf4")
+    assert run(jd, device=CPU) == jobdir.EXIT_CONFIG
+    err = [e for e in _events(jd) if e["type"] == "error"][-1]
+    assert "quantization.transformer" in err["message"] and "none" in err["message"]
