@@ -181,7 +181,8 @@ class WanloraApp(App[int]):
                 ok, msg = await asyncio.to_thread(daemon_link.start_daemon, self.home)
                 self.notify(msg, severity="information" if ok else "error", timeout=6)
         try:
-            where = await asyncio.to_thread(daemon_link.submit, self.home, text)
+            name = self.wizard.job.job.name if self.wizard.job else None
+            where = await asyncio.to_thread(daemon_link.submit, self.home, text, name)
         except Exception as e:  # disk full, permissions: say so and stay on the review
             self.notify(f"Could not submit: {e}", severity="error", timeout=10)
             return

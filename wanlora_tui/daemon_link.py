@@ -13,12 +13,11 @@ from typing import Any
 SPOOL = "spool"
 
 
-def submit(home: Path, text: str) -> str:
+def submit(home: Path, text: str, name: str | None = None) -> str:
     """Maildir-drop the job TOML into ``<home>/spool``; returns where it went (shown to the user)."""
     from daemon.spool import submit_file
 
-    res = submit_file(home, text)
-    return str(res)
+    return str(submit_file(home, text, name=name))
 
 
 def spooled(home: Path) -> list[str]:

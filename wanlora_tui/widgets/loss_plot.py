@@ -90,7 +90,7 @@ def render_plot(steps: Sequence[int], losses: Sequence[float], width: int, heigh
         scnt[x] += 1
     raw_bits = [[0] * cols for _ in range(rows)]
     smooth_bits = [[0] * cols for _ in range(rows)]
-    prev_y: int | None = None
+    prev: tuple[int, int] | None = None  # (x, y) of the previous column with data
     for x in range(px_w):
         if not scnt[x]:
             continue
@@ -100,11 +100,17 @@ def render_plot(steps: Sequence[int], losses: Sequence[float], width: int, heigh
                 cy, by = divmod(y, 4)
                 raw_bits[cy][cx] |= _DOT[bx][by]
         y_s = ypx(ssum[x] / scnt[x])
-        a, b = (y_s, y_s) if prev_y is None else (min(prev_y, y_s), max(prev_y, y_s))
-        for y in range(a, b + 1):  # connect to the previous column so the line stays continuous
-            cy, by = divmod(y, 4)
-            smooth_bits[cy][cx] |= _DOT[bx][by]
-        prev_y = y_s
+        # a line from the previous data column, so sparse runs (few steps, wide plot) stay connected
+        x0, y0 = prev if prev is not None else (x, y_s)
+        last_y = y0
+        for xi in range(x0 + 1 if prev is not None else x, x + 1):
+            yi = y_s if xi == x else round(y0 + (y_s - y0) * (xi - x0) / (x - x0))
+            cxi, bxi = divmod(xi, 2)
+            for y in range(min(last_y, yi), max(last_y, yi) + 1):
+                cy, by = divmod(y, 4)
+                smooth_bits[cy][cxi] |= _DOT[bxi][by]
+            last_y = yi
+        prev = (x, y_s)
     lines: list[Text] = []
     for r in range(rows):
         if r == 0:
