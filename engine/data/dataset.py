@@ -40,7 +40,7 @@ from engine.config.schema import DatasetSection, Job
 from engine.data.buckets import bucket_for, crop_plan
 from engine.data.captions import caption_dropout, final_caption
 from engine.data.decode import MediaError, read_image, read_video_frames
-from engine.data.frames import fps_indices, sample_indices
+from engine.data.frames import FrameSelection, fps_indices, fps_windows, pick_window, sample_indices
 from engine.data.order import Bucket, DataOrder, PlannedBatch, SampleRef, SourceSpec
 from engine.data.scan import ScanError, scan_folder
 
@@ -215,32 +215,20 @@ class ClipDataset:
         rng = random.Random(ref.seed)
         u_offset, u_fx, u_fy = rng.random(), rng.random(), rng.random()  # fixed draw order
         dropped = augment and caption_dropout(ds.caption_dropout, rng)
-        f, h, w = ref.bucket
-        plan = crop_plan(e.width, e.height, w, h)
-        size = (plan.resize_w, plan.resize_h)
+        f = ref.bucket[0]
         if e.kind == "video":
-            if ds.frame_sampling == "fps":
+            if ds.frame_sampling == "fps" and ds.cache_latents:  # fixed windows: see frames.fps_windows
+                sel = pick_window(fps_windows(e.frames, e.fps, f), u_offset if augment else 0.0)
+            elif ds.frame_sampling == "fps":
                 sel = fps_indices(e.frames, e.fps, f, rng=_Fixed(u_offset) if augment else None)
             else:
                 sel = sample_indices("even", e.frames, e.fps, f)
             idx = sel.indices
-            arr = read_video_frames(e.path, idx, size=size)
         else:
             idx = (0,)
-            arr = read_image(e.path, size=size)[None]
-        if arr.shape[1:3] != (plan.resize_h, plan.resize_w):  # decoder rounded: scale to the plan exactly
-            arr = _resize_uint8(arr, plan.resize_w, plan.resize_h)
-        arr = arr[:, plan.top : plan.top + h, plan.left : plan.left + w]
         fx = augment and ds.flip_x and u_fx < 0.5
         fy = augment and ds.flip_y and u_fy < 0.5
-        if fx:
-            arr = arr[:, :, ::-1]
-        if fy:
-            arr = arr[:, ::-1]
-        arr = np.ascontiguousarray(arr)
-        if not arr.flags.writeable:  # PIL-backed arrays are read-only; torch wants writable memory
-            arr = arr.copy()
-        pixels = torch.from_numpy(arr).permute(3, 0, 1, 2).float().div_(127.5).sub_(1.0)
+        pixels = self.pixels(e, ref.bucket, idx, fx, fy)
         return Sample(
             pixels=pixels,
             caption=final_caption(e.caption_raw, self.trigger_word, dropped),
@@ -257,6 +245,41 @@ class ClipDataset:
             position=ref.position,
             epoch=ref.epoch,
         )
+
+    def frame_choices(self, e: ClipEntry, num_frames: int) -> list[FrameSelection]:
+        """Every frame selection ``load`` can make for ``e`` (latent caching enumerates these up front).
+
+        ``even``: one; ``fps`` with ``cache_latents``: the fixed windows; ``fps`` without: only offset 0
+        is listed (the live path draws any offset).
+        """
+        if e.kind != "video":
+            return [FrameSelection((0,))]
+        ds = self.configs[e.dataset_index]
+        if ds.frame_sampling == "fps":
+            return fps_windows(e.frames, e.fps, num_frames) if ds.cache_latents else [fps_indices(e.frames, e.fps, num_frames)]
+        return [sample_indices("even", e.frames, e.fps, num_frames)]
+
+    def pixels(self, e: ClipEntry, bucket: Bucket, indices: tuple[int, ...], flip_x: bool = False,
+               flip_y: bool = False) -> torch.Tensor:
+        """Frames ``indices`` of ``e`` scaled + centre-cropped to ``bucket``, flipped: float32 [3,F,H,W] in [-1, 1]."""
+        _f, h, w = bucket
+        plan = crop_plan(e.width, e.height, w, h)
+        size = (plan.resize_w, plan.resize_h)
+        if e.kind == "video":
+            arr = read_video_frames(e.path, indices, size=size)
+        else:
+            arr = read_image(e.path, size=size)[None]
+        if arr.shape[1:3] != (plan.resize_h, plan.resize_w):  # decoder rounded: scale to the plan exactly
+            arr = _resize_uint8(arr, plan.resize_w, plan.resize_h)
+        arr = arr[:, plan.top : plan.top + h, plan.left : plan.left + w]
+        if flip_x:
+            arr = arr[:, :, ::-1]
+        if flip_y:
+            arr = arr[:, ::-1]
+        arr = np.ascontiguousarray(arr)
+        if not arr.flags.writeable:  # PIL-backed arrays are read-only; torch wants writable memory
+            arr = arr.copy()
+        return torch.from_numpy(arr).permute(3, 0, 1, 2).float().div_(127.5).sub_(1.0)
 
     def _try_load(self, ref: SampleRef) -> Sample | MediaError:
         path = self.entry(ref).path

@@ -134,3 +134,29 @@ def even_speedup(duration_s: float, num_frames: int, target_fps: float = TARGET_
 def max_even_duration(num_frames: int, target_fps: float = TARGET_FPS, limit: float = SPEEDUP_WARN) -> float:
     """Longest clip (seconds) that ``even`` sampling squeezes by no more than ``limit`` (trim advice)."""
     return limit * num_frames / target_fps
+
+
+def fps_windows(
+    num_source: int, source_fps: float, num_frames: int, target_fps: float = TARGET_FPS
+) -> list[FrameSelection]:
+    """The fixed ``fps`` windows used when latents are cached: non-overlapping, spread from clip start to end.
+
+    A random start per epoch would need one cached latent per possible start (hundreds per clip); instead
+    the clip is tiled with ``n = num_source // (span + 1)`` windows (at least one) whose starts run evenly
+    from 0 to the last start that fits, and each sample draws one of them.  The whole clip is still seen,
+    the cache holds about one encoded copy of it, and every window is an exact 16 fps run of frames.
+    """
+    if not source_fps or source_fps <= 0 or not math.isfinite(source_fps):
+        source_fps = target_fps
+    span = fps_span(num_frames, source_fps, target_fps)
+    last_start = (num_source - 1) - span
+    if last_start < -1e-9:
+        return [fps_indices(num_source, source_fps, num_frames, target_fps)]  # too short: the even fallback
+    n = max(1, int(num_source // (span + 1)))
+    starts = [0.0] if n == 1 else [math.floor(k * last_start / (n - 1) + 1e-9) for k in range(n)]
+    return [fps_indices(num_source, source_fps, num_frames, target_fps, start=s) for s in starts]
+
+
+def pick_window(windows: list[FrameSelection], u: float) -> FrameSelection:
+    """Window ``floor(u·n)`` of ``windows`` for a uniform draw ``u`` in [0, 1)."""
+    return windows[min(len(windows) - 1, int(u * len(windows)))]

@@ -1,0 +1,56 @@
+"""Differential Output Preservation (DOP): keep the base model's behaviour for the class, learn the trigger.
+
+For each training sample the caption is rewritten with the trigger replaced by the class word
+("sks woman walking" → "person woman walking"); on the same noisy latents and timestep the expert
+predicts twice for that class prompt: with the LoRA switched off (the anchor, no grad) and with it on.
+``multiplier · MSE(on, off)`` is added to the loss, so the LoRA learns what the trigger means without
+changing what the class means.  With the text-embedding cache the class prompts are cached up front,
+so DOP needs no text encoder during training (ai-toolkit cannot combine the two).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+from engine.data.captions import substitute_trigger
+from engine.model.lora import ADAPTER_NAME
+from engine.train.objective import preservation_loss
+
+
+def preservation_prompt(caption_raw: str, trigger_word: str, class_word: str) -> str:
+    """The caption with ``[trigger]`` — and the trigger word itself, as a whole word — replaced by the class."""
+    out = substitute_trigger(caption_raw, class_word)
+    if trigger_word.strip():
+        out = re.sub(rf"(?<!\w){re.escape(trigger_word.strip())}(?!\w)", class_word, out)
+    return out
+
+
+@contextmanager
+def lora_disabled(model: torch.nn.Module, adapter: str = ADAPTER_NAME) -> Iterator[None]:
+    """Switch off only ``adapter`` on every LoRA layer of ``model`` (other adapters, e.g. a recovery
+    adapter on a quantised base, stay on); trainability flags are left untouched."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    saved = []
+    for m in model.modules():
+        if isinstance(m, BaseTunerLayer) and adapter in m.active_adapters:
+            saved.append((m, m._active_adapter))
+            m._active_adapter = [a for a in m.active_adapters if a != adapter]
+    try:
+        yield
+    finally:
+        for m, active in saved:
+            m._active_adapter = active
+
+
+def preservation_term(model: torch.nn.Module, model_in: torch.Tensor, timestep: torch.Tensor,
+                      class_embeddings: torch.Tensor, multiplier: float) -> torch.Tensor:
+    """``multiplier · MSE(pred_lora(class), pred_base(class))``; the base prediction carries no gradient."""
+    with torch.no_grad(), lora_disabled(model):
+        base = model(model_in, timestep=timestep, encoder_hidden_states=class_embeddings, return_dict=False)[0]
+    pred = model(model_in, timestep=timestep, encoder_hidden_states=class_embeddings, return_dict=False)[0]
+    return preservation_loss(pred, base, multiplier)
