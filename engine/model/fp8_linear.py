@@ -60,6 +60,20 @@ class _Fp8Matmul(torch.autograd.Function):
         return gx.reshape(ctx.in_shape), None, None, None
 
 
+_FP8_MM: dict[tuple[str, int | None], bool] = {}
+
+
+def fp8_matmul_supported(device: torch.device) -> bool:
+    """fp8 tensor-core GEMMs need compute capability ≥ 8.9 (Ada, Hopper, Blackwell); the CPU has them too."""
+    key = (device.type, device.index)
+    if key not in _FP8_MM:
+        if device.type == "cuda":
+            _FP8_MM[key] = torch.cuda.get_device_capability(device) >= (8, 9)
+        else:
+            _FP8_MM[key] = device.type == "cpu"
+    return _FP8_MM[key]
+
+
 class Fp8Linear(nn.Module):
     """Drop-in for a frozen ``nn.Linear``: weight stored e4m3 with a per-tensor scale, fp8 matmuls."""
 
@@ -82,7 +96,11 @@ class Fp8Linear(nn.Module):
         return self.weight_q.float() * self.weight_scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _Fp8Matmul.apply(x, self.weight_q, self.weight_scale, self.bias)
+        if fp8_matmul_supported(x.device):
+            return _Fp8Matmul.apply(x, self.weight_q, self.weight_scale, self.bias)
+        # Older GPUs (Ampere: RTX 3090, A6000, A100): keep the memory saving, compute in the input's dtype.
+        w = (self.weight_q.to(x.dtype) * self.weight_scale.to(x.dtype))
+        return nn.functional.linear(x, w, self.bias.to(x.dtype) if self.bias is not None else None)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, fp8=e4m3"

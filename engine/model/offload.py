@@ -19,8 +19,10 @@ import torch
 from torch import nn
 
 from engine.model.fp8_linear import Fp8Linear
+from engine.model.quant import Nf4Linear
 
-_STREAMED = {Fp8Linear: ("weight_q",), nn.Linear: ("weight",)}
+# The bulk of each block: base Linear weights (NF4 keeps its small quantisation statistics on the GPU).
+_STREAMED = {Fp8Linear: ("weight_q",), Nf4Linear: ("weight_packed",), nn.Linear: ("weight",)}
 
 
 def _heavy_tensors(block: nn.Module) -> list[tuple[nn.Module, str]]:
@@ -44,6 +46,11 @@ class BlockStreamer:
     def __init__(self, transformer: nn.Module, device: torch.device, *, compile_blocks: bool = False) -> None:
         self.device = device
         self.blocks = list(transformer.blocks)
+        for child in transformer.children():  # embeddings, norms, proj_out: small, always resident
+            if child is not transformer.blocks:
+                child.to(device)
+        for p in transformer.parameters(recurse=False):
+            p.data = p.data.to(device)
         self.cuda = device.type == "cuda"
         self.stream = torch.cuda.Stream(device) if self.cuda else None
         self.cpu: list[list[tuple[nn.Module, str, torch.Tensor]]] = []

@@ -29,17 +29,21 @@ from engine.config.schema import Job
 from engine.model import lora_format
 from engine.model.load import ModelLoadError, WanParts, load_parts
 from engine.model.lora import add_lora, load_lora_state_dict, lora_state_dict
+from engine.model.offload import BlockStreamer
 from engine.model.quant import QuantizationUnavailable, check_available, quantize_and_place
 from engine.model.text import encode_prompts
+from engine.train import acceleration as acc
+from engine.train import distributed
 from engine.train import state as train_state
 from engine.train.batches import Batch, BatchSource, DataExhausted, make_batch_source
 from engine.train.conditioning import condition_latents, encode_latents, model_input
-from engine.train.control import RunLock, StopSignal, take_flags
-from engine.train.events import EventLog, Heartbeat, Status
+from engine.train.control import StopSignal, take_flags
+from engine.train.events import EventLog, Status
 from engine.train.experts import Expert, expert_for_step, place_experts, trained_experts
 from engine.train.failures import nan_message, oom_message
 from engine.train.objective import differential_guidance_target, flow_target, mse_loss, noisy_latents
 from engine.train.optim import OptimizerUnavailable, build_optimizer, lr_at, set_lr
+from engine.train.sample_noise import batch_positions, draw_per_sample
 from engine.train.timesteps import sample_timesteps, sigmas_from_timesteps
 
 _ATTN_BACKENDS = {"native": "native", "cudnn": "_native_cudnn", "flash": "_native_flash",
@@ -94,9 +98,11 @@ class Trainer:
     """One run of one job; built by :func:`run`, usable directly by tests."""
 
     def __init__(self, job: Job, job_dir: Path, events: EventLog, status: Status,
-                 device: torch.device | None = None, stop: StopSignal | None = None) -> None:
+                 device: torch.device | None = None, stop: StopSignal | None = None,
+                 dist: distributed.DistContext | None = None) -> None:
         self.job, self.job_dir, self.events, self.status = job, Path(job_dir), events, status
-        self.device = device or pick_device()
+        self.dist = dist or distributed.SINGLE  # rank 0 of 1 unless launched by torchrun
+        self.device = device or (self.dist.device if self.dist.enabled else pick_device())
         self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
         self.stop = stop or StopSignal()
         self.trained = trained_experts(job.multistage.high_noise, job.multistage.low_noise)
@@ -126,17 +132,38 @@ class Trainer:
             check_available(quant, self.device)
         self.parts = load_parts(job.model.name_or_path, self.trained, dtype=self.dtype, device=self.device,
                                 boundary_override=job.model.boundary_ratio, vae_dtype=torch.float32,
-                                expert_device="cpu" if quant != "none" else None)
+                                expert_device="cpu" if quant != "none" or job.advanced.fsdp or self._offloading else None)
         self._warn_unsupported()
         for name in self.trained:
             self.experts[name] = self._prepare_expert(name)
+        self._plan_checkpointing()
+        for ex in self.experts.values():  # every rank starts from rank 0's fresh LoRA
+            distributed.broadcast_params(self.dist, ex.params)
+        # This rank's shard of the one global order (caching can split its work the same way: rank/world).
         self.data = make_batch_source(job, seed=job.training.seed, warn=self._data_warning,
-                                      prefetch=2 if self.device.type == "cuda" else 0)
-        latest = train_state.latest_state(self.job_dir)
+                                      prefetch=2 if self.device.type == "cuda" else 0,
+                                      rank=self.dist.rank, world_size=self.dist.world_size)
+        latest = distributed.broadcast_object(self.dist, train_state.latest_state(self.job_dir))  # rank 0's pick
         if latest is not None:
             self._resume(latest)
         self.events.emit("state", state="ready", step=self.step, boundary_ratio=self.parts.boundary_ratio,
                          resumed_from=str(latest) if latest else None)
+
+    @property
+    def _offloading(self) -> bool:
+        return self.job.model.layer_offloading and self.device.type == "cuda"
+
+    def _plan_checkpointing(self) -> None:
+        """Keep as many blocks un-checkpointed as free GPU memory allows (each saves its recompute)."""
+        job = self.job
+        if self.device.type != "cuda" or not job.training.gradient_checkpointing or self._offloading:
+            return
+        tokens = max((acc.video_tokens(d.num_frames, r, r) for d in job.datasets for r in d.resolutions), default=0)
+        for name, ex in self.experts.items():
+            n = acc.plan_checkpointing(ex.model, tokens, job.training.batch_size, self.device)
+            acc.set_checkpointing(ex.model, n)
+            self.events.emit("state", state="checkpointing", expert=name, checkpointed_blocks=n,
+                             blocks=len(ex.model.blocks), tokens=tokens)
 
     def _warn_unsupported(self) -> None:
         """Settings this build accepts but does not apply yet: say so once, never silently."""
@@ -148,8 +175,8 @@ class Trainer:
             notes.append("training.dop is not applied yet")
         if job.training.ema:
             notes.append("training.ema is not applied yet")
-        if job.model.layer_offloading:
-            notes.append("model.layer_offloading is not applied yet")
+        if job.model.layer_offloading and self.device.type != "cuda":
+            notes.append("model.layer_offloading applies on CUDA only; on this device the blocks stay resident")
         for n in notes:
             self.events.emit("warning", message=n)
 
@@ -161,14 +188,22 @@ class Trainer:
         if job.quantization.transformer != "none":  # after LoRA: only the frozen base Linears are quantised
             n = quantize_and_place(model, job.quantization.transformer, self.device)
             self.events.emit("state", state="quantized", expert=name, mode=job.quantization.transformer, linears=n)
-        if job.training.gradient_checkpointing:
-            model.enable_gradient_checkpointing()
+        if job.advanced.fsdp:  # shard the frozen base over the ranks before compile wraps the blocks
+            n = distributed.shard_frozen_base(self.dist, model, params)
+            self.events.emit("state", state="sharded", expert=name, linears=n, world_size=self.dist.world_size)
         backend = _ATTN_BACKENDS.get(job.advanced.attention_backend)
         if backend:
             model.set_attention_backend(backend)
-        if job.advanced.compile:
-            for block in model.blocks:
-                block.compile()
+        if self._offloading:  # blocks stream from pinned CPU memory; every block must be checkpointed
+            acc.set_checkpointing(model, len(model.blocks))
+            streamer = BlockStreamer(model, self.device, compile_blocks=job.advanced.compile)
+            self.events.emit("state", state="offloading", expert=name,
+                             streamed_gib_per_pass=round(streamer.bytes_per_pass / 2**30, 2))
+        else:
+            if job.training.gradient_checkpointing:
+                acc.set_checkpointing(model, len(model.blocks))
+            if job.advanced.compile:
+                acc.compile_blocks(model)
         model.train()
         opt = build_optimizer(params, job.training.optimizer, job.training.learning_rate,
                               job.training.weight_decay, self.device)
@@ -181,7 +216,9 @@ class Trainer:
     def _generators(self) -> dict[str, torch.Generator]:
         return {"timesteps": self.gen_t, "noise": self.gen_noise}
 
-    def save_state(self) -> Path:
+    def save_state(self) -> Path | None:
+        if not self.dist.is_main:  # every rank holds the same state; rank 0 writes it
+            return None
         meta = {"job": self.job.job.name, "expert_phase": expert_for_step(self.step, self.trained,
                                                                           self.job.multistage.switch_every),
                 "experts": self.trained, "steps_done": {n: e.steps_done for n, e in self.experts.items()},
@@ -195,7 +232,7 @@ class Trainer:
         return path
 
     def _resume(self, path: Path) -> None:
-        st = train_state.load_state(path)
+        st = distributed.load_everywhere(self.dist, path, train_state.load_state)
         meta = st["meta"]
         missing = [n for n in self.trained if n not in st["adapters"]]
         if missing:
@@ -215,6 +252,8 @@ class Trainer:
     def save_checkpoint(self, final: bool = False) -> list[Path]:
         """The LoRA pair for the current step (or the final pair), then max_keep pruning."""
         job = self.job
+        if not self.dist.is_main:
+            return []
         self.out_dir.mkdir(parents=True, exist_ok=True)
         written = []
         for name, ex in self.experts.items():
@@ -248,9 +287,15 @@ class Trainer:
         x0 = encode_latents(parts.vae, pixels)
         cond = condition_latents(parts.vae, pixels[:, :, 0], pixels.shape[2])
         emb = self.embed(batch.captions)
-        t = sample_timesteps(x0.shape[0], ex.name, parts.boundary_ratio, job.training.timestep_type,
-                             job.training.timestep_bias, generator=self.gen_t).to(self.device)
-        noise = torch.randn(x0.shape, generator=self.gen_noise, device=self.device, dtype=x0.dtype)
+        positions = batch_positions(batch)
+        if positions is not None:  # keyed per sample: the same draws whatever the batch size or world size
+            t, noise = draw_per_sample(positions, job.training.seed, x0.shape[1:], expert=ex.name,
+                                       boundary_ratio=parts.boundary_ratio, kind=job.training.timestep_type,
+                                       bias=job.training.timestep_bias, device=self.device, dtype=x0.dtype)
+        else:
+            t = sample_timesteps(x0.shape[0], ex.name, parts.boundary_ratio, job.training.timestep_type,
+                                 job.training.timestep_bias, generator=self.gen_t).to(self.device)
+            noise = torch.randn(x0.shape, generator=self.gen_noise, device=self.device, dtype=x0.dtype)
         xt = noisy_latents(x0, noise, sigmas_from_timesteps(t))
         pred = ex.model(model_input(xt, cond, self.dtype), timestep=t, encoder_hidden_states=emb,
                         return_dict=False)[0]
@@ -264,7 +309,7 @@ class Trainer:
         job = self.job
         name = expert_for_step(self.step, self.trained, job.multistage.switch_every)
         ex = self.experts[name]
-        place_experts(self.experts, name, self.device, job.model.low_vram)
+        place_experts(self.experts, name, self.device, job.model.low_vram and not self._offloading)
         lr = lr_at(self.step, job.training.learning_rate, job.training.steps, job.training.lr_warmup_steps,
                    job.training.lr_scheduler)
         set_lr(ex.optimizer, lr)
@@ -276,6 +321,8 @@ class Trainer:
             (loss / accum).backward()
             total += loss.detach() / accum
             t_first = t if t_first is None else t_first
+        distributed.average_gradients(self.dist, ex.params)  # N ranks × batch b ≡ one process × batch N·b
+        total = distributed.mean_value(self.dist, total)
         loss_value = float(total.item())  # the one host sync per step (the loss is logged anyway)
         if not math.isfinite(loss_value):
             ex.optimizer.zero_grad(set_to_none=True)
@@ -304,7 +351,9 @@ class Trainer:
                            eta_s=round(eta, 1))
 
     def _handle_flags(self) -> None:
-        flags = take_flags(self.job_dir)
+        flags = take_flags(self.job_dir) if self.dist.is_main else []
+        # rank 0's flags and any rank's signal, agreed by all: every rank acts at this same step
+        flags, self.stop.requested = distributed.agree_on_control(self.dist, flags, self.stop.requested)
         for flag in sorted(flags, key=lambda f: f == jobdir.FLAG_PAUSE):  # pause last: the others still run
             if flag == jobdir.FLAG_SAVE_NOW:
                 self.save_checkpoint()
@@ -346,20 +395,18 @@ def _fail(events: EventLog, status: Status, reason: str, message: str, **extra: 
 def run(job_dir: Path, device: torch.device | None = None) -> int:
     """The trainer process for ``job_dir``; returns a ``jobdir.EXIT_*`` code (or 143/130 on a signal)."""
     job_dir = Path(job_dir)
-    lock = RunLock(job_dir)
-    if not lock.acquire():
+    group = distributed.open_run(job_dir, device)  # torchrun group (or one process), lock, writers, signals
+    if group is None:
         print(f"another trainer already runs {job_dir} (run.lock is held)", flush=True)
         return jobdir.EXIT_LOCKED
-    events, status = EventLog(job_dir), Status(job_dir)
-    heartbeat = Heartbeat(status, events, jobdir.HEARTBEAT_INTERVAL_S).start()
-    stop = StopSignal().install()
+    events, status, stop = group.events, group.status, group.stop
     trainer: Trainer | None = None
     try:
         events.emit("state", state="starting", pid=os.getpid())
         status.update(state="starting")
         try:
             job = load_job(job_dir / jobdir.JOB_TOML)
-            trainer = Trainer(job, job_dir, events, status, device=device, stop=stop)
+            trainer = Trainer(job, job_dir, events, status, device=device, stop=stop, dist=group.ctx)
             trainer.setup()
         except (JobError, ModelLoadError, OptimizerUnavailable, QuantizationUnavailable, ValueError) as e:
             _fail(events, status, "config", str(e))
@@ -392,7 +439,4 @@ def run(job_dir: Path, device: torch.device | None = None) -> int:
     finally:
         if trainer is not None and hasattr(trainer.data, "close"):
             trainer.data.close()
-        stop.uninstall()
-        heartbeat.stop()
-        events.close()
-        lock.release()
+        group.close()
