@@ -162,6 +162,7 @@ class AdvancedSection(Section):
     attention_backend: Literal["auto", "native", "cudnn", "flash", "efficient", "math"] = F(
         "auto", "Attention kernel; auto = the fastest measured (cuDNN SDPA on Hopper)."
     )
+    fsdp: bool = F(False, "Multi-GPU only: shard the frozen bf16 base over the GPUs (FSDP2) when one expert does not fit one GPU; slower, LoRA stays replicated.")
 
 
 class DatasetSection(Section):

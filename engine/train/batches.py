@@ -25,6 +25,8 @@ class BatchSource(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
-def make_batch_source(job: Job, seed: int, warn: Warn, prefetch: int = 0) -> BatchSource:
-    """The job's batch stream; ``prefetch`` > 0 decodes that many batches ahead in threads (GPU runs)."""
-    return build_dataset(job, seed=seed, warn=warn, num_workers=prefetch)
+def make_batch_source(job: Job, seed: int, warn: Warn, prefetch: int = 0, *, rank: int = 0,
+                      world_size: int = 1) -> BatchSource:
+    """The job's batch stream (this rank's shard of the global order); ``prefetch`` > 0 decodes that many
+    batches ahead in threads (GPU runs)."""
+    return build_dataset(job, seed=seed, warn=warn, num_workers=prefetch, rank=rank, world_size=world_size)

@@ -47,8 +47,10 @@ def capture_rng(generators: dict[str, torch.Generator]) -> dict[str, Any]:
         "torch": torch.get_rng_state(),
         "generators": {k: g.get_state() for k, g in generators.items()},
     }
-    if torch.cuda.is_available():
-        out["cuda"] = torch.cuda.get_rng_state_all()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        # this process's device only: every rank has its own, and touching the others would open a CUDA
+        # context on each GPU of a multi-GPU job
+        out["cuda"] = torch.cuda.get_rng_state()
     return out
 
 
@@ -58,7 +60,8 @@ def restore_rng(rng: dict[str, Any], generators: dict[str, torch.Generator]) -> 
     np.random.set_state(rng["numpy"])
     torch.set_rng_state(rng["torch"])
     if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
+        cuda = rng["cuda"]  # a list (all devices) in states of earlier builds
+        torch.cuda.set_rng_state(cuda[0] if isinstance(cuda, (list, tuple)) else cuda)
     for k, state in rng["generators"].items():
         if k in generators:
             generators[k].set_state(state)

@@ -1,0 +1,110 @@
+"""The command line and environment that start a trainer, for 1 GPU, N GPUs or several nodes (torch-free).
+
+The daemon (and ``wanlora`` tools) import this to launch ``JOB_DIR`` on the GPUs they reserved:
+
+- one process: ``python -m engine.train JOB_DIR``;
+- N GPUs on this machine: ``python -m engine.train.torchrun --standalone --nproc-per-node N -m engine.train
+  JOB_DIR`` — torchrun itself, wrapped only so the group exits with the trainer's own code (pause = 75 …)
+  instead of torchrun's generic 1;
+- ``job.nodes`` > 1: the same with ``--nnodes/--rdzv-backend c10d/--rdzv-endpoint/--rdzv-id`` (start the
+  same job on every node; see docs/multi-node.md).
+
+The processes of one launch share a process group (the daemon's session), so signalling the group reaches
+every rank; ``run.lock`` is held by rank 0.  ``WANLORA_CPU_PROCS=N`` runs N CPU processes over gloo
+instead (tests, machines without a GPU).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from engine.config.schema import Job
+
+CPU_PROCS_ENV = "WANLORA_CPU_PROCS"
+RDZV_ENDPOINT_ENV = "WANLORA_RDZV_ENDPOINT"  # host:port of node 0, same on every node
+RDZV_ID_ENV = "WANLORA_RDZV_ID"  # optional; default = the job name
+# Seconds torchrun waits, after forwarding SIGTERM, for ranks to finish their step and save a state.
+SHUTDOWN_TIMEOUT_S = 300
+
+# NVLink multicast (NVLS/symmetric memory) stays off in every child environment (see KINDS.md).
+NVLS_OFF = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
+
+
+class LaunchError(ValueError):
+    """The job cannot be launched as configured (e.g. several nodes but no rendezvous endpoint)."""
+
+
+def nvls_off_env() -> dict[str, str]:
+    return dict(NVLS_OFF)
+
+
+def cpu_procs(env: Mapping[str, str] | None = None) -> int:
+    """``WANLORA_CPU_PROCS`` as a count (0 when unset or invalid)."""
+    env = os.environ if env is None else env
+    try:
+        return max(0, int(env.get(CPU_PROCS_ENV, "0") or 0))
+    except ValueError:
+        return 0
+
+
+def gpu_count(job_gpus: object, available: int) -> int:
+    """How many GPUs ``job.gpus`` asks for on a machine with ``available`` GPUs: auto = 1, all = every one."""
+    if job_gpus == "auto":
+        return 1 if available else 0
+    if job_gpus == "all":
+        return available
+    if isinstance(job_gpus, list):
+        return len(job_gpus)
+    raise LaunchError(f"job.gpus = {job_gpus!r}: expected \"auto\", \"all\" or a list like [0, 1]")
+
+
+def trainer_command(job: Job, job_dir: Path | str, python: str | None = None, *, gpus: Sequence[int] = (),
+                    env: Mapping[str, str] | None = None) -> list[str]:
+    """argv that trains ``job_dir`` on ``gpus`` (the physical indices reserved for it).
+
+    One process when one GPU (or none) and one node; torchrun otherwise.  Environment read (``env``,
+    default ``os.environ``): ``WANLORA_CPU_PROCS``, ``WANLORA_RDZV_ENDPOINT``, ``WANLORA_RDZV_ID``.
+    """
+    env = os.environ if env is None else env
+    python = python or sys.executable
+    job_dir = str(job_dir)
+    nodes = int(job.job.nodes)
+    cpu = cpu_procs(env)
+    nproc = cpu or max(1, len(gpus))
+    tail = ["-m", "engine.train", job_dir] + (["--cpu"] if cpu else [])
+    if nproc == 1 and nodes == 1:
+        return [python, *tail]
+    cmd = [python, "-m", "engine.train.torchrun", "--nproc-per-node", str(nproc)]
+    if nodes == 1:
+        cmd.append("--standalone")
+    else:
+        endpoint = env.get(RDZV_ENDPOINT_ENV, "").strip()
+        if not endpoint:
+            raise LaunchError(f"job.nodes = {nodes} needs the rendezvous address of node 0: set "
+                              f"{RDZV_ENDPOINT_ENV}=HOST:PORT on every node (docs/multi-node.md)")
+        rdzv_id = env.get(RDZV_ID_ENV, "").strip() or job.job.name
+        cmd += ["--nnodes", str(nodes), "--rdzv-backend", "c10d", "--rdzv-endpoint", endpoint,
+                "--rdzv-id", rdzv_id]
+    return cmd + tail
+
+
+def child_env(base: Mapping[str, str] | None = None, gpus: Sequence[int] = ()) -> dict[str, str]:
+    """The trainer's environment: ``base`` + the reserved GPUs as CUDA_VISIBLE_DEVICES + NVLink multicast
+    off (kept if already set) + torchrun's shutdown grace period."""
+    env = dict(os.environ if base is None else base)
+    if gpus:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(int(g)) for g in gpus)
+    for k, v in NVLS_OFF.items():
+        env.setdefault(k, v)
+    env.setdefault("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", str(SHUTDOWN_TIMEOUT_S))
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+__all__ = [
+    "CPU_PROCS_ENV", "RDZV_ENDPOINT_ENV", "RDZV_ID_ENV", "NVLS_OFF", "LaunchError", "nvls_off_env", "cpu_procs",
+    "gpu_count", "trainer_command", "child_env",
+]
