@@ -73,6 +73,7 @@ class WanloraApp(App[int]):
         self.watch_terminal = watch_terminal
         self.wizard = self._initial_state(recipe, from_file)
         self.skip_recipe = recipe is not None or from_file is not None
+        self.wizard_over_dashboard = False  # back on the first step returns to the job list
 
     def _initial_state(self, recipe: str | None, from_file: Path | None) -> WizardState:
         if from_file is not None:
@@ -158,6 +159,10 @@ class WanloraApp(App[int]):
         self.push_screen(self.make_step(steps[steps.index(step) + 1]))
 
     def wizard_back(self, step: str) -> None:
+        if step == "recipe" and self.wizard_over_dashboard:
+            self.wizard_over_dashboard = False
+            self.pop_screen()
+            return
         if step == "recipe" or len(self.screen_stack) <= 2:
             self.notify("This is the first step (ctrl+q quits).", timeout=2)
             return
@@ -218,9 +223,11 @@ class WanloraApp(App[int]):
         """From the dashboard: a fresh wizard on top (back to the dashboard when done or cancelled)."""
         self.wizard = WizardState(recipe="motion", gpus=list(self.gpu_cache or []))
         self.skip_recipe = False
+        self.wizard_over_dashboard = True
         self.start_wizard()
 
     async def _reset_to(self, screen: Screen[Any]) -> None:
+        self.wizard_over_dashboard = False
         while len(self.screen_stack) > 1:
             await self.pop_screen()
         await self.push_screen(screen)

@@ -31,51 +31,56 @@ def spooled(home: Path) -> list[str]:
     return out
 
 
+TIMEOUT_S = 5.0  # a dashboard poll must never hang on a wedged daemon
+
+
 def daemon_running(home: Path) -> bool:
     from daemon import client
 
+    return client.running(home)
+
+
+def _ask(home: Path, cmd: str, **args: Any) -> dict[str, Any] | None:
+    """One request; None when no daemon answers (or it answers garbage: the files still work)."""
+    from daemon import client, protocol
+
     try:
-        client.request(home, "ping")
-    except client.DaemonDown:
-        return False
-    return True
+        return client.request(home, cmd, timeout=TIMEOUT_S, **args)
+    except (client.DaemonDown, client.DaemonError, protocol.ProtocolError, OSError):
+        return None
 
 
 def daemon_jobs(home: Path) -> list[dict[str, Any]] | None:
     """The daemon's job list, or None when it is not running (the caller falls back to the folders)."""
-    from daemon import client
-
-    try:
-        res = client.request(home, "list")
-    except client.DaemonDown:
+    res = _ask(home, "list")
+    if res is None:
         return None
-    except Exception:
-        return None
-    jobs = res.get("jobs") if isinstance(res, dict) else res
-    return list(jobs or [])
+    jobs = res.get("jobs")
+    return [j for j in jobs if isinstance(j, dict)] if isinstance(jobs, list) else []
 
 
-def job_row(home: Path, job_id: str) -> dict[str, Any] | None:
-    rows = daemon_jobs(home)
-    if rows is None:
+def job_status(home: Path, job_id: str) -> dict[str, Any] | None:
+    """The daemon's row for one job plus machine telemetry (``gpus``), or None when it is down."""
+    res = _ask(home, "status", job=str(job_id))
+    if res is None:
         return None
-    for r in rows:
-        if str(r.get("id")) == str(job_id):
-            return r
-    return None
+    row = res.get("job") if isinstance(res.get("job"), dict) else {}
+    tele = res.get("telemetry") if isinstance(res.get("telemetry"), dict) else {}
+    gpus = tele.get("gpus", res.get("gpus"))
+    return {**row, "gpus": gpus if isinstance(gpus, list) else None}
 
 
 def control(home: Path, verb: str, job_id: str) -> tuple[bool, str]:
     """pause / resume / cancel / save-now through the socket; (ok, message for the user)."""
-    from daemon import client
+    from daemon import client, protocol
 
     try:
-        res = client.request(home, verb, job=job_id)
+        res = client.request(home, verb, job=str(job_id), timeout=TIMEOUT_S * 2)
     except client.DaemonDown:
         return False, "The daemon is not running: start it with `wanlora daemon start`, then try again."
-    except Exception as e:
+    except (client.DaemonError, protocol.ProtocolError, OSError) as e:
         return False, f"{verb} {job_id}: {e}"
-    msg = res.get("message") if isinstance(res, dict) else None
+    msg = res.get("message")
     return True, str(msg or f"{verb}: sent to job {job_id}")
 
 

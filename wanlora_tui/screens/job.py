@@ -119,7 +119,7 @@ class JobScreen(ControlMixin, Screen[None]):
 
         assert self.feed is not None
         changed = self.feed.poll()
-        row = daemon_link.job_row(self.app.home, self.job_id)  # type: ignore[attr-defined]
+        row = daemon_link.job_status(self.app.home, self.job_id)  # type: ignore[attr-defined]
         if row != self._daemon_row:
             self._daemon_row = row
             changed = True
@@ -163,7 +163,8 @@ class JobScreen(ControlMixin, Screen[None]):
         self.query_one("#job-stats", Static).update(" · ".join(parts) or "[dim]no steps yet[/]")
         plot = self.query_one("#job-loss", LossPlot)
         plot.set_data(f.steps, f.losses)
-        self.query_one("#job-gpu", GpuPanel).show(st.get("gpus"), last.get("peak_vram_gb"))
+        gpus = (self._daemon_row or {}).get("gpus") or st.get("gpus")
+        self.query_one("#job-gpu", GpuPanel).show(gpus, last.get("peak_vram_gb"))
         self.query_one("#job-files", Static).update(self._files_text())
         log = self.query_one("#job-log", LogTail)
         lines = list(f.log_lines) if f.log_lines else list(f.notes)

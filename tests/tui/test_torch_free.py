@@ -1,0 +1,20 @@
+"""The TUI never imports torch: it starts fast on a login node and talks to the daemon and the job files."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def test_tui_imports_no_torch() -> None:
+    code = (
+        "import sys\n"
+        "import wanlora_tui.app, wanlora_tui.daemon_link, wanlora_tui.job_model\n"
+        "from wanlora_tui.screens import confirm, dashboard, dataset_scan, datasets, gpu, job, panel, recipe, review\n"
+        "from wanlora_tui.commands import home, new, attach\n"
+        "import engine.data.scan, engine.estimate, engine.config.validate, engine.config.presets\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'diffusers', 'transformers', 'peft'))\n"
+        "assert not bad, bad\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
