@@ -252,10 +252,11 @@ class WanloraApp(App[int]):
         """The terminal is gone: leave now (the job keeps running under the daemon)."""
         def hard_exit() -> None:  # restoring a dead terminal can block; never outlive it by long
             time.sleep(2.0)
-            os._exit(129)
+            if self.is_running:
+                os._exit(129)
 
         threading.Thread(target=hard_exit, daemon=True).start()
         try:
-            self.call_later(self.exit, 129)
+            self.call_later(self.exit, 129, 129)
         except Exception:
             os._exit(129)
