@@ -36,6 +36,7 @@ COMMANDS: dict[str, str] = {
     "remove": "control",
     "save-now": "control",
     "sample-now": "control",
+    "priority": "control",
     "daemon": "daemon",
     "doctor": "doctor",
     # TUI

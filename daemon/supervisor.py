@@ -1,0 +1,605 @@
+"""The daemon itself: intake, queue, scheduling onto GPU slots, watching trainers, answering commands.
+
+One main loop owns every state change (under ``self.lock``; socket commands take the same lock), so
+the queue never sees two writers.  It wakes on inotify events from the spool, on commands, and on a
+timer: the spool rescan interval when idle (near 0 % CPU), the poll interval while jobs run.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from daemon import adopt, protocol, runner
+from daemon.callback import Callbacks
+from daemon.config import DaemonConfig
+from daemon.home import DaemonLock, Home, network_fs_warning
+from daemon.queue import (
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    PAUSED,
+    QUEUED,
+    REASON_HELD,
+    REASON_PRIORITY,
+    REASON_WAITING,
+    RUNNING,
+    TERMINAL,
+    JobRow,
+    Queue,
+)
+from daemon.server import Send, Server
+from daemon.spool import Rejected, Spool, original_name, submit_file
+from daemon.telemetry import Telemetry, disk
+from daemon.views import job_view
+from engine.config import jobdir
+
+MIN_TICK_S = 0.05
+
+
+@dataclass
+class Watch:
+    """A running trainer the loop keeps an eye on (``popen`` is None for one adopted after a restart)."""
+
+    pid: int
+    popen: subprocess.Popen[bytes] | None
+    cursor: jobdir.EventCursor = field(default_factory=jobdir.EventCursor)
+    kill_at: float | None = None  # monotonic time to SIGKILL after a cancel's SIGTERM
+
+
+class CommandError(Exception):
+    """A command that cannot be done; the message goes to the user as is."""
+
+
+class Daemon:
+    def __init__(self, home: Home, config: DaemonConfig | None = None, *, log: TextIO | None = None) -> None:
+        self.home = home
+        self.config = config if config is not None else DaemonConfig.load(home.config)
+        self.out = log or sys.stderr
+        self.lock = threading.RLock()
+        self.wake = threading.Event()
+        self.stopping = threading.Event()
+        self.watch: dict[int, Watch] = {}
+        self.started_at = time.time()
+        self._dlock = DaemonLock(home)
+        self.queue: Queue | None = None
+        self.server: Server | None = None
+        self._observer: Any = None
+        self.slots: list[str] = []
+        self.gpu_names: dict[str, str] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+    def log(self, msg: str) -> None:
+        print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}", file=self.out, flush=True)
+
+    def start(self) -> None:
+        """Take the home (or raise AlreadyRunning), re-adopt live trainers, open the socket."""
+        self.home.ensure()
+        self.home.check_socket_path()
+        self._dlock.acquire()
+        warn = network_fs_warning(self.home.root)
+        if warn:
+            self.log(f"warning: {warn}")
+        self.queue = Queue(self.home.db)
+        self.telemetry = Telemetry()
+        self.callbacks = Callbacks(self.config.callback, self.config.callback_timeout_s, self.out)
+        self.spool = Spool(self.home, self.config.settle_s, self.config.max_job_file_bytes)
+        self.slots = self._detect_slots()
+        self._recover()
+        self.server = Server(self.home.sock, self.handle, self.log)
+        self.server.start()
+        self._start_watcher()
+        self.log(f"daemon {os.getpid()} serving {self.home.root} (slots: {', '.join(self.slots) or 'none'})")
+
+    def close(self) -> None:
+        if self.server:
+            self.server.close()
+        if self._observer is not None:
+            try:
+                self._observer.stop()
+            except Exception:
+                pass
+        if self.queue:
+            self.queue.close()
+        if hasattr(self, "telemetry"):
+            self.telemetry.close()
+        running = len(self.watch)
+        self._dlock.release()
+        note = f"; {running} running job(s) keep training and will be re-adopted by the next daemon" if running else ""
+        self.log(f"daemon {os.getpid()} stopped{note}")
+
+    def request_stop(self, *_: Any) -> None:
+        self.stopping.set()
+        self.wake.set()
+
+    def serve_forever(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self.request_stop)
+            signal.signal(signal.SIGINT, self.request_stop)
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        try:
+            while not self.stopping.is_set():
+                t0 = time.monotonic()
+                with self.lock:
+                    self.tick()
+                self.wake.wait(self._next_timeout())
+                self.wake.clear()
+                spent = time.monotonic() - t0
+                if spent < MIN_TICK_S:  # a burst of inotify events must not spin the loop
+                    time.sleep(MIN_TICK_S - spent)
+        finally:
+            self.close()
+
+    def _next_timeout(self) -> float:
+        t = self.config.rescan_interval_s
+        if self.watch:
+            t = min(t, self.config.poll_interval_s)
+        pending = self.spool.pending_drops()
+        if pending is not None:
+            t = min(t, pending + 0.01)
+        if self.callbacks.busy:
+            t = min(t, 1.0)
+        return t
+
+    def tick(self) -> None:
+        """One pass: intake, watch running trainers, start what fits, reap callbacks.  Never raises."""
+        for name, step in (("intake", self._intake_pass), ("monitor", self._monitor), ("schedule", self._schedule),
+                           ("callbacks", self.callbacks.reap)):
+            try:
+                step()
+            except Exception as e:  # keep serving; the log says what broke
+                self.log(f"error in {name}: {type(e).__name__}: {e}")
+
+    def _start_watcher(self) -> None:
+        try:
+            from watchdog.events import FileSystemEventHandler
+            from watchdog.observers import Observer
+        except ImportError:
+            return
+        wake = self.wake
+
+        class Poke(FileSystemEventHandler):
+            def on_any_event(self, event: Any) -> None:
+                wake.set()
+
+        try:
+            obs = Observer()
+            obs.schedule(Poke(), str(self.home.spool), recursive=False)
+            obs.schedule(Poke(), str(self.home.spool_new), recursive=False)
+            obs.daemon = True
+            obs.start()
+            self._observer = obs
+        except Exception as e:  # inotify limits reached etc.: the rescan still finds everything
+            self.log(f"warning: no inotify watch on the spool ({e}); relying on the {self.config.rescan_interval_s:g} s rescan")
+
+    def _detect_slots(self) -> list[str]:
+        from engine.config.gpu import detect_gpus
+
+        gpus = detect_gpus()
+        if gpus:
+            self.gpu_names = {str(g.index): g.name for g in gpus}
+            return [str(g.index) for g in gpus]
+        return [f"cpu{i}" for i in range(self.config.cpu_slots)]
+
+    @property
+    def q(self) -> Queue:
+        assert self.queue is not None
+        return self.queue
+
+    # ------------------------------------------------------------------ state changes
+    def _set(self, row: JobRow, **values: Any) -> JobRow:
+        new = self.q.update(row.id, **values)
+        if new.state != row.state:
+            self.log(f"job {new.id} {new.name}: {row.state} -> {new.state}" + (f" ({new.reason})" if new.reason else ""))
+            self.callbacks.fire(new.to_dict())
+        return new
+
+    def _recover(self) -> None:
+        """After a (re)start: re-adopt trainers that still hold their lock; requeue the ones that died."""
+        for row in self.q.all((QUEUED, RUNNING, PAUSED)):
+            job_dir = self.home.job_dir(row.id)
+            pid = adopt.live_trainer(job_dir, row.pid)
+            if pid:
+                w = Watch(pid, None)
+                self.watch[row.id] = w
+                self._follow(row, w)
+                values: dict[str, Any] = {"pid": pid}
+                if row.state != RUNNING:
+                    values.update(state=RUNNING, reason="re-adopted")
+                row = self._set(row, **values)
+                if row.cancel_requested:  # the previous daemon died mid-cancel: finish the job off
+                    runner.signal_group(pid, signal.SIGTERM)
+                    w.kill_at = time.monotonic() + self.config.cancel_grace_s
+                self.log(f"re-adopted job {row.id} {row.name} (pid {pid}, step {row.step})")
+                runner.append_log(job_dir, f"daemon {os.getpid()} re-adopted the running trainer (pid {pid})")
+            elif row.state == RUNNING:
+                self._finished(row, None, after_restart=True)
+
+    # ------------------------------------------------------------------ intake
+    def _intake_pass(self) -> None:
+        for p in self.spool.leftovers():
+            self._intake(p, original_name(p))
+        for p in self.spool.ready():
+            claimed = self.spool.claim(p)
+            if claimed is not None:
+                self._intake(claimed, p.name)
+
+    def _reject(self, claimed: Path, original: str, reason: str, findings: list[Any] | None = None) -> dict[str, Any]:
+        reason = reason.replace(str(claimed), original)
+        err = self.spool.reject(claimed, original, reason)
+        self.log(f"rejected spool file {original!r}: {reason.splitlines()[0][:300]}")
+        return protocol.error(f"rejected: {reason}", rejected=str(err),
+                              findings=[f.to_dict() for f in findings or []])
+
+    def _intake(self, claimed: Path, original: str) -> dict[str, Any]:
+        """Validate one claimed spool file; queue it (frozen into jobs/<id>/job.toml) or reject it."""
+        try:
+            done = self.q.by_source(claimed.name)
+            if done is not None:  # a previous daemon queued it but died before removing the file
+                claimed.unlink(missing_ok=True)
+                return protocol.ok(id=done.id, name=done.name, warnings=[])
+            text = self.spool.read(claimed)
+            from engine.config.io import dump_job
+            from engine.config.validate import check_file
+
+            resolved, findings = check_file(claimed)
+        except Rejected as e:
+            return self._reject(claimed, original, str(e))
+        except Exception as e:  # a validator bug must never take the daemon down
+            return self._reject(claimed, original, f"it could not be validated ({type(e).__name__}: {e}); "
+                                "run `wanlora validate` on it")
+        errors = [f for f in findings if f.level == "error"]
+        if resolved is None or errors:
+            return self._reject(claimed, original, "\n".join(str(f) for f in (errors or findings)) or "invalid job",
+                                errors or findings)
+        job = resolved.job
+        warnings = [str(f) for f in findings if f.level != "error"]
+        row = self.q.add(name=job.job.name, gpus_req=job.job.gpus, total_steps=job.training.steps,
+                         source=claimed.name, warnings=warnings)
+        job_dir = self.home.job_dir(row.id)
+        if job_dir.exists():  # left by a database that was deleted: keep it, out of the way
+            job_dir.rename(job_dir.with_name(f".orphan-{row.id}-{int(time.time())}"))
+        job_dir.mkdir(parents=True)
+        jobdir.write_text_atomic(job_dir / jobdir.JOB_TOML, dump_job(job))
+        jobdir.write_text_atomic(job_dir / "submitted.toml", text)
+        out = Path(job.job.output_dir).expanduser() if job.job.output_dir else job_dir / jobdir.CHECKPOINTS
+        row = self.q.update(row.id, output_dir=str(out))
+        claimed.unlink(missing_ok=True)
+        runner.append_log(job_dir, f"queued from spool file {original!r}")
+        self.log(f"job {row.id} {row.name}: queued from {original!r}")
+        self.callbacks.fire(row.to_dict())
+        self.wake.set()
+        return protocol.ok(id=row.id, name=row.name, warnings=warnings)
+
+    # ------------------------------------------------------------------ watching trainers
+    def _follow(self, row: JobRow, w: Watch) -> JobRow:
+        """Read the trainer's new events: current step and the newest resumable state."""
+        step, saved, total = row.step, row.saved_step, row.total_steps
+        for ev in jobdir.read_events(self.home.job_dir(row.id), w.cursor):
+            typ, s = ev.get("type"), ev.get("step")
+            if not isinstance(s, int):
+                continue
+            if typ == "step":
+                step = s
+                total = ev.get("total_steps", total) or total
+            elif typ == "state" and ev.get("state") in ("saved", "resumed"):
+                saved = max(saved, s) if ev.get("state") == "saved" else saved
+                if ev.get("state") == "resumed":
+                    step = s
+        if (step, saved, total) != (row.step, row.saved_step, row.total_steps):
+            row = self.q.update(row.id, step=step, saved_step=saved, total_steps=total)
+        return row
+
+    def _monitor(self) -> None:
+        for job_id, w in list(self.watch.items()):
+            row = self.q.get(job_id)
+            if row is None:
+                del self.watch[job_id]
+                continue
+            row = self._follow(row, w)
+            code: int | None = None
+            if w.popen is not None:
+                code = w.popen.poll()
+                dead = code is not None
+            else:
+                dead = adopt.live_trainer(self.home.job_dir(job_id), w.pid) is None
+            if dead:
+                del self.watch[job_id]
+                self._finished(row, code)
+            elif w.kill_at is not None and time.monotonic() > w.kill_at:
+                self.log(f"job {job_id}: still running {self.config.cancel_grace_s:g} s after SIGTERM; SIGKILL")
+                runner.signal_group(w.pid, signal.SIGKILL)
+                w.kill_at = None
+
+    def _finished(self, row: JobRow, code: int | None, *, after_restart: bool = False) -> None:
+        """A trainer ended: record completed/paused/failed/cancelled, or requeue it to resume."""
+        job_dir = self.home.job_dir(row.id)
+        status = jobdir.read_status(job_dir)
+        out = runner.classify(code, status, cancel=bool(row.cancel_requested), pause=bool(row.pause_requested))
+        end = {"pid": None, "gpus": "", "exit_code": code, "cancel_requested": 0, "pause_requested": 0}
+        if out.state == RUNNING:  # EXIT_LOCKED: another trainer already runs this folder; watch that one
+            holder = adopt.live_trainer(job_dir)
+            if holder:
+                self.watch[row.id] = Watch(holder, None)
+                self._set(row, pid=holder, reason="re-adopted")
+                return
+            out = runner.Outcome(FAILED, "crash", "the trainer found run.lock held, but no trainer holds it now",
+                                 retry=True)
+        if out.retry:
+            detail = out.message
+            if after_restart:
+                detail = "the trainer was not running when the daemon restarted (reboot, crash or kill)"
+            progressed = row.saved_step > row.start_saved_step
+            streak = 1 if progressed else row.fail_streak + 1
+            if streak > self.config.max_restarts:
+                msg = (f"{detail}; gave up after {streak} failures in a row without a new checkpoint "
+                       f"(max_restarts = {self.config.max_restarts}); `wanlora retry {row.id}` tries again")
+                self._set(row, state=FAILED, reason=out.reason, message=msg, ended_ts=time.time(), fail_streak=streak,
+                          **end)
+                runner.append_log(job_dir, f"failed: {msg}")
+                return
+            msg = f"requeued after {out.reason} ({detail}); resumes from step {row.saved_step}"
+            self._set(row, state=QUEUED, reason=REASON_WAITING, message=msg, restart_count=row.restart_count + 1,
+                      fail_streak=streak, **end)
+            runner.append_log(job_dir, msg)
+            self.wake.set()
+            return
+        if out.state == COMPLETED:
+            end["fail_streak"] = 0
+        step = status.get("step") if status else None
+        if isinstance(step, int) and step > row.step:
+            end["step"] = step
+        self._set(row, state=out.state, reason=out.reason, message=out.message,
+                  ended_ts=time.time() if out.state in TERMINAL else None, **end)
+        runner.append_log(job_dir, f"{out.state}: {out.reason}" + (f" — {out.message}" if out.message else ""))
+        self.wake.set()
+
+    # ------------------------------------------------------------------ scheduling
+    def _busy_slots(self) -> set[str]:
+        busy: set[str] = set()
+        for job_id in self.watch:
+            row = self.q.get(job_id)
+            if row and row.gpus:
+                busy.update(row.gpus.split(","))
+        return busy
+
+    def _pick(self, req: Any, free: list[str]) -> tuple[list[str] | None, str]:
+        """Slots for a job's ``gpus`` request from the free ones, or (None, why it waits)."""
+        gpu_machine = bool(self.gpu_names)
+        if not self.slots:
+            return None, f"{REASON_WAITING} (no GPU on this machine and cpu_slots = 0 in config.toml)"
+        if not gpu_machine:
+            return (free[:1], "") if free else (None, REASON_WAITING)
+        if req == "all":
+            return (list(self.slots), "") if len(free) == len(self.slots) else (None, f"{REASON_WAITING} (needs all GPUs)")
+        if isinstance(req, list):
+            want = [str(i) for i in req]
+            missing = [w for w in want if w not in self.slots]
+            if missing:
+                return None, f"{REASON_WAITING} {','.join(missing)}: this machine has GPUs {','.join(self.slots)}"
+            return (want, "") if all(w in free for w in want) else (None, f"{REASON_WAITING} {','.join(want)}")
+        return (free[:1], "") if free else (None, REASON_WAITING)
+
+    def _schedule(self) -> None:
+        if self.stopping.is_set():
+            return
+        busy = self._busy_slots()
+        free = [s for s in self.slots if s not in busy]
+        blocked = 0
+        for row in self.q.runnable():
+            if row.held:
+                if row.reason != REASON_HELD:
+                    self.q.update(row.id, reason=REASON_HELD)
+                continue
+            slots, why = self._pick(row.gpus_requested, free)
+            if slots is None:
+                reason = why if blocked == 0 or why != REASON_WAITING else REASON_PRIORITY
+                blocked += 1
+                if row.reason != reason:
+                    self.q.update(row.id, reason=reason)
+                continue
+            if self._start(row, slots):
+                free = [s for s in free if s not in slots]
+
+    def _start(self, row: JobRow, slots: list[str]) -> bool:
+        job_dir = self.home.job_dir(row.id)
+        if not (job_dir / jobdir.JOB_TOML).exists():
+            self._set(row, state=FAILED, reason="config", message=f"{job_dir / jobdir.JOB_TOML} is missing",
+                      ended_ts=time.time())
+            return False
+        try:
+            popen = runner.spawn(job_dir, row.id, slots, row.restart_count)
+        except OSError as e:
+            self._set(row, state=FAILED, reason="crash", message=f"could not start the trainer: {e}",
+                      ended_ts=time.time())
+            return False
+        w = Watch(popen.pid, popen)
+        try:
+            w.cursor.offset = (job_dir / jobdir.EVENTS).stat().st_size
+        except FileNotFoundError:
+            pass
+        self.watch[row.id] = w
+        reason = f"resuming from step {row.saved_step}" if row.saved_step else ""
+        if row.restart_count and reason:
+            reason = f"restart {row.restart_count}: {reason}"
+        self._set(row, state=RUNNING, reason=reason, pid=popen.pid, gpus=",".join(slots), started_ts=time.time(),
+                  ended_ts=None, exit_code=None, start_saved_step=row.saved_step, cancel_requested=0, pause_requested=0)
+        return True
+
+    # ------------------------------------------------------------------ commands
+    def handle(self, msg: dict[str, Any], send: Send) -> dict[str, Any]:
+        """Answer one socket request (called from connection threads)."""
+        cmd = protocol.normalize_cmd(msg.get("cmd"))
+        try:
+            if cmd == "ping":
+                return protocol.ok(**self.info())
+            if cmd == "list":
+                rows = self.q.all()
+                return protocol.ok(jobs=[job_view(self.home, r) for r in rows], daemon=self.info(),
+                                   telemetry=self.telemetry.snapshot())
+            if cmd == "submit":
+                return self._cmd_submit(msg)
+            if cmd == "shutdown":
+                self.request_stop()
+                return protocol.ok(message=f"daemon {os.getpid()} is stopping; {len(self.watch)} running job(s) "
+                                   "keep training and will be re-adopted by the next daemon", running=len(self.watch))
+            row = self._job(msg.get("job"))
+            if cmd == "status":
+                return protocol.ok(job=self._status_view(row), daemon=self.info())
+            if cmd == "follow":
+                return self._cmd_follow(row, send, bool(msg.get("from_start", True)))
+            with self.lock:
+                row = self._job(row.id)  # fresh, under the lock
+                message = getattr(self, "_cmd_" + cmd.replace("-", "_"))(row, msg)
+            self.wake.set()
+            fresh = self.q.get(row.id)
+            return protocol.ok(message=message, job=fresh.to_dict() if fresh else None)
+        except CommandError as e:
+            return protocol.error(str(e))
+
+    def info(self) -> dict[str, Any]:
+        return {"pid": os.getpid(), "home": str(self.home.root), "started": self.started_at,
+                "uptime_s": round(time.time() - self.started_at, 1), "slots": self.slots, "gpus": self.gpu_names,
+                "running": len(self.watch), "torch_loaded": "torch" in sys.modules,
+                "counts": self.q.counts(), "protocol": protocol.VERSION}
+
+    def _job(self, ref: Any) -> JobRow:
+        if ref is None or str(ref).strip() == "":
+            raise CommandError("which job? give its id (see `wanlora status`)")
+        s = str(ref).strip()
+        if s.isdigit():
+            row = self.q.get(int(s))
+        else:
+            named = [r for r in self.q.all() if r.name == s]
+            row = named[-1] if named else None
+        if row is None:
+            raise CommandError(f"no job {s!r}; `wanlora status` lists the jobs")
+        return row
+
+    def _status_view(self, row: JobRow) -> dict[str, Any]:
+        v = job_view(self.home, row, detail=True)
+        snap = self.telemetry.snapshot()
+        mine = set(row.gpus.split(",")) if row.gpus else set()
+        v["telemetry"] = {"gpus": [g for g in snap["gpus"] if str(g.get("index")) in mine] if mine else [],
+                          "host": snap["host"]}
+        v["disk"] = disk(row.output_dir or self.home.job_dir(row.id))
+        return v
+
+    def _cmd_submit(self, msg: dict[str, Any]) -> dict[str, Any]:
+        text = msg.get("text")
+        if not isinstance(text, str):
+            raise CommandError("submit needs the job file's text")
+        name = str(msg.get("filename") or "job.toml")
+        with self.lock:
+            path = submit_file(self.home, text, name=name)
+            claimed = self.spool.claim(path)
+            if claimed is None:
+                raise CommandError("the spooled file vanished before it could be read")
+            return self._intake(claimed, Path(name).name)
+
+    def _cmd_follow(self, row: JobRow, send: Send, from_start: bool) -> dict[str, Any]:
+        job_dir = self.home.job_dir(row.id)
+        cursor = jobdir.EventCursor()
+        if not from_start:
+            try:
+                cursor.offset = (job_dir / jobdir.EVENTS).stat().st_size
+            except FileNotFoundError:
+                pass
+        while True:
+            current = self.q.get(row.id)
+            got = False
+            for ev in jobdir.read_events(job_dir, cursor):
+                send({"event": ev})
+                got = True
+            if current is None:
+                return protocol.ok(end=True, state="removed")
+            if not got and (current.state in TERMINAL or current.state == PAUSED):
+                return protocol.ok(end=True, state=current.state, reason=current.reason, message=current.message)
+            if self.stopping.is_set():
+                return protocol.ok(end=True, state=current.state, reason="daemon stopping")
+            time.sleep(0.25)
+
+    def _cmd_cancel(self, row: JobRow, msg: dict[str, Any]) -> str:
+        if row.state in TERMINAL:
+            raise CommandError(f"job {row.id} is already {row.state}")
+        if row.state in (QUEUED, PAUSED):
+            self._set(row, state=CANCELLED, reason="cancelled by user", ended_ts=time.time(), held=0)
+            return f"job {row.id} cancelled"
+        w = self.watch.get(row.id)
+        pid = w.pid if w else row.pid
+        self._set(row, cancel_requested=1, reason="cancelling")
+        if pid and runner.signal_group(pid, signal.SIGTERM) and w:
+            w.kill_at = time.monotonic() + self.config.cancel_grace_s
+        return f"job {row.id}: SIGTERM sent; it stops at the next step boundary (SIGKILL after {self.config.cancel_grace_s:g} s)"
+
+    def _cmd_pause(self, row: JobRow, msg: dict[str, Any]) -> str:
+        if row.state == QUEUED:
+            self._set(row, held=1, reason=REASON_HELD)
+            return f"job {row.id} held in the queue; `wanlora resume {row.id}` releases it"
+        if row.state != RUNNING:
+            raise CommandError(f"job {row.id} is {row.state}; only a running or queued job can be paused")
+        jobdir.request_flag(self.home.job_dir(row.id), jobdir.FLAG_PAUSE)
+        self._set(row, pause_requested=1, reason="pausing (saving a checkpoint)")
+        return f"job {row.id}: pausing — the trainer saves a checkpoint at the next step, then exits and frees the GPU"
+
+    def _cmd_resume(self, row: JobRow, msg: dict[str, Any]) -> str:
+        if row.state == PAUSED:
+            self._set(row, state=QUEUED, reason=REASON_WAITING, held=0, fail_streak=0)
+            return f"job {row.id} queued again; it resumes from its last checkpoint"
+        if row.state == QUEUED and row.held:
+            self._set(row, held=0, reason=REASON_WAITING)
+            return f"job {row.id} released"
+        if row.state == RUNNING and row.pause_requested:
+            jobdir.clear_flag(self.home.job_dir(row.id), jobdir.FLAG_PAUSE)
+            self._set(row, pause_requested=0, reason="")
+            return f"job {row.id}: pause withdrawn (if the trainer already took it, the job pauses; resume it again)"
+        raise CommandError(f"job {row.id} is {row.state}{' (held)' if row.held else ''}; nothing to resume")
+
+    def _cmd_retry(self, row: JobRow, msg: dict[str, Any]) -> str:
+        if row.state not in (FAILED, CANCELLED):
+            raise CommandError(f"job {row.id} is {row.state}; only failed or cancelled jobs can be retried")
+        self._set(row, state=QUEUED, reason=REASON_WAITING, held=0, fail_streak=0, ended_ts=None)
+        return f"job {row.id} queued again; it resumes from its newest saved state"
+
+    def _cmd_remove(self, row: JobRow, msg: dict[str, Any]) -> str:
+        if row.state == RUNNING:
+            raise CommandError(f"job {row.id} is running; `wanlora cancel {row.id}` first")
+        self.q.remove(row.id)
+        return f"job {row.id} removed from the queue; its folder {self.home.job_dir(row.id)} is kept"
+
+    def _flag(self, row: JobRow, flag: str) -> str:
+        if row.state != RUNNING:
+            raise CommandError(f"job {row.id} is {row.state}; only a running job can do that")
+        jobdir.request_flag(self.home.job_dir(row.id), flag)
+        return f"job {row.id}: {flag.replace('_', '-')} requested; the trainer does it at the next step"
+
+    def _cmd_save_now(self, row: JobRow, msg: dict[str, Any]) -> str:
+        return self._flag(row, jobdir.FLAG_SAVE_NOW)
+
+    def _cmd_sample_now(self, row: JobRow, msg: dict[str, Any]) -> str:
+        return self._flag(row, jobdir.FLAG_SAMPLE_NOW)
+
+    def _cmd_priority(self, row: JobRow, msg: dict[str, Any]) -> str:
+        value = msg.get("priority")
+        if value == "top":
+            value = self.q.max_priority() + 1
+        if isinstance(value, str) and value.lstrip("-").isdigit():
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise CommandError("priority must be an integer (higher starts first) or 'top'")
+        self._set(row, priority=value)
+        return f"job {row.id} priority {value}"
+
+
+def run_foreground(home: Home, config: DaemonConfig | None = None, log: TextIO | None = None) -> int:
+    d = Daemon(home, config, log=log)
+    d.start()
+    d.serve_forever()
+    return 0

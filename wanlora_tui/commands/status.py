@@ -1,0 +1,129 @@
+"""``wanlora status [JOB] [--json]``: the queue (Slurm-style state + reason) or one job in detail.
+
+Asks the daemon; when it is down, reads ``queue.db`` and the job folders directly and says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from wanlora_tui.commands._daemon_common import add_home, duration, home_of, when
+
+HELP = "show the queue, or one job in detail (`--json` for scripts)"
+
+
+def add_arguments(parser: argparse.ArgumentParser, verb: str = "status") -> None:
+    parser.add_argument("job", nargs="?", default=None, help="job id (or name) for the detailed view")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    add_home(parser)
+
+
+def _offline(home: Any, job: str | None) -> dict[str, Any]:
+    """The same answer as the daemon's, built from queue.db (read-only) and the job folders."""
+    from daemon.queue import Queue
+    from daemon.views import job_view
+
+    if not home.db.exists():
+        return {"jobs": [], "job": None}
+    q = Queue(home.db, readonly=True)
+    try:
+        rows = q.all()
+    finally:
+        q.close()
+    if job is None:
+        return {"jobs": [job_view(home, r) for r in rows]}
+    match = [r for r in rows if str(r.id) == job or r.name == job]
+    return {"job": job_view(home, match[-1], detail=True) if match else None}
+
+
+def _step(j: dict[str, Any]) -> str:
+    total = j.get("total_steps") or 0
+    return f"{j.get('step', 0)}/{total}" if total else str(j.get("step", 0))
+
+
+def table(jobs: list[dict[str, Any]]) -> str:
+    rows = [("ID", "NAME", "STATE", "STEP", "ETA", "GPU", "RST", "REASON")]
+    for j in jobs:
+        state = j["state"].upper() + (" STALE" if j.get("stale") else "")
+        eta = duration(j.get("eta_s")) if j["state"] == "running" else "-"
+        rows.append((str(j["id"]), j["name"][:24], state, _step(j), eta, j.get("gpus") or "-",
+                     str(j.get("restart_count", 0)), (j.get("reason") or "")[:60]))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=False)) + "  " + r[-1] for r in rows)
+
+
+def detail(j: dict[str, Any]) -> str:
+    lines = [f"job {j['id']}  {j['name']}",
+             f"  state      {j['state']}" + (f" ({j['reason']})" if j.get("reason") else "") + ("  STALE" if j.get("stale") else ""),
+             f"  step       {_step(j)}" + (f"   loss {j['loss']:.4g}" if isinstance(j.get("loss"), int | float) else "")
+             + (f"   expert {j['expert']}" if j.get("expert") else "")
+             + (f"   ETA {duration(j.get('eta_s'))}" if j["state"] == "running" else ""),
+             f"  restarts   {j.get('restart_count', 0)}   priority {j.get('priority', 0)}"
+             + (f"   gpus {j['gpus']}" if j.get("gpus") else "") + (f"   pid {j['pid']}" if j.get("pid") else ""),
+             f"  submitted  {when(j.get('submitted_ts'))}   started {when(j.get('started_ts'))}"
+             f"   ended {when(j.get('ended_ts'))}"]
+    if j.get("message"):
+        lines.append(f"  message    {j['message']}")
+    if j.get("last_checkpoint"):
+        lines.append(f"  checkpoint {j['last_checkpoint']}")
+    lines.append(f"  output     {j.get('output_dir') or '-'}")
+    d = j.get("disk") or {}
+    if "free_gb" in d:
+        lines.append(f"  disk       {d['free_gb']:.1f} GiB free of {d['total_gb']:.1f} GiB")
+    lines.append(f"  folder     {j.get('job_dir')}")
+    lines.append(f"  log        {j.get('train_log')}   (`wanlora logs {j['id']} -f`)")
+    for w in j.get("warnings") or []:
+        lines.append(f"  warning    {w}")
+    tel = j.get("telemetry") or {}
+    for g in tel.get("gpus") or []:
+        lines.append(f"  gpu {g.get('index')}      {g.get('name', '')} util {g.get('util', '-')}%  "
+                     f"mem {g.get('mem_used_mb', '-')}/{g.get('mem_total_mb', '-')} MiB  {g.get('temp_c', '-')}°C  "
+                     f"{g.get('power_w', '-')} W")
+    host = tel.get("host")
+    if host:
+        lines.append(f"  host       cpu {host.get('cpu_percent')}% of {host.get('cpu_count')}  "
+                     f"ram {host.get('ram_used_gb')}/{host.get('ram_total_gb')} GiB")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from daemon import client
+
+    home = home_of(args)
+    job = str(args.job) if args.job is not None else None
+    up = True
+    try:
+        reply = client.request(home, "status" if job else "list", job=job) if job else client.request(home, "list")
+    except client.DaemonDown:
+        up = False
+        reply = _offline(home, job)
+    except client.DaemonError as e:
+        print(f"wanlora status: {e}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps({"daemon": reply.get("daemon") if up else None, **{k: v for k, v in reply.items()
+                                                                            if k in ("jobs", "job", "telemetry")}},
+                         indent=2, default=str))
+        return 0 if (job is None or reply.get("job")) else 1
+    if not up:
+        print(f"({client.DOWN_MESSAGE}; showing {home.db})", file=sys.stderr)
+    if job:
+        if not reply.get("job"):
+            print(f"wanlora status: no job {job!r}", file=sys.stderr)
+            return 1
+        print(detail(reply["job"]))
+        return 0
+    jobs = reply.get("jobs") or []
+    if not jobs:
+        print("no jobs yet: `wanlora new` opens the wizard, `wanlora submit JOB.toml` queues a job file")
+        return 0
+    print(table(jobs))
+    if up:
+        tel = reply.get("telemetry") or {}
+        for g in tel.get("gpus") or []:
+            print(f"gpu {g.get('index')}: util {g.get('util', '-')}%  mem {g.get('mem_used_mb', '-')}/"
+                  f"{g.get('mem_total_mb', '-')} MiB  {g.get('temp_c', '-')}°C  {g.get('power_w', '-')} W")
+    return 0

@@ -1,0 +1,56 @@
+"""``wanlora submit JOB.toml``: validate (the same checks as ``wanlora validate``), then queue it."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from wanlora_tui.commands._daemon_common import add_home, home_of
+
+HELP = "validate a job file, then queue it (prints `Submitted job <id>`, Slurm-style)"
+
+
+def add_arguments(parser: argparse.ArgumentParser, verb: str = "submit") -> None:
+    parser.add_argument("job", metavar="JOB.toml", type=Path, help="the job file")
+    parser.add_argument("--parsable", action="store_true", help="print only the job id")
+    parser.add_argument("--priority", type=int, default=None, help="queue priority (higher starts first)")
+    add_home(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from daemon import client
+    from daemon.spool import submit_file
+    from engine.config.validate import check_file
+    from wanlora_tui.commands.validate import format_findings
+
+    path: Path = args.job
+    if not path.is_file():
+        print(f"wanlora submit: {path}: no such file", file=sys.stderr)
+        return 2
+    _resolved, findings = check_file(path)
+    errors = [f for f in findings if f.level == "error"]
+    if findings:
+        print(format_findings(findings), file=sys.stderr)
+    if errors:
+        print(f"{path}: not submitted: {len(errors)} error(s); fix them (`wanlora validate {path}`)", file=sys.stderr)
+        return 1
+    home = home_of(args)
+    try:
+        reply = client.request(home, "submit", text=path.read_text(encoding="utf-8"), filename=path.name)
+    except client.DaemonDown:
+        spooled = submit_file(home, path)
+        print(f"{client.DOWN_MESSAGE}. The job is spooled as {spooled} and is queued when the daemon starts.",
+              file=sys.stderr)
+        return 0
+    except client.DaemonError as e:
+        print(f"{path}: the daemon refused it: {e}", file=sys.stderr)
+        return 1
+    job_id = reply["id"]
+    if args.priority is not None:
+        try:
+            client.request(home, "priority", job=str(job_id), priority=args.priority)
+        except client.DaemonError as e:
+            print(f"job {job_id}: priority not set: {e}", file=sys.stderr)
+    print(job_id if args.parsable else f"Submitted job {job_id}")
+    return 0
