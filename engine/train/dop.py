@@ -54,3 +54,8 @@ def preservation_term(model: torch.nn.Module, model_in: torch.Tensor, timestep: 
         base = model(model_in, timestep=timestep, encoder_hidden_states=class_embeddings, return_dict=False)[0]
     pred = model(model_in, timestep=timestep, encoder_hidden_states=class_embeddings, return_dict=False)[0]
     return preservation_loss(pred, base, multiplier)
+
+
+def batch_prompts(batch, trigger_word: str, class_word: str) -> list[str]:
+    """The preservation prompts of a batch (from each sample's raw caption, whatever dropout did)."""
+    return [preservation_prompt(s.caption_raw, trigger_word, class_word) for s in batch.samples]

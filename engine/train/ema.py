@@ -68,3 +68,44 @@ class LoraEma:
             with torch.no_grad():
                 for k, p in self.params.items():
                     p.copy_(saved[k])
+
+
+# ---------------------------------------------------------------- the trainer's use of it
+EMA_SUFFIX = "@ema"  # adapters "<expert>@ema" in the resumable state hold the shadows
+
+
+def attach(experts: dict, decay: float) -> None:
+    """One :class:`LoraEma` per expert, kept in ``Expert.extra["ema"]``."""
+    for ex in experts.values():
+        ex.extra["ema"] = LoraEma(ex.model, decay)
+
+
+def of(ex) -> LoraEma | None:
+    return ex.extra.get("ema")
+
+
+def state_adapters(experts: dict) -> dict[str, dict[str, torch.Tensor]]:
+    """The shadows as extra adapters of the resumable state (``<expert>@ema``)."""
+    return {f"{n}{EMA_SUFFIX}": e.state_dict() for n, ex in experts.items() if (e := of(ex)) is not None}
+
+
+def restore(experts: dict, adapters: dict[str, dict[str, torch.Tensor]], warn) -> None:
+    """Load the shadows from a resumed state; a state saved without EMA starts them from the weights."""
+    for n, ex in experts.items():
+        e = of(ex)
+        if e is None:
+            continue
+        saved = adapters.get(f"{n}{EMA_SUFFIX}")
+        if saved is None:
+            warn(f"training.ema: the resumed state has no EMA for {n}; it starts from the current weights")
+            e.shadow = {k: p.detach().float().clone() for k, p in e.params.items()}
+        else:
+            e.load_state_dict(saved)
+
+
+def file_weights(ex, live: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """What a LoRA file holds: the EMA shadows when EMA is on (and metadata saying so), else ``live``."""
+    e = of(ex)
+    if e is None:
+        return live, {"weights": "live"}
+    return e.state_dict(), {"weights": "ema", "ema_decay": repr(e.decay)}

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from engine.cache.prepare import Inputs, prepare_inputs
 from engine.config import jobdir
 from engine.config.findings import JobError
 from engine.config.io import load_job
@@ -31,12 +32,13 @@ from engine.model.load import ModelLoadError, WanParts, load_parts
 from engine.model.lora import add_lora, load_lora_state_dict, lora_state_dict
 from engine.model.offload import BlockStreamer
 from engine.model.quant import QuantizationUnavailable, check_available, quantize_and_place
-from engine.model.text import encode_prompts
+from engine.sample import training_previews
 from engine.train import acceleration as acc
-from engine.train import distributed
+from engine.train import distributed, dop
+from engine.train import ema as ema_mod
 from engine.train import state as train_state
 from engine.train.batches import Batch, BatchSource, DataExhausted, make_batch_source
-from engine.train.conditioning import condition_latents, encode_latents, model_input
+from engine.train.conditioning import model_input
 from engine.train.control import StopSignal, take_flags
 from engine.train.events import EventLog, Status
 from engine.train.experts import Expert, expert_for_step, place_experts, trained_experts
@@ -68,6 +70,7 @@ class StepResult:
     expert: str
     timestep: float
     lr: float
+    dop_loss: float | None = None
 
 
 def output_dir(job: Job, job_dir: Path) -> Path:
@@ -117,6 +120,8 @@ class Trainer:
         self.gen_t = torch.Generator("cpu").manual_seed(seed)
         self.gen_noise = torch.Generator(self.device).manual_seed(seed + 1)
         self._s_per_step: float | None = None
+        self.inputs: Inputs | None = None  # per-step latents + embeddings (caches or live), set by setup()
+        self.last_dop: torch.Tensor | None = None
 
     # ---------------------------------------------------------------- setup
     def setup(self) -> None:
@@ -143,6 +148,10 @@ class Trainer:
         self.data = make_batch_source(job, seed=job.training.seed, warn=self._data_warning,
                                       prefetch=2 if self.device.type == "cuda" else 0,
                                       rank=self.dist.rank, world_size=self.dist.world_size)
+        self.inputs = prepare_inputs(job, self.parts, self.data, device=self.device, dtype=self.dtype,
+                                     emit=self.events.emit, warn=self._data_warning)
+        if job.training.ema:
+            ema_mod.attach(self.experts, job.training.ema_decay)
         latest = distributed.broadcast_object(self.dist, train_state.latest_state(self.job_dir))  # rank 0's pick
         if latest is not None:
             self._resume(latest)
@@ -171,10 +180,6 @@ class Trainer:
         notes = []
         if job.quantization.text_encoder != "none" and self.device.type == "cuda":
             notes.append(f"quantization.text_encoder={job.quantization.text_encoder} is not applied yet (bf16)")
-        if job.training.dop.enabled:
-            notes.append("training.dop is not applied yet")
-        if job.training.ema:
-            notes.append("training.ema is not applied yet")
         if job.model.layer_offloading and self.device.type != "cuda":
             notes.append("model.layer_offloading applies on CUDA only; on this device the blocks stay resident")
         for n in notes:
@@ -225,7 +230,8 @@ class Trainer:
                 "last_checkpoint": self.last_checkpoint, "data": self.data.state_dict()}
         path = train_state.save_state(
             self.job_dir, self.step,
-            adapters={n: lora_state_dict(e.model) for n, e in self.experts.items()},
+            adapters={**{n: lora_state_dict(e.model) for n, e in self.experts.items()},
+                      **ema_mod.state_adapters(self.experts)},
             optimizers={n: e.optimizer.state_dict() for n, e in self.experts.items()},
             rng=train_state.capture_rng(self._generators()), meta=meta)
         self.events.emit("state", state="saved", step=self.step, path=str(path))
@@ -242,6 +248,7 @@ class Trainer:
             load_lora_state_dict(ex.model, st["adapters"][name])
             ex.optimizer.load_state_dict(st["optimizers"][name])
             ex.steps_done = int(meta.get("steps_done", {}).get(name, 0))
+        ema_mod.restore(self.experts, st["adapters"], self._data_warning)
         train_state.restore_rng(st["rng"], self._generators())
         self.data.load_state_dict(meta["data"])
         self.step = int(meta["step"])
@@ -264,8 +271,9 @@ class Trainer:
                 extra={"learning_rate": job.training.learning_rate, "timestep_type": job.training.timestep_type,
                        "timestep_bias": job.training.timestep_bias, "expert_steps": ex.steps_done})
             path = self.out_dir / lora_filename(job.job.name, name, None if final else self.step)
-            lora_format.save_lora(path, lora_state_dict(ex.model), alpha=job.target.effective_alpha,
-                                  dtype=job.save.dtype, metadata=meta)
+            weights, wmeta = ema_mod.file_weights(ex, lora_state_dict(ex.model))
+            lora_format.save_lora(path, weights, alpha=job.target.effective_alpha, dtype=job.save.dtype,
+                                  metadata={**meta, **wmeta})
             written.append(path)
         for name in self.experts:  # only after every new file is complete
             prune_checkpoints(self.out_dir, job.job.name, name, job.save.max_keep)
@@ -276,16 +284,13 @@ class Trainer:
 
     # ---------------------------------------------------------------- one step
     def embed(self, captions: list[str]) -> torch.Tensor:
-        """Caption embeddings for the transformer (the text-embedding cache replaces this call)."""
-        return encode_prompts(self.parts.tokenizer, self.parts.text_encoder, captions, device=self.device,
-                              dtype=self.dtype)
+        """Caption embeddings for the transformer: from the text cache when on, else the live encoder."""
+        return self.inputs.embed(captions)
 
     def forward_loss(self, ex: Expert, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """Flow-matching loss of one micro-batch on ``ex`` (and the timesteps drawn)."""
         job, parts = self.job, self.parts
-        pixels = batch.pixels.to(self.device)
-        x0 = encode_latents(parts.vae, pixels)
-        cond = condition_latents(parts.vae, pixels[:, :, 0], pixels.shape[2])
+        x0, cond = self.inputs.latents(batch, parts.vae, self.device)  # cached or encoded now
         emb = self.embed(batch.captions)
         positions = batch_positions(batch)
         if positions is not None:  # keyed per sample: the same draws whatever the batch size or world size
@@ -297,12 +302,17 @@ class Trainer:
                                  job.training.timestep_bias, generator=self.gen_t).to(self.device)
             noise = torch.randn(x0.shape, generator=self.gen_noise, device=self.device, dtype=x0.dtype)
         xt = noisy_latents(x0, noise, sigmas_from_timesteps(t))
-        pred = ex.model(model_input(xt, cond, self.dtype), timestep=t, encoder_hidden_states=emb,
-                        return_dict=False)[0]
+        inp = model_input(xt, cond, self.dtype)
+        pred = ex.model(inp, timestep=t, encoder_hidden_states=emb, return_dict=False)[0]
         target = flow_target(x0, noise)
         if job.advanced.differential_guidance:
             target = differential_guidance_target(pred, target, job.advanced.differential_guidance_scale)
-        return mse_loss(pred, target), t
+        loss, self.last_dop = mse_loss(pred, target), None
+        if job.training.dop.enabled:  # same noisy input and t, class prompt: LoRA on pulled toward LoRA off
+            cls = self.embed(dop.batch_prompts(batch, job.job.trigger_word, job.training.dop.preservation_class))
+            self.last_dop = dop.preservation_term(ex.model, inp, t, cls, job.training.dop.multiplier)
+            loss = loss + self.last_dop
+        return loss, t
 
     def train_step(self) -> StepResult:
         """One optimizer step on the expert this step belongs to (with gradient accumulation)."""
@@ -315,11 +325,13 @@ class Trainer:
         set_lr(ex.optimizer, lr)
         accum = job.training.gradient_accumulation
         total = torch.zeros((), device=self.device)
-        t_first = None
+        t_first, dop_total = None, None
         for _ in range(accum):
             loss, t = self.forward_loss(ex, self.data.next_batch())
             (loss / accum).backward()
             total += loss.detach() / accum
+            if self.last_dop is not None:
+                dop_total = (0 if dop_total is None else dop_total) + self.last_dop.detach() / accum
             t_first = t if t_first is None else t_first
         distributed.average_gradients(self.dist, ex.params)  # N ranks × batch b ≡ one process × batch N·b
         total = distributed.mean_value(self.dist, total)
@@ -331,9 +343,12 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(ex.params, job.training.max_grad_norm)
         ex.optimizer.step()
         ex.optimizer.zero_grad(set_to_none=True)
+        if (ema := ema_mod.of(ex)) is not None:
+            ema.update()
         ex.steps_done += 1
         self.step += 1
-        return StepResult(loss=loss_value, expert=name, timestep=float(t_first[0]), lr=lr)
+        return StepResult(loss=loss_value, expert=name, timestep=float(t_first[0]), lr=lr,
+                          dop_loss=None if dop_total is None else float(dop_total))
 
     # ---------------------------------------------------------------- the loop
     def _report(self, r: StepResult, dt: float) -> None:
@@ -346,9 +361,21 @@ class Trainer:
             torch.cuda.reset_peak_memory_stats(self.device)
         self.events.emit("step", step=self.step, total_steps=total, loss=r.loss, lr=r.lr, expert=r.expert,
                          timestep=round(r.timestep, 3), s_per_step=round(dt, 4), peak_vram_gb=peak,
-                         eta_s=round(eta, 1))
+                         eta_s=round(eta, 1), **({} if r.dop_loss is None else {"dop_loss": r.dop_loss}))
         self.status.update(state="running", step=self.step, total_steps=total, loss=r.loss, expert=r.expert,
                            eta_s=round(eta, 1))
+
+    def sample_previews(self, why: str = "sample.every") -> list[Path]:
+        """I2V previews of every [[sample.prompts]] row with the current LoRAs (rank 0), under samples/."""
+        if not self.dist.is_main:
+            return []
+        if not self.job.sample.prompts:
+            self.events.emit("warning", message=f"{why}: no previews, the job has no [[sample.prompts]]")
+            return []
+        return training_previews(job=self.job, parts=self.parts, experts=self.experts, embed=self.inputs.embed,
+                                 out_dir=self.job_dir / jobdir.SAMPLES, step=self.step, device=self.device,
+                                 dtype=self.dtype, emit=self.events.emit,
+                                 emas={n: e for n, ex in self.experts.items() if (e := ema_mod.of(ex))})
 
     def _handle_flags(self) -> None:
         flags = take_flags(self.job_dir) if self.dist.is_main else []
@@ -359,7 +386,7 @@ class Trainer:
                 self.save_checkpoint()
                 self.save_state()
             elif flag == jobdir.FLAG_SAMPLE_NOW:
-                self.events.emit("warning", message="sample_now: previews are not available in this build yet")
+                self.sample_previews(why="sample_now")
             elif flag == jobdir.FLAG_PAUSE:
                 self.save_checkpoint()
                 self.save_state()
@@ -382,6 +409,8 @@ class Trainer:
             if self.step % every == 0 and self.step < job.training.steps:
                 self.save_checkpoint()
                 self.save_state()
+            if job.sample.enabled and self.step % job.sample.every == 0:
+                self.sample_previews()
         self.save_checkpoint(final=True)
         self.save_state()
         return jobdir.EXIT_OK
