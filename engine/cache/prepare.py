@@ -120,9 +120,9 @@ def prepare_inputs(job: Any, parts: Any, dataset: Any, *, device: torch.device, 
     embed = Embedder(parts.tokenizer, parts.text_encoder, device=device, dtype=dtype)
     inputs = Inputs(latents=latents, embed=embed, cache_dirs=dirs, latent_stats=stats)
     if use_text:
-        te_dtype = str(next(parts.text_encoder.parameters()).dtype).removeprefix("torch.")
-        te_id = model_identity(parts.root, ["text_encoder", "tokenizer"], dtype=te_dtype,
-                               variant=job.quantization.text_encoder)
+        # the dtypes actually held (a quantised encoder holds fp8/int weights) identify how it computes
+        te_dtypes = ",".join(sorted({str(q.dtype).removeprefix("torch.") for q in parts.text_encoder.parameters()}))
+        te_id = model_identity(parts.root, ["text_encoder", "tokenizer"], dtype=te_dtypes)
         wanted: dict[TextCache, set[str]] = {}
         by_dir: dict[Path, TextCache] = {}
         for d, prompts in job_prompts(job, dataset).items():
@@ -143,3 +143,23 @@ def prepare_inputs(job: Any, parts: Any, dataset: Any, *, device: torch.device, 
         _free(parts, "vae")
         inputs.vae_freed = True
     return inputs
+
+
+def cache_job(job: Any, *, device: torch.device | None = None, emit: Emit | None = None,
+              warn: Callable[..., None] | None = None, fallback_root: Path | None = None) -> Inputs:
+    """``wanlora cache``: fill the job's latent and text caches without loading any expert."""
+    from engine.data.dataset import build_dataset
+    from engine.model.load import load_parts
+
+    device = device or (torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32  # as the trainer loads them
+    use_text = job.training.cache_text_embeddings or job.training.unload_text_encoder
+    dataset = build_dataset(job, warn=warn)
+    try:
+        parts = load_parts(job.model.name_or_path, [], dtype=dtype, device=device,
+                           boundary_override=job.model.boundary_ratio, text_encoder=use_text,
+                           vae_dtype=torch.float32)
+        return prepare_inputs(job, parts, dataset, device=device, dtype=dtype, emit=emit, warn=warn,
+                              fallback_root=fallback_root, free=False)
+    finally:
+        dataset.close()

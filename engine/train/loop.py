@@ -122,6 +122,7 @@ class Trainer:
         self._s_per_step: float | None = None
         self.inputs: Inputs | None = None  # per-step latents + embeddings (caches or live), set by setup()
         self.last_dop: torch.Tensor | None = None
+        self.step_reg = 0  # regularization samples in the current step (reported, then reset)
 
     # ---------------------------------------------------------------- setup
     def setup(self) -> None:
@@ -291,6 +292,7 @@ class Trainer:
         """Flow-matching loss of one micro-batch on ``ex`` (and the timesteps drawn)."""
         job, parts = self.job, self.parts
         x0, cond = self.inputs.latents(batch, parts.vae, self.device)  # cached or encoded now
+        self.step_reg += sum(bool(s.is_regularization) for s in getattr(batch, "samples", []))
         emb = self.embed(batch.captions)
         positions = batch_positions(batch)
         if positions is not None:  # keyed per sample: the same draws whatever the batch size or world size
@@ -361,7 +363,10 @@ class Trainer:
             torch.cuda.reset_peak_memory_stats(self.device)
         self.events.emit("step", step=self.step, total_steps=total, loss=r.loss, lr=r.lr, expert=r.expert,
                          timestep=round(r.timestep, 3), s_per_step=round(dt, 4), peak_vram_gb=peak,
-                         eta_s=round(eta, 1), **({} if r.dop_loss is None else {"dop_loss": r.dop_loss}))
+                         eta_s=round(eta, 1), **({} if r.dop_loss is None else {"dop_loss": r.dop_loss}),
+                         **({"reg_samples": self.step_reg} if any(d.is_regularization for d in self.job.datasets)
+                            else {}))
+        self.step_reg = 0
         self.status.update(state="running", step=self.step, total_steps=total, loss=r.loss, expert=r.expert,
                            eta_s=round(eta, 1))
 

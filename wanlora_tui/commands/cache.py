@@ -1,0 +1,71 @@
+"""``wanlora cache JOB``: precompute the job's VAE latents and text embeddings before training.
+
+Training does the same automatically when ``cache_latents`` / ``cache_text_embeddings`` are on; running
+it ahead (e.g. while the GPU is still being set up, or on another machine that shares the dataset
+folder) makes the job start training at once.  Entries are shared by every job over the same clips
+with the same settings.  JOB is a job file (presets resolved, as ``wanlora submit`` would) or a job
+folder holding ``job.toml``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+HELP = "precompute latents and text embeddings for a job (also done automatically when training)"
+
+
+def add_arguments(parser: argparse.ArgumentParser, verb: str = "cache") -> None:
+    parser.add_argument("job", help="job file (.toml) or job folder")
+    parser.add_argument("--cpu", action="store_true", help="encode on the CPU even if a GPU is present")
+
+
+def _load(path: Path):
+    from engine.config.io import load_job
+    from engine.config.presets import resolve_file
+
+    if path.is_dir():
+        return load_job(path / "job.toml")
+    return resolve_file(path).job
+
+
+def run(args: argparse.Namespace) -> int:
+    from engine.config.findings import JobError
+
+    path = Path(args.job).expanduser()
+    try:
+        job = _load(path)
+    except (JobError, OSError) as e:
+        print(f"cannot read {path}: {e}", file=sys.stderr)
+        return 1
+    tr = job.training
+    if not (tr.cache_text_embeddings or tr.unload_text_encoder or any(d.cache_latents for d in job.datasets)):
+        print("nothing to cache: turn on datasets[].cache_latents and/or training.cache_text_embeddings")
+        return 0
+    import torch
+
+    from engine.cache.prepare import cache_job
+    from engine.data.dataset import DataExhausted
+    from engine.model.load import ModelLoadError
+
+    def emit(_type: str, **ev) -> None:
+        line = f"{ev['what']:8s} {ev['done']}/{ev['total']}  ({ev['computed']} computed"
+        if "reused" in ev:
+            line += f", {ev['reused']} reused"
+            if ev.get("failed"):
+                line += f", {ev['failed']} unreadable"
+        print(line + ")", flush=True)
+
+    def warn(message: str, path: str | None = None) -> None:
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+
+    device = torch.device("cpu") if args.cpu or not torch.cuda.is_available() else torch.device("cuda")
+    try:
+        inputs = cache_job(job, device=device, emit=emit, warn=warn)
+    except (ModelLoadError, DataExhausted) as e:
+        print(str(e), file=sys.stderr)
+        return 1
+    for d, folder in sorted(inputs.cache_dirs.items()):
+        print(f"datasets[{d}] cache: {folder}")
+    return 0
