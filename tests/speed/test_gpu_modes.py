@@ -35,7 +35,7 @@ def model(seed: int = 0) -> WanTransformer3DModel:
     return m
 
 
-def overfit(m, steps: int = 40, lr: float = 3e-3) -> list[float]:
+def overfit(m, steps: int = 30, lr: float = 1e-2) -> list[float]:
     g = torch.Generator(DEV).manual_seed(1)
     x = torch.randn(1, 36, 3, 16, 16, device=DEV, generator=g, dtype=torch.bfloat16)
     txt = torch.randn(1, 8, 64, device=DEV, generator=g, dtype=torch.bfloat16)
@@ -54,7 +54,7 @@ def overfit(m, steps: int = 40, lr: float = 3e-3) -> list[float]:
 
 
 def learned(losses: list[float]) -> bool:
-    return all(v == v for v in losses) and losses[-1] < 0.7 * losses[0]
+    return all(v == v for v in losses) and losses[-1] < 0.85 * losses[0]
 
 
 def test_bf16_baseline_learns():
@@ -65,7 +65,9 @@ def test_fp8_compute_learns_and_stores_one_byte_weights():
     m = model()
     n = quantize_and_place(m, "fp8", DEV)
     assert n == 4 * 10 and any(isinstance(x, Fp8Linear) for x in m.modules())
-    assert learned(overfit(m))
+    got, ref = overfit(m), overfit(model())
+    assert learned(got)
+    assert got == pytest.approx(ref, rel=0.05)  # fp8 follows the bf16 trajectory
 
 
 def test_nf4_learns():
@@ -100,4 +102,4 @@ def test_compiled_fp8_blocks_learn():
     quantize_and_place(m, "fp8", DEV)
     set_checkpointing(m, 2)
     compile_blocks(m)
-    assert learned(overfit(m, 30))
+    assert learned(overfit(m))
