@@ -253,7 +253,7 @@ def sample_from_files(loras: list[Path], *, model: str | None, image: Path, prom
         with safe_open(str(loras[0]), framework="pt") as f:
             model = (f.metadata() or {}).get("base_model") or "Wan-AI/Wan2.2-I2V-A14B-Diffusers"
     root = resolve_model_path(model, ["transformer", "transformer_2", "vae", "text_encoder", "tokenizer"])
-    pipe = WanImageToVideoPipeline.from_pretrained(root, torch_dtype=dtype)
+    pipe = WanImageToVideoPipeline.from_pretrained(root, dtype=dtype)
     pipe.vae.to(torch.float32)
     pipe.scheduler = make_scheduler(sampler, root)
     pipe.set_progress_bar_config(disable=True)
