@@ -65,9 +65,9 @@ def job_status(home: Path, job_id: str) -> dict[str, Any] | None:
     if res is None:
         return None
     row = res.get("job") if isinstance(res.get("job"), dict) else {}
-    tele = res.get("telemetry") if isinstance(res.get("telemetry"), dict) else {}
-    gpus = tele.get("gpus", res.get("gpus"))
-    return {**row, "gpus": gpus if isinstance(gpus, list) else None}
+    tele = row.get("telemetry") if isinstance(row.get("telemetry"), dict) else {}
+    gpus = tele.get("gpus")  # NVML readings of the job's own GPUs
+    return {**row, "gpus": gpus if isinstance(gpus, list) and gpus else None}
 
 
 def control(home: Path, verb: str, job_id: str) -> tuple[bool, str]:
