@@ -24,8 +24,22 @@ MULTICAST_OFF = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1
 RETRYABLE = ("crash", "killed", "stopped")
 
 
-def trainer_command(job_dir: Path) -> list[str]:
-    return [sys.executable, "-m", TRAINER_MODULE, str(job_dir)]
+def trainer_command(job_dir: Path, slots: list[str] | None = None) -> list[str]:
+    """One process for one GPU; torchrun over the reserved GPUs (or job.nodes) via engine.config.launch."""
+    from engine.config.findings import JobError
+    from engine.config.io import load_job
+    from engine.config.launch import LaunchError
+    from engine.config.launch import trainer_command as launch_command
+
+    gpus = [int(s) for s in (slots or []) if s.isdigit()]
+    try:
+        job = load_job(Path(job_dir) / jobdir.JOB_TOML)
+    except (JobError, OSError):  # the trainer reports a broken job.toml itself, with the exit code for it
+        return [sys.executable, "-m", TRAINER_MODULE, str(job_dir)]
+    try:
+        return launch_command(job, job_dir, sys.executable, gpus=gpus)
+    except LaunchError as e:
+        raise OSError(str(e)) from e
 
 
 def trainer_env(job_id: int, slots: list[str], restart_count: int) -> dict[str, str]:
@@ -38,6 +52,7 @@ def trainer_env(job_id: int, slots: list[str], restart_count: int) -> dict[str, 
     env["WANLORA_SLOTS"] = ",".join(slots)
     env["WANLORA_RESTART_COUNT"] = str(restart_count)
     env["PYTHONUNBUFFERED"] = "1"
+    env.setdefault("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", "300")  # torchrun: time for ranks to save after SIGTERM
     return env
 
 
@@ -60,7 +75,7 @@ def spawn(job_dir: Path, job_id: int, slots: list[str], restart_count: int = 0) 
     append_log(job_dir, f"starting trainer on {where} (restart {restart_count})")
     log = open(job_dir / jobdir.TRAIN_LOG, "ab")
     try:
-        return subprocess.Popen(trainer_command(job_dir), cwd=job_dir, env=trainer_env(job_id, slots, restart_count),
+        return subprocess.Popen(trainer_command(job_dir, slots), cwd=job_dir, env=trainer_env(job_id, slots, restart_count),
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True, close_fds=True)
     finally:

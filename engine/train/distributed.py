@@ -125,8 +125,17 @@ def init(device: torch.device | None = None, timeout_s: float = 1800.0) -> DistC
 
 
 def shutdown(ctx: DistContext) -> None:
-    if ctx.enabled and dist.is_initialized():
-        dist.destroy_process_group()
+    """Leave the group.  On gloo, meet the other ranks first (bounded): a rank tearing its connections
+    down while a peer still uses them can abort the peer at exit.  Skipped while an exception is in
+    flight (the other ranks may be stuck in a collective; torchrun ends them)."""
+    if not (ctx.enabled and dist.is_initialized()):
+        return
+    if ctx.backend == "gloo" and sys.exc_info()[0] is None:
+        try:
+            dist.monitored_barrier(timeout=datetime.timedelta(seconds=60))
+        except RuntimeError:
+            pass
+    dist.destroy_process_group()
 
 
 def barrier(ctx: DistContext) -> None:
@@ -409,7 +418,23 @@ def shard_frozen_base(ctx: DistContext, model: nn.Module, trainable: Iterable[nn
             continue
         fully_shard(mod, mesh=mesh, reshard_after_forward=True, ignored_params=ignored)
         n += 1
+    _place_unsharded(model, ctx.device)
     return n
+
+
+def _place_unsharded(model: nn.Module, device: torch.device) -> None:
+    """Move what FSDP did not take (norms, embeddings, LoRA, buffers) to ``device``, keeping Parameter
+    objects (the experts may have been loaded on the CPU so that no GPU ever holds a whole expert)."""
+    from torch.distributed.tensor import DTensor
+
+    with torch.no_grad():
+        for mod in model.modules():
+            for p in mod._parameters.values():
+                if p is not None and not isinstance(p, DTensor) and p.device != device:
+                    p.data = p.data.to(device)
+            for k, b in mod._buffers.items():
+                if b is not None and not isinstance(b, DTensor) and b.device != device:
+                    mod._buffers[k] = b.to(device)
 
 
 __all__ = [
