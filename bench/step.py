@@ -79,13 +79,14 @@ def run_one(variant: str, shape: str, steps: int, warmup: int, tiny: bool, exper
     models = [build_expert(variant, dev, dtype, tiny) for _ in range(experts)]
     build_s = time.perf_counter() - t0
     tokens = acc.video_tokens(F, H, W)
+    sac = "sac" in variant  # checkpointed blocks keep their self-attention output
     for m in models:
-        if "compile" in variant:
-            acc.compile_blocks(m)
         n_ckpt = len(m.blocks)
         if "sel" in variant:
-            n_ckpt = acc.plan_checkpointing(m, tokens, batch, dev)
-        acc.set_checkpointing(m, n_ckpt)
+            n_ckpt = acc.plan_checkpointing(m, tokens, batch, dev, save_attention=sac)
+        acc.set_checkpointing(m, n_ckpt, save_attention=sac)
+        if "compile" in variant:
+            acc.compile_blocks(m)
     params = [[p for p in m.parameters() if p.requires_grad] for m in models]
     opts = [torch.optim.AdamW(ps, lr=1e-4, fused=dev.type == "cuda") for ps in params]
     lat_f, lat_h, lat_w = (F - 1) // 4 + 1, H // 8, W // 8
@@ -130,6 +131,8 @@ def run_one(variant: str, shape: str, steps: int, warmup: int, tiny: bool, exper
             times.append(dt)
     med = statistics.median(times)
     flops = acc.flops_per_step(tokens, text_tokens=text_len, recompute_fraction=n_ckpt / len(models[0].blocks))
+    if sac:  # the kept self-attention is not recomputed
+        flops -= n_ckpt * 4 * tokens * tokens * 5120
     out = dict(
         variant=variant, shape=shape, tokens=tokens, experts=experts, batch=batch, device=str(dev),
         gpu=torch.cuda.get_device_name() if dev.type == "cuda" else "cpu",

@@ -4,7 +4,9 @@
   tensor-core matmuls forward and backward.
 - per-block ``torch.compile``: fuses the elementwise/LayerNorm glue between matmuls (~1/3 of eager time).
 - selective activation checkpointing: checkpoint only as many blocks as memory requires; every block left
-  un-checkpointed saves its forward recompute.
+  un-checkpointed saves its forward recompute.  Inside the checkpointed blocks the self-attention output
+  is kept (``save_attention``): at long sequences attention is most of the recompute and its output is
+  only ``tokens × 5120`` values per block.
 
 All three keep parameter names unchanged, so LoRA state dicts, checkpoints and resume are unaffected.
 """
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
+from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
 from engine.model.fp8_linear import convert_to_fp8
 
@@ -43,14 +45,65 @@ def compile_blocks(transformer: nn.Module, *, dynamic: bool = False) -> None:
         block.compile(dynamic=dynamic)
 
 
-def set_checkpointing(transformer: nn.Module, n_checkpointed: int) -> None:
+_aten = torch.ops.aten
+_SDPA_OPS = {getattr(_aten, n).default for n in (
+    "_scaled_dot_product_cudnn_attention", "_scaled_dot_product_flash_attention",
+    "_scaled_dot_product_efficient_attention", "_scaled_dot_product_flash_attention_for_cpu",
+) if hasattr(_aten, n)}
+
+
+def _save_self_attention(_ctx, op, *args, **_kwargs) -> CheckpointPolicy:
+    """Keep self-attention outputs (query length == key length); recompute everything else."""
+    if op in _SDPA_OPS and args[0].shape[-2] == args[1].shape[-2]:
+        return CheckpointPolicy.MUST_SAVE
+    return CheckpointPolicy.PREFER_RECOMPUTE
+
+
+def _sac_contexts():
+    return create_selective_checkpoint_contexts(_save_self_attention)
+
+
+_SAC_CLASSES: dict[type, type] = {}
+
+
+def _sac_class(base: type) -> type:
+    """A subclass of the block class whose forward checkpoints itself, keeping attention outputs.
+
+    Swapping ``__class__`` (instead of wrapping the module) keeps parameter names, and one class-level
+    forward lets every block share a single compiled graph.
+    """
+    if base not in _SAC_CLASSES:
+
+        class SavedAttentionCheckpointBlock(base):  # type: ignore[misc, valid-type]
+            def forward(self, *args, **kwargs):  # noqa: ANN202
+                return checkpoint(super().forward, *args, use_reentrant=False, context_fn=_sac_contexts, **kwargs)
+
+        SavedAttentionCheckpointBlock.__name__ = f"Checkpointed{base.__name__}"
+        _SAC_CLASSES[base] = SavedAttentionCheckpointBlock
+    return _SAC_CLASSES[base]
+
+
+def _base_class(block: nn.Module) -> type:
+    cls = type(block)
+    return cls.__mro__[1] if cls in _SAC_CLASSES.values() else cls
+
+
+def set_checkpointing(transformer: nn.Module, n_checkpointed: int, *, save_attention: bool = False) -> None:
     """Checkpoint the first ``n_checkpointed`` blocks only; the rest keep their activations.
 
-    Uses diffusers' own hook (``_gradient_checkpointing_func`` receives the block), so compiled blocks are
-    checkpointed around their compiled call, exactly as with ``enable_gradient_checkpointing``.
+    Without ``save_attention`` this uses diffusers' own hook (``_gradient_checkpointing_func`` receives the
+    block), so compiled blocks are checkpointed around their compiled call, as with
+    ``enable_gradient_checkpointing``.  With it, each checkpointed block checkpoints itself with a
+    selective policy that keeps self-attention outputs (traced by ``torch.compile`` inside the block).
     """
     blocks = list(transformer.blocks)
     n = max(0, min(n_checkpointed, len(blocks)))
+    for i, b in enumerate(blocks):
+        base = _base_class(b)
+        b.__class__ = _sac_class(base) if (save_attention and i < n) else base
+    if save_attention:
+        transformer.gradient_checkpointing = False
+        return
     ckpt_ids = {id(b) for b in blocks[:n]}
 
     def policy(block: nn.Module, *args: torch.Tensor) -> torch.Tensor:
@@ -62,21 +115,34 @@ def set_checkpointing(transformer: nn.Module, n_checkpointed: int) -> None:
     transformer._gradient_checkpointing_func = policy
 
 
+def attention_bytes(tokens: int, batch: int, dim: int = 5120) -> float:
+    """What keeping one block's self-attention output costs (bf16 output + fp32 log-sum-exp per head)."""
+    return tokens * batch * (dim * 2 + 40 * 4)
+
+
 def blocks_to_checkpoint(
-    n_blocks: int, tokens: int, batch: int, free_bytes: float, *, reserve_bytes: float = 4 * GIB
+    n_blocks: int, tokens: int, batch: int, free_bytes: float, *, reserve_bytes: float = 10 * GIB,
+    save_attention: bool = False,
 ) -> int:
-    """How many blocks must be checkpointed so the un-checkpointed ones fit in ``free_bytes``.
+    """How many blocks must be checkpointed so everything kept fits in ``free_bytes``.
 
     ``free_bytes`` is what is left after weights, optimizer state and the checkpointed activations;
-    ``reserve_bytes`` covers attention workspace, the allocator's fragmentation and the text/VAE side.
+    ``reserve_bytes`` covers attention workspace, compile workspace, the allocator's fragmentation and the
+    VAE (10 GiB: 4 GiB was too little on an H100 at 41x512^2).  With ``save_attention`` every checkpointed
+    block also keeps its attention output, which pays far more per byte than un-checkpointing a block.
     """
     per_block = BLOCK_ACT_BYTES_PER_TOKEN * tokens * batch
+    att = attention_bytes(tokens, batch) if save_attention else 0.0
     room = max(0.0, free_bytes - reserve_bytes)
-    keep = int(room // per_block) if per_block > 0 else n_blocks
-    return max(0, n_blocks - min(n_blocks, keep))
+    if per_block <= 0:
+        return 0
+    # keep k blocks whole, checkpoint n-k keeping their attention: k*per_block + (n-k)*att <= room
+    keep = int((room - n_blocks * att) // (per_block - att)) if room >= n_blocks * att else 0
+    return max(0, n_blocks - min(n_blocks, max(0, keep)))
 
 
-def plan_checkpointing(transformer: nn.Module, tokens: int, batch: int, device: torch.device) -> int:
+def plan_checkpointing(transformer: nn.Module, tokens: int, batch: int, device: torch.device,
+                       save_attention: bool = False) -> int:
     """Checkpoint as few blocks as the GPU's free memory allows (all of them on CPU or when unsure)."""
     n_blocks = len(transformer.blocks)
     if device.type != "cuda":
@@ -85,7 +151,7 @@ def plan_checkpointing(transformer: nn.Module, tokens: int, batch: int, device: 
     # Memory the caching allocator holds but no tensor uses (e.g. bf16 weights freed by fp8 conversion).
     free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
     gc_floor = GC_FLOOR_BYTES_PER_1K_TOKENS * tokens / 1000 * batch
-    return blocks_to_checkpoint(n_blocks, tokens, batch, free - gc_floor)
+    return blocks_to_checkpoint(n_blocks, tokens, batch, free - gc_floor, save_attention=save_attention)
 
 
 def flops_per_step(tokens: int, text_tokens: int = 512, rank: int = 16, recompute_fraction: float = 1.0) -> float:

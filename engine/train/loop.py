@@ -164,16 +164,25 @@ class Trainer:
         return self.job.model.layer_offloading and self.device.type == "cuda"
 
     def _plan_checkpointing(self) -> None:
-        """Keep as many blocks un-checkpointed as free GPU memory allows (each saves its recompute)."""
+        """Checkpoint only what memory requires, keeping attention outputs; then compile (bench/step.py).
+
+        On CUDA the plan uses the free memory with every trained expert loaded and the largest bucket;
+        checkpointed blocks keep their self-attention output (it dominates the recompute at long sequences).
+        """
         job = self.job
-        if self.device.type != "cuda" or not job.training.gradient_checkpointing or self._offloading:
+        if self._offloading:
             return
         tokens = max((acc.video_tokens(d.num_frames, r, r) for d in job.datasets for r in d.resolutions), default=0)
+        cuda = self.device.type == "cuda"
         for name, ex in self.experts.items():
-            n = acc.plan_checkpointing(ex.model, tokens, job.training.batch_size, self.device)
-            acc.set_checkpointing(ex.model, n)
+            n = len(ex.model.blocks) if job.training.gradient_checkpointing else 0
+            if cuda and n:
+                n = acc.plan_checkpointing(ex.model, tokens, job.training.batch_size, self.device, save_attention=True)
+            acc.set_checkpointing(ex.model, n, save_attention=cuda)
+            if job.advanced.compile and cuda:  # on the CPU the warm-up costs more than it saves
+                acc.compile_blocks(ex.model)
             self.events.emit("state", state="checkpointing", expert=name, checkpointed_blocks=n,
-                             blocks=len(ex.model.blocks), tokens=tokens)
+                             blocks=len(ex.model.blocks), tokens=tokens, saved_attention=cuda)
 
     def _warn_unsupported(self) -> None:
         """Settings this build accepts but does not apply yet: say so once, never silently."""
@@ -205,11 +214,6 @@ class Trainer:
             streamer = BlockStreamer(model, self.device, compile_blocks=job.advanced.compile)
             self.events.emit("state", state="offloading", expert=name,
                              streamed_gib_per_pass=round(streamer.bytes_per_pass / 2**30, 2))
-        else:
-            if job.training.gradient_checkpointing:
-                acc.set_checkpointing(model, len(model.blocks))
-            if job.advanced.compile:
-                acc.compile_blocks(model)
         model.train()
         opt = build_optimizer(params, job.training.optimizer, job.training.learning_rate,
                               job.training.weight_decay, self.device)

@@ -35,15 +35,15 @@ def test_two_fp8_experts_match_the_measured_peak():
 
 def test_h100_step_time_matches_the_baseline():
     job = job_for(41, 512, job={"vram_tier": 141}, datasets=[{"folder": "/a", "num_frames": 41, "resolutions": [512],
-                                                              "cache_latents": True}])
+                                                              "cache_latents": True}], advanced={"compile": False})
     t = step_time(job, gpu_name="NVIDIA H100 80GB HBM3", calibration=[])
-    assert t.s_per_step == pytest.approx(3.2, rel=0.05)
+    assert t.s_per_step == pytest.approx(3.2, rel=0.05)  # the eager diffusers + peft baseline
     assert "built-in" in t.source and t.hours == pytest.approx(3.2 * 2000 / 3600, rel=0.06)
 
 
 def test_calibration_rows_replace_the_built_in_numbers():
     job = job_for(41, 512, job={"vram_tier": 141}, datasets=[{"folder": "/a", "num_frames": 41, "resolutions": [512],
-                                                              "cache_latents": True}])
+                                                              "cache_latents": True}], advanced={"compile": False})
     row = {"gpu": "H100", "num_frames": 41, "width": 512, "height": 512, "s_per_step": 6.4}
     t = step_time(job, gpu_name="NVIDIA H100 80GB HBM3", calibration=[row])
     assert "calibrated" in t.source and t.s_per_step == pytest.approx(6.4, rel=0.02)
