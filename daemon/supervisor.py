@@ -252,6 +252,8 @@ class Daemon:
             resolved, findings = check_file(claimed)
         except Rejected as e:
             return self._reject(claimed, original, str(e))
+        except RecursionError:
+            return self._reject(claimed, original, "it is nested too deeply to be a job file")
         except Exception as e:  # a validator bug must never take the daemon down
             return self._reject(claimed, original, f"it could not be validated ({type(e).__name__}: {e}); "
                                 "run `wanlora validate` on it")
