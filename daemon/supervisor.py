@@ -210,10 +210,8 @@ class Daemon:
                 w = Watch(pid, None)
                 self.watch[row.id] = w
                 self._follow(row, w)
-                values: dict[str, Any] = {"pid": pid}
-                if row.state != RUNNING:
-                    values.update(state=RUNNING, reason="re-adopted")
-                row = self._set(row, **values)
+                reason = row.reason if row.cancel_requested or row.pause_requested else f"re-adopted by daemon {os.getpid()}"
+                row = self._set(row, pid=pid, state=RUNNING, reason=reason)
                 if row.cancel_requested:  # the previous daemon died mid-cancel: finish the job off
                     runner.signal_group(pid, signal.SIGTERM)
                     w.kill_at = time.monotonic() + self.config.cancel_grace_s
