@@ -137,3 +137,13 @@ def test_two_nodes_on_one_machine(tmp_path: Path, clips: Path, tiny_model: Path,
     assert codes == [0, 0], "\n".join(log.read_text()[-2000:] for log in logs)
     _same_run(_steps(jd), reference[:4])  # one writer: each step logged once
     assert (jd / "checkpoints" / "wanlora_demo_high_noise.safetensors").is_file()
+
+
+def test_fsdp_sharded_base_trains_the_same(tmp_path: Path, clips: Path, tiny_model: Path, reference: list[dict]) -> None:
+    """advanced.fsdp on 2 gloo ranks: the frozen Linears are sharded, the run is unchanged."""
+    jd = write_job_dir(tmp_path / "job", _job(clips, tiny_model, 3, advanced__fsdp=True))
+    log = tmp_path / "train.log"
+    assert finish(_launch(jd, 2, log), log) == jobdir.EXIT_OK, log.read_text()[-3000:]
+    sharded = [e for e in jobdir.read_events(jd) if e.get("state") == "sharded"]
+    assert sharded and sharded[0]["linears"] > 0 and sharded[0]["world_size"] == 2
+    _same_run(_steps(jd), reference[:3])
