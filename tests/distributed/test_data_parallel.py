@@ -147,3 +147,20 @@ def test_fsdp_sharded_base_trains_the_same(tmp_path: Path, clips: Path, tiny_mod
     sharded = [e for e in jobdir.read_events(jd) if e.get("state") == "sharded"]
     assert sharded and sharded[0]["linears"] > 0 and sharded[0]["world_size"] == 2
     _same_run(_steps(jd), reference[:3])
+
+
+def test_sigterm_to_the_group_saves_once_and_exits_143(tmp_path: Path, clips: Path, tiny_model: Path) -> None:
+    """``kill -TERM -PGID`` (the daemon's cancel/stop) reaches each rank twice — directly and via torchrun —
+    and must still be one graceful stop: a state at the step boundary, exit 143 from the whole group."""
+    import os
+    import signal
+
+    jd = write_job_dir(tmp_path / "job", _job(clips, tiny_model, 500))
+    log = tmp_path / "train.log"
+    p = _launch(jd, 2, log)
+    wait_for_step(jd, 1, p)
+    os.killpg(p.pid, signal.SIGTERM)
+    assert finish(p, log) == 143, log.read_text()[-3000:]
+    last = _steps(jd)[-1]["step"]
+    assert train_state.list_states(jd)[-1][0] == last < 500
+    assert jobdir.read_status(jd)["state"] == "stopped"
