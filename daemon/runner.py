@@ -47,6 +47,7 @@ def trainer_env(job_id: int, slots: list[str], restart_count: int) -> dict[str, 
     env.update(MULTICAST_OFF)
     gpus = [s for s in slots if not s.startswith("cpu")]
     if gpus:
+        env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # CUDA's indices = NVML's, which the daemon schedules by
         env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
     env["WANLORA_JOB_ID"] = str(job_id)
     env["WANLORA_SLOTS"] = ",".join(slots)
@@ -146,6 +147,8 @@ def classify(code: int | None, status: dict[str, Any] | None, *, cancel: bool = 
     if code == jobdir.EXIT_LOCKED:
         return Outcome("running", "already running", "another trainer holds run.lock for this job")
     # a crash, a signal, a reboot: retry from the newest saved state
+    if code is None and st_state == "stopped":
+        return Outcome("failed", "stopped", "stopped by a signal (e.g. a shutdown) after saving its state", retry=True)
     if code is not None and code < 0 and -code == signal.SIGKILL:
         why = "killed"
     elif code is not None and (code - 128 in (signal.SIGTERM, signal.SIGINT) or -code in (signal.SIGTERM, signal.SIGINT)):

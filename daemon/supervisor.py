@@ -218,6 +218,7 @@ class Daemon:
                 self.log(f"re-adopted job {row.id} {row.name} (pid {pid}, step {row.step})")
                 runner.append_log(job_dir, f"daemon {os.getpid()} re-adopted the running trainer (pid {pid})")
             elif row.state == RUNNING:
+                row = self._follow(row, Watch(0, None))  # what it saved while no daemon watched
                 self._finished(row, None, after_restart=True)
 
     # ------------------------------------------------------------------ intake
@@ -334,7 +335,7 @@ class Daemon:
                                  retry=True)
         if out.retry:
             detail = out.message
-            if after_restart:
+            if after_restart and out.reason != "stopped":
                 detail = "the trainer was not running when the daemon restarted (reboot, crash or kill)"
             progressed = row.saved_step > row.start_saved_step
             streak = 1 if progressed else row.fail_streak + 1

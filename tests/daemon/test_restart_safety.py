@@ -163,3 +163,22 @@ def test_cancel_escalates_to_sigkill_when_the_trainer_does_not_stop(home: Path, 
     assert j["reason"] == "cancelled by user" and "SIGKILL" in j["message"]
     assert "SIGKILL" in d.log.read_text()
     assert json.loads(cli("status", str(job_id), "--json", home=home).stdout)["job"]["state"] == "cancelled"
+
+
+def test_daemon_restarts_around_a_starting_trainer_and_after_a_reboot(home: Path, daemons, assets) -> None:
+    d1 = daemons()
+    job_id = d1.request("submit", text=job_text(assets, "early", steps=50), filename="e.toml")["id"]
+    pid = wait_for(lambda: (x := d1.job(job_id))["state"] == "running" and x["pid"], timeout=30, what="running")
+    # the daemon dies while the trainer is still importing (before it holds run.lock): still re-adopted
+    d1.kill(signal.SIGKILL)
+    d2 = daemons()
+    j = d2.job(job_id)
+    assert j["state"] == "running" and j["pid"] == pid and j["restart_count"] == 0, j
+    # a "reboot": daemon and trainer both gone; the next daemon requeues the job to resume, it does not lose it
+    d2.kill(signal.SIGKILL)
+    os.killpg(pid, signal.SIGKILL)
+    wait_for(lambda: not _pid_alive(pid), timeout=10, what="the trainer to die")
+    d3 = daemons({"cpu_slots": 0})
+    j = d3.job(job_id)
+    assert j["state"] == "queued" and j["restart_count"] == 1, j
+    assert "not running when the daemon restarted" in j["message"]
