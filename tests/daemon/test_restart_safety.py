@@ -55,6 +55,7 @@ def test_killed_daemon_leaves_the_job_training_and_the_next_daemon_readopts_it(h
     d2 = daemons()
     j = d2.job(job_id)
     assert j["state"] == "running" and j["pid"] == trainer and j["restart_count"] == 0, j
+    assert j["telemetry"]["host"]["ram_total_gb"] > 0 and j["disk"]["free_gb"] > 0  # status shows the machine
     assert j["reason"] == f"re-adopted by daemon {d2.pid}"
     wait_for(lambda: d2.job(job_id)["step"] > s0 + 2, timeout=30, interval=0.1, what="the new daemon to follow steps")
 
@@ -127,6 +128,14 @@ def test_killed_trainer_is_requeued_and_resumes_without_repeating_a_step(home: P
     assert "requeued after killed (killed by SIGKILL)" in r.stdout
     r = cli("logs", str(job_id), "--events", "-n", "3", home=home)
     assert "completed" in r.stdout
+    r = cli("logs", str(job_id), "-f", home=home, timeout=30)  # a finished job: -f prints and returns
+    assert r.returncode == 0 and "completed" in r.stdout
+    # the socket's follow stream replays the run and ends with the final state
+    from daemon import client
+
+    stream = list(client.follow(home, job_id))
+    assert stream[-1]["end"] is True and stream[-1]["state"] == "completed"
+    assert [e["step"] for e in stream[:-1] if e.get("type") == "step"] == steps
 
 
 def test_a_job_that_keeps_dying_fails_instead_of_looping(home: Path, daemons, assets) -> None:
@@ -174,8 +183,12 @@ def test_daemon_restarts_around_a_starting_trainer_and_after_a_reboot(home: Path
     d2 = daemons()
     j = d2.job(job_id)
     assert j["state"] == "running" and j["pid"] == pid and j["restart_count"] == 0, j
+    # `wanlora daemon stop` stops the daemon only: the trainer keeps running
+    r = cli("daemon", "stop", home=home)
+    assert r.returncode == 0 and "1 running job(s) keep training" in r.stdout, r.stdout
+    d2.proc.wait(timeout=15)
+    assert _pid_alive(pid)
     # a "reboot": daemon and trainer both gone; the next daemon requeues the job to resume, it does not lose it
-    d2.kill(signal.SIGKILL)
     os.killpg(pid, signal.SIGKILL)
     wait_for(lambda: not _pid_alive(pid), timeout=10, what="the trainer to die")
     d3 = daemons({"cpu_slots": 0})
