@@ -78,7 +78,10 @@ class Server:
 
     def _serve(self, conn: socket.socket) -> None:
         with conn:
-            uid = peer_uid(conn)
+            try:
+                uid = peer_uid(conn)
+            except OSError:
+                return
             if uid != os.getuid():
                 self.log(f"refused a connection from uid {uid} (the daemon runs as uid {os.getuid()})")
                 self._write(conn, protocol.error(f"permission denied: this daemon belongs to uid {os.getuid()}"))

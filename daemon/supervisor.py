@@ -224,11 +224,19 @@ class Daemon:
     # ------------------------------------------------------------------ intake
     def _intake_pass(self) -> None:
         for p in self.spool.leftovers():
-            self._intake(p, original_name(p))
+            self._guard(f"intake of {p.name!r}", self._intake, p, original_name(p))
         for p in self.spool.ready():
-            claimed = self.spool.claim(p)
+            claimed = self._guard(f"claiming {p.name!r}", self.spool.claim, p)
             if claimed is not None:
-                self._intake(claimed, p.name)
+                self._guard(f"intake of {p.name!r}", self._intake, claimed, p.name)
+
+    def _guard(self, what: str, fn: Any, *args: Any) -> Any:
+        """Run one unit of work; a failure is logged and does not stop the others."""
+        try:
+            return fn(*args)
+        except Exception as e:
+            self.log(f"error in {what}: {type(e).__name__}: {e}")
+            return None
 
     def _reject(self, claimed: Path, original: str, reason: str, findings: list[Any] | None = None) -> dict[str, Any]:
         reason = reason.replace(str(claimed), original)
@@ -300,24 +308,28 @@ class Daemon:
 
     def _monitor(self) -> None:
         for job_id, w in list(self.watch.items()):
-            row = self.q.get(job_id)
-            if row is None:
-                del self.watch[job_id]
-                continue
-            row = self._follow(row, w)
-            code: int | None = None
-            if w.popen is not None:
-                code = w.popen.poll()
-                dead = code is not None
-            else:
-                dead = adopt.live_trainer(self.home.job_dir(job_id), w.pid) is None
-            if dead:
-                del self.watch[job_id]
-                self._finished(row, code)
-            elif w.kill_at is not None and time.monotonic() > w.kill_at:
-                self.log(f"job {job_id}: still running {self.config.cancel_grace_s:g} s after SIGTERM; SIGKILL")
-                runner.signal_group(w.pid, signal.SIGKILL)
-                w.kill_at = None
+            self._guard(f"watching job {job_id}", self._check, job_id, w)
+
+    def _check(self, job_id: int, w: Watch) -> None:
+        """Follow one trainer's events; record its end when it is gone; escalate a cancel."""
+        row = self.q.get(job_id)
+        if row is None:
+            del self.watch[job_id]
+            return
+        row = self._follow(row, w)
+        code: int | None = None
+        if w.popen is not None:
+            code = w.popen.poll()
+            dead = code is not None
+        else:
+            dead = adopt.live_trainer(self.home.job_dir(job_id), w.pid) is None
+        if dead:
+            del self.watch[job_id]
+            self._finished(row, code)
+        elif w.kill_at is not None and time.monotonic() > w.kill_at:
+            self.log(f"job {job_id}: still running {self.config.cancel_grace_s:g} s after SIGTERM; SIGKILL")
+            runner.signal_group(w.pid, signal.SIGKILL)
+            w.kill_at = None
 
     def _finished(self, row: JobRow, code: int | None, *, after_restart: bool = False) -> None:
         """A trainer ended: record completed/paused/failed/cancelled, or requeue it to resume."""

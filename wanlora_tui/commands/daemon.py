@@ -31,6 +31,11 @@ def run(args: argparse.Namespace) -> int:
             pid, new = service.start(home)
             if new:
                 print(f"daemon started (pid {pid}); home {home.root}; log {home.log}")
+                from daemon.home import network_fs_warning
+
+                warn = network_fs_warning(home.root)
+                if warn:
+                    print(f"warning: {warn}", file=sys.stderr)
             else:
                 print(f"daemon already running (pid {pid}); home {home.root}")
             return 0

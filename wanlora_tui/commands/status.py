@@ -76,7 +76,7 @@ def detail(j: dict[str, Any]) -> str:
     lines.append(f"  folder     {j.get('job_dir')}")
     lines.append(f"  log        {j.get('train_log')}   (`wanlora logs {j['id']} -f`)")
     for w in j.get("warnings") or []:
-        lines.append(f"  warning    {w}")
+        lines.append(f"  note       {w}")
     tel = j.get("telemetry") or {}
     for g in tel.get("gpus") or []:
         lines.append(f"  gpu {g.get('index')}      {g.get('name', '')} util {g.get('util', '-')}%  "
