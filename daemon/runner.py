@@ -136,12 +136,13 @@ def classify(code: int | None, status: dict[str, Any] | None, *, cancel: bool = 
     reason = jobdir.EXIT_REASONS.get(code) if code is not None else None
     if reason is None and code is None and st_state == "failed":
         reason = str(st.get("reason") or "crash")
-    if reason == "oom":
-        return Outcome("failed", "oom", message or "CUDA ran out of memory; follow the guide's OOM ladder: drop 1024 → "
-                       "frames 41→33→21 → batch 1 → low_vram → nf4 → layer_offloading")
+    if reason == "oom":  # the guide's advice goes into the reason itself: it is what the user must act on
+        advice = message or ("CUDA ran out of memory; follow the guide's OOM ladder: drop 1024 → frames 41→33→21 → "
+                             "batch 1 → low_vram → nf4 → layer_offloading")
+        return Outcome("failed", f"oom: {advice}", advice)
     if reason == "nan":
-        return Outcome("failed", "nan", message or "the loss became NaN/inf; lower the learning rate and resume "
-                       "from the last good checkpoint")
+        advice = message or "the loss became NaN/inf; lower the learning rate and resume from the last good checkpoint"
+        return Outcome("failed", f"nan: {advice}", advice)
     if reason in ("data", "config"):
         return Outcome("failed", reason, message or describe_exit(code))
     if code == jobdir.EXIT_LOCKED:
