@@ -88,8 +88,9 @@ def signal_group(pid: int, sig: int) -> bool:
     if pid <= 1:
         return False
     try:
-        if os.getpgid(pid) == pid:
-            os.killpg(pid, sig)
+        pgid = os.getpgid(pid)  # the trainer's (or torchrun's) own group: every rank gets the signal
+        if pgid > 1 and pgid != os.getpgrp():
+            os.killpg(pgid, sig)
         else:
             os.kill(pid, sig)
     except (ProcessLookupError, PermissionError):

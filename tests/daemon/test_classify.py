@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 
-from daemon.runner import MULTICAST_OFF, classify, trainer_env
+from daemon.runner import MULTICAST_OFF, classify, trainer_command, trainer_env
 from engine.config import jobdir
 
 
@@ -45,3 +45,13 @@ def test_trainer_environment_pins_gpus_and_keeps_multicast_off() -> None:
     assert {k: env[k] for k in MULTICAST_OFF} == {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1",
                                                   "NVSHMEM_DISABLE_NVLS": "1"}
     assert env["WANLORA_JOB_ID"] == "3"
+
+
+def test_several_gpus_launch_through_torchrun(tmp_path) -> None:  # noqa: ANN001
+    from engine.config.io import job_from_dict, save_job
+
+    save_job(job_from_dict({"job": {"name": "multi", "gpus": [0, 1]}}), tmp_path / "job.toml")
+    one = trainer_command(tmp_path, ["0"])
+    assert one[1:] == ["-m", "engine.train", str(tmp_path)]
+    two = trainer_command(tmp_path, ["0", "1"])
+    assert two[1:3] == ["-m", "engine.train.torchrun"] and "--nproc-per-node" in two and two[-2:] == ["engine.train", str(tmp_path)]
