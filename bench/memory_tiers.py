@@ -94,7 +94,7 @@ def tier24(steps: int) -> dict:
     torch.cuda.empty_cache()
     opts = [torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-4) for m in models]
     total = torch.cuda.get_device_properties(dev).total_memory
-    torch.cuda.set_per_process_memory_fraction(min(1.0, 24 * GIB / total), dev)
+    torch.cuda.set_per_process_memory_fraction(min(1.0, 24 * GIB / total), 0)
     torch.cuda.reset_peak_memory_stats(dev)
     swap_s: list[float] = []
 
@@ -142,7 +142,7 @@ def tier12(steps: int, offload: bool, tiny: bool = False) -> dict:
     torch.cuda.empty_cache()
     if offload:
         total = torch.cuda.get_device_properties(dev).total_memory
-        torch.cuda.set_per_process_memory_fraction(min(1.0, 12 * GIB / total), dev)
+        torch.cuda.set_per_process_memory_fraction(min(1.0, 12 * GIB / total), 0)
     torch.cuda.reset_peak_memory_stats(dev)
     times, _sw, losses = _train_steps([m], opts, shape, steps, 10**9, dev)
     return dict(bench="tier12" + ("_offload" if offload else "_resident"), gpu=torch.cuda.get_device_name(),

@@ -1,7 +1,7 @@
 """Data-parallel scaling: samples/s of one full-size Wan 2.2 A14B expert LoRA step on 1 GPU vs N GPUs.
 
 Each rank builds the expert with random weights directly on its GPU (``bench/step.py``'s builder: bf16,
-LoRA r16, the variant's levers — default fp8 base + per-block compile + selective checkpointing), trains
+LoRA r16, the variant's levers — default fp8 base + per-block compile + selective checkpointing keeping attention), trains
 on its own random latents, and averages the LoRA gradients and the loss with the trainer's own
 :mod:`engine.train.distributed` (the all-reduce the real run does).  Both runs go through the trainer's
 torchrun launcher (``python -m engine.train.torchrun``) with NVLink multicast off.
@@ -49,9 +49,10 @@ def worker(a: argparse.Namespace) -> int:
     build_s = time.perf_counter() - t0
     tokens = acc.video_tokens(F, H, W)
     n_ckpt = len(m.blocks)
+    sac = "sac" in a.variant
     if "sel" in a.variant:
-        n_ckpt = acc.plan_checkpointing(m, tokens, a.batch, dev)
-    acc.set_checkpointing(m, n_ckpt)
+        n_ckpt = acc.plan_checkpointing(m, tokens, a.batch, dev, save_attention=sac)
+    acc.set_checkpointing(m, n_ckpt, save_attention=sac)
     if "compile" in a.variant:
         acc.compile_blocks(m)
     params = [p for p in m.parameters() if p.requires_grad]
@@ -141,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--gpus", type=int, default=0, help="N for the scaled run (default: all visible GPUs)")
     ap.add_argument("--shape", default="41x512x512", help="frames x height x width")
-    ap.add_argument("--variant", default="compile_fp8_sel", help="bench/step.py variant (levers in the name)")
+    ap.add_argument("--variant", default="compile_fp8_sel_sac", help="bench/step.py variant (levers in the name)")
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--batch", type=int, default=1, help="per-GPU batch")
