@@ -51,8 +51,10 @@ def worker(a: argparse.Namespace) -> int:
     n_ckpt = len(m.blocks)
     sac = "sac" in a.variant
     if "sel" in a.variant:
-        n_ckpt = acc.plan_checkpointing(m, tokens, a.batch, dev, save_attention=sac)
-    acc.set_checkpointing(m, n_ckpt, save_attention=sac)
+        n_ckpt, keep = acc.plan_checkpointing(m, tokens, a.batch, dev, save_attention=sac)
+        acc.set_checkpointing(m, n_ckpt, save_attention=sac, keep_attention=keep)
+    else:
+        acc.set_checkpointing(m, n_ckpt)
     if "compile" in a.variant:
         acc.compile_blocks(m)
     params = [p for p in m.parameters() if p.requires_grad]

@@ -81,10 +81,10 @@ def run_one(variant: str, shape: str, steps: int, warmup: int, tiny: bool, exper
     tokens = acc.video_tokens(F, H, W)
     sac = "sac" in variant  # checkpointed blocks keep their self-attention output
     for m in models:
-        n_ckpt = len(m.blocks)
+        n_ckpt = keep = len(m.blocks)
         if "sel" in variant:
-            n_ckpt = acc.plan_checkpointing(m, tokens, batch, dev, save_attention=sac)
-        acc.set_checkpointing(m, n_ckpt, save_attention=sac)
+            n_ckpt, keep = acc.plan_checkpointing(m, tokens, batch, dev, save_attention=sac)
+        acc.set_checkpointing(m, n_ckpt, save_attention=sac, keep_attention=keep)
         if "compile" in variant:
             acc.compile_blocks(m)
     params = [[p for p in m.parameters() if p.requires_grad] for m in models]
@@ -132,12 +132,12 @@ def run_one(variant: str, shape: str, steps: int, warmup: int, tiny: bool, exper
     med = statistics.median(times)
     flops = acc.flops_per_step(tokens, text_tokens=text_len, recompute_fraction=n_ckpt / len(models[0].blocks))
     if sac:  # the kept self-attention is not recomputed
-        flops -= n_ckpt * 4 * tokens * tokens * 5120
+        flops -= keep * 4 * tokens * tokens * 5120
     out = dict(
         variant=variant, shape=shape, tokens=tokens, experts=experts, batch=batch, device=str(dev),
         gpu=torch.cuda.get_device_name() if dev.type == "cuda" else "cpu",
         s_per_step=round(med, 4), s_min=round(min(times), 4), s_max=round(max(times), 4), first_step_s=round(first or 0, 2),
-        build_s=round(build_s, 2), checkpointed_blocks=n_ckpt,
+        build_s=round(build_s, 2), checkpointed_blocks=n_ckpt, kept_attention=keep if sac else 0,
         tflops_per_s=round(flops * batch / med / 1e12, 1) if not tiny else None,
         peak_alloc_gib=round(torch.cuda.max_memory_allocated() / 2**30, 2) if dev.type == "cuda" else None,
         peak_reserved_gib=round(torch.cuda.max_memory_reserved() / 2**30, 2) if dev.type == "cuda" else None,
@@ -191,7 +191,30 @@ def main() -> int:
             continue
         print(f"{r['variant']:<22}{r['shape']:<14}{r['s_per_step']:>8}{r['first_step_s']:>8}"
               f"{str(r['tflops_per_s']):>9}{str(r['peak_alloc_gib']):>9}{r['checkpointed_blocks']:>5}")
+    project(rows, a.experts)
     return 0
+
+
+def project(rows: list[dict], experts: int) -> None:
+    """The guide's run (3000 steps, both experts, 41 frames, 512/768/1024 equally) from the measured rows.
+
+    Caching is added from the VAE's measured fp32 encode rate (1.0 s for 41x480x832 on an H100, notes):
+    every clip is encoded twice per bucket (target + first-frame condition), for a 30-clip dataset.
+    """
+    by = {r["shape"]: r["s_per_step"] for r in rows if "error" not in r}
+    need = ["41x512x512", "41x768x768", "41x1024x1024"]
+    if not all(k in by for k in need):
+        return
+    mean = sum(by[k] for k in need) / 3
+    steps_h = 3000 * mean / 3600
+    vae_s_per_token = 1.0 / 17160
+    tokens = [11 * 32 * 32, 11 * 48 * 48, 11 * 64 * 64]
+    cache_h = 30 * 2 * sum(t * vae_s_per_token for t in tokens) / 3600
+    compile_h = 3 * 40 / 3600  # one warm-up per bucket shape (both experts share the graph)
+    total = steps_h + cache_h + compile_h
+    print(f"\nprojection, guide's run (3000 steps, {experts} expert(s) alternating, 41 frames, 512/768/1024 "
+          f"equally): {mean:.2f} s/step mean -> {steps_h:.2f} h training + {cache_h:.2f} h caching "
+          f"(30 clips) + {compile_h:.2f} h compile = {total:.1f} h  (guide: 35-55 h; target <= 8 h)")
 
 
 if __name__ == "__main__":

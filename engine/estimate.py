@@ -19,12 +19,13 @@ from typing import Any
 
 from engine.config.schema import Job
 
-WEIGHTS_GIB = {"none": 26.8, "fp8": 13.8, "nf4": 7.5}  # one expert's base weights
+WEIGHTS_GIB = {"none": 26.8, "fp8": 13.8, "nf4": 8.0}  # one expert incl. its unquantised embeddings/norms
 TE_GIB = {"none": 10.6, "fp8": 5.6, "nf4": 3.2}  # UMT5-XXL encoder
 VAE_GIB = 0.25
 RECOVERY_ADAPTER_GIB = 0.3  # per quantised expert
-OFFLOAD_RESIDENT_GIB = 2.0  # blocks in flight while layer_offloading streams the rest
-ACT_GIB_PER_KTOK = {True: 0.69, False: 9.2}  # gradient checkpointing on / off, batch 1
+OFFLOAD_RESIDENT_GIB = 1.2  # embeddings + two blocks in flight while layer_offloading streams the rest
+ACT_GIB_PER_KTOK = {True: 0.74, False: 9.2}  # gradient checkpointing on / off, batch 1 (H100, 2026-11-21)
+IDLE_EXPERT_GIB = {"none": 0.0, "fp8": 0.0, "nf4": 0.25}  # what a low_vram idle expert leaves on the GPU
 OPT_BYTES_PER_PARAM = {"adamw": 8.0, "adamw8bit": 6.0}  # bf16 LoRA + grad + two optimizer moments
 EMA_BYTES_PER_PARAM = 2.0
 ALLOC_OVERHEAD = 1.08  # allocator fragmentation over max_memory_allocated
@@ -97,8 +98,11 @@ def _bucket_peak(job: Job, tokens: int) -> dict[str, float]:
     if q != "none" and job.quantization.recovery_adapter:
         parts["recovery adapter"] = n * RECOVERY_ADAPTER_GIB
     per_param = OPT_BYTES_PER_PARAM[job.training.optimizer] + (EMA_BYTES_PER_PARAM if job.training.ema else 0)
-    trained_resident = min(n, int(job.multistage.high_noise) + int(job.multistage.low_noise)) or 1
-    parts["LoRA + optimizer"] = trained_resident * lora_params(job.target.rank, job.target.modules) * per_param / 2**30
+    trained = int(job.multistage.high_noise) + int(job.multistage.low_noise)
+    # optimizer state stays on the GPU even when low_vram parks the idle expert's weights on the CPU
+    parts["LoRA + optimizer"] = max(1, trained) * lora_params(job.target.rank, job.target.modules) * per_param / 2**30
+    if job.model.low_vram and trained > 1 and not job.model.layer_offloading:
+        parts["idle expert's quantisation statistics"] = IDLE_EXPERT_GIB[q]
     act = ACT_GIB_PER_KTOK[job.training.gradient_checkpointing] * tokens / 1000 * job.training.batch_size
     parts[f"activations ({tokens} tokens x batch {job.training.batch_size})"] = act
     t = job.training

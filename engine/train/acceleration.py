@@ -13,6 +13,8 @@ All three keep parameter names unchanged, so LoRA state dicts, checkpoints and r
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import nn
 from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
@@ -63,44 +65,51 @@ def _sac_contexts():
     return create_selective_checkpoint_contexts(_save_self_attention)
 
 
-_SAC_CLASSES: dict[type, type] = {}
+_CKPT_CLASSES: dict[tuple[type, bool], type] = {}
 
 
-def _sac_class(base: type) -> type:
-    """A subclass of the block class whose forward checkpoints itself, keeping attention outputs.
+def _ckpt_class(base: type, keep_attention: bool) -> type:
+    """A subclass of the block class whose forward checkpoints itself (keeping attention outputs or not).
 
     Swapping ``__class__`` (instead of wrapping the module) keeps parameter names, and one class-level
-    forward lets every block share a single compiled graph.
+    forward lets every block of a kind share a single compiled graph.
     """
-    if base not in _SAC_CLASSES:
+    key = (base, keep_attention)
+    if key not in _CKPT_CLASSES:
+        ctx = _sac_contexts if keep_attention else None
 
-        class SavedAttentionCheckpointBlock(base):  # type: ignore[misc, valid-type]
+        class CheckpointedBlock(base):  # type: ignore[misc, valid-type]
             def forward(self, *args, **kwargs):  # noqa: ANN202
-                return checkpoint(super().forward, *args, use_reentrant=False, context_fn=_sac_contexts, **kwargs)
+                if ctx is None:
+                    return checkpoint(super().forward, *args, use_reentrant=False, **kwargs)
+                return checkpoint(super().forward, *args, use_reentrant=False, context_fn=ctx, **kwargs)
 
-        SavedAttentionCheckpointBlock.__name__ = f"Checkpointed{base.__name__}"
-        _SAC_CLASSES[base] = SavedAttentionCheckpointBlock
-    return _SAC_CLASSES[base]
+        CheckpointedBlock.__name__ = f"{'SavedAttention' if keep_attention else ''}Checkpointed{base.__name__}"
+        _CKPT_CLASSES[key] = CheckpointedBlock
+    return _CKPT_CLASSES[key]
 
 
 def _base_class(block: nn.Module) -> type:
     cls = type(block)
-    return cls.__mro__[1] if cls in _SAC_CLASSES.values() else cls
+    return cls.__mro__[1] if cls in _CKPT_CLASSES.values() else cls
 
 
-def set_checkpointing(transformer: nn.Module, n_checkpointed: int, *, save_attention: bool = False) -> None:
+def set_checkpointing(transformer: nn.Module, n_checkpointed: int, *, save_attention: bool = False,
+                      keep_attention: int | None = None) -> None:
     """Checkpoint the first ``n_checkpointed`` blocks only; the rest keep their activations.
 
     Without ``save_attention`` this uses diffusers' own hook (``_gradient_checkpointing_func`` receives the
     block), so compiled blocks are checkpointed around their compiled call, as with
-    ``enable_gradient_checkpointing``.  With it, each checkpointed block checkpoints itself with a
-    selective policy that keeps self-attention outputs (traced by ``torch.compile`` inside the block).
+    ``enable_gradient_checkpointing``.  With it, each checkpointed block checkpoints itself (traced by
+    ``torch.compile`` inside the block); the first ``keep_attention`` of them (default: all) keep their
+    self-attention output through a selective policy.
     """
     blocks = list(transformer.blocks)
     n = max(0, min(n_checkpointed, len(blocks)))
+    keep = n if keep_attention is None else max(0, min(keep_attention, n))
     for i, b in enumerate(blocks):
         base = _base_class(b)
-        b.__class__ = _sac_class(base) if (save_attention and i < n) else base
+        b.__class__ = _ckpt_class(base, i < keep) if (save_attention and i < n) else base
     if save_attention:
         transformer.gradient_checkpointing = False
         return
@@ -141,17 +150,30 @@ def blocks_to_checkpoint(
     return max(0, n_blocks - min(n_blocks, max(0, keep)))
 
 
+class CheckpointPlan(NamedTuple):
+    """The first ``checkpointed`` blocks are checkpointed; the first ``keep_attention`` of those keep their
+    self-attention output."""
+
+    checkpointed: int
+    keep_attention: int
+
+
 def plan_checkpointing(transformer: nn.Module, tokens: int, batch: int, device: torch.device,
-                       save_attention: bool = False) -> int:
+                       save_attention: bool = False) -> CheckpointPlan:
     """Checkpoint as few blocks as the GPU's free memory allows (all of them on CPU or when unsure)."""
     n_blocks = len(transformer.blocks)
     if device.type != "cuda":
-        return n_blocks
+        return CheckpointPlan(n_blocks, 0)
     free, _total = torch.cuda.mem_get_info(device)
     # Memory the caching allocator holds but no tensor uses (e.g. bf16 weights freed by fp8 conversion).
     free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
-    gc_floor = GC_FLOOR_BYTES_PER_1K_TOKENS * tokens / 1000 * batch
-    return blocks_to_checkpoint(n_blocks, tokens, batch, free - gc_floor, save_attention=save_attention)
+    free -= GC_FLOOR_BYTES_PER_1K_TOKENS * tokens / 1000 * batch
+    n = blocks_to_checkpoint(n_blocks, tokens, batch, free, save_attention=save_attention)
+    if not save_attention:
+        return CheckpointPlan(n, 0)
+    # Too tight to keep every checkpointed block's attention (e.g. two experts at 1024^2): keep what fits.
+    room = max(0.0, free - 10 * GIB - (n_blocks - n) * BLOCK_ACT_BYTES_PER_TOKEN * tokens * batch)
+    return CheckpointPlan(n, min(n, int(room // attention_bytes(tokens, batch))))
 
 
 def flops_per_step(tokens: int, text_tokens: int = 512, rank: int = 16, recompute_fraction: float = 1.0) -> float:
@@ -171,6 +193,7 @@ __all__ = [
     "set_checkpointing",
     "blocks_to_checkpoint",
     "plan_checkpointing",
+    "CheckpointPlan",
     "video_tokens",
     "flops_per_step",
 ]

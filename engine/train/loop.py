@@ -176,13 +176,16 @@ class Trainer:
         cuda = self.device.type == "cuda"
         for name, ex in self.experts.items():
             n = len(ex.model.blocks) if job.training.gradient_checkpointing else 0
+            keep = n
             if cuda and n:
-                n = acc.plan_checkpointing(ex.model, tokens, job.training.batch_size, self.device, save_attention=True)
-            acc.set_checkpointing(ex.model, n, save_attention=cuda)
-            if job.advanced.compile and cuda:  # on the CPU the warm-up costs more than it saves
+                n, keep = acc.plan_checkpointing(ex.model, tokens, job.training.batch_size, self.device,
+                                                 save_attention=True)
+            acc.set_checkpointing(ex.model, n, save_attention=cuda, keep_attention=keep)
+            # CPU: the warm-up costs more than it saves; nf4: bitsandbytes kernels are not measured compiled
+            if job.advanced.compile and cuda and job.quantization.transformer != "nf4":
                 acc.compile_blocks(ex.model)
             self.events.emit("state", state="checkpointing", expert=name, checkpointed_blocks=n,
-                             blocks=len(ex.model.blocks), tokens=tokens, saved_attention=cuda)
+                             blocks=len(ex.model.blocks), tokens=tokens, saved_attention=keep if cuda else 0)
 
     def _warn_unsupported(self) -> None:
         """Settings this build accepts but does not apply yet: say so once, never silently."""
@@ -330,15 +333,14 @@ class Trainer:
                    job.training.lr_scheduler)
         set_lr(ex.optimizer, lr)
         accum = job.training.gradient_accumulation
-        total = torch.zeros((), device=self.device)
-        t_first, dop_total = None, None
-        for _ in range(accum):
-            loss, t = self.forward_loss(ex, self.data.next_batch())
-            (loss / accum).backward()
-            total += loss.detach() / accum
-            if self.last_dop is not None:
-                dop_total = (0 if dop_total is None else dop_total) + self.last_dop.detach() / accum
-            t_first = t if t_first is None else t_first
+        batches = [self.data.next_batch() for _ in range(accum)]
+        while True:
+            try:
+                total, t_first, dop_total = self._accumulate(ex, batches)
+                break
+            except torch.OutOfMemoryError:  # the speed plan overshot: fall back to the frugal one, once
+                if not self._relax_checkpointing(ex):
+                    raise
         distributed.average_gradients(self.dist, ex.params)  # N ranks × batch b ≡ one process × batch N·b
         total = distributed.mean_value(self.dist, total)
         loss_value = float(total.item())  # the one host sync per step (the loss is logged anyway)
@@ -355,6 +357,37 @@ class Trainer:
         self.step += 1
         return StepResult(loss=loss_value, expert=name, timestep=float(t_first[0]), lr=lr,
                           dop_loss=None if dop_total is None else float(dop_total))
+
+    def _accumulate(self, ex: Expert, batches: list[Batch]) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        """Forward + backward of every micro-batch of one step; (mean loss, first timesteps, mean DOP term)."""
+        total = torch.zeros((), device=self.device)
+        t_first, dop_total = None, None
+        for batch in batches:
+            loss, t = self.forward_loss(ex, batch)
+            (loss / len(batches)).backward()
+            total += loss.detach() / len(batches)
+            if self.last_dop is not None:
+                dop_total = (0 if dop_total is None else dop_total) + self.last_dop.detach() / len(batches)
+            t_first = t if t_first is None else t_first
+        return total, t_first, dop_total
+
+    def _relax_checkpointing(self, ex: Expert) -> bool:
+        """After a CUDA OOM: checkpoint every block and keep no attention outputs; False if already so.
+
+        The planner sizes selective checkpointing from free memory at start; a bucket or a second expert it
+        misjudged must cost speed, not the run.  Timesteps and noise are keyed per sample, so the retried
+        step draws exactly what the failed one drew.
+        """
+        if ex.extra.get("frugal") or self._offloading:
+            return False
+        ex.optimizer.zero_grad(set_to_none=True)
+        acc.set_checkpointing(ex.model, len(ex.model.blocks), save_attention=True, keep_attention=0)
+        ex.extra["frugal"] = True
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        self.events.emit("warning", expert=ex.name, message="CUDA out of memory under the speed plan; this expert "
+                         "now checkpoints every block (slower, fits) and the step is retried")
+        return True
 
     # ---------------------------------------------------------------- the loop
     def _report(self, r: StepResult, dt: float) -> None:

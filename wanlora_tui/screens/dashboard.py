@@ -71,6 +71,8 @@ class DashboardScreen(ControlMixin, Screen[None]):
         app.call_from_thread(self._show, jobs, pending, rows is not None)
 
     def _show(self, jobs: list[JobSummary], pending: list[str], daemon_up: bool) -> None:
+        if not self.is_attached:  # the app is closing while the poll ran in its thread
+            return
         t = self.query_one("#jobs", DataTable)
         keys = {str(k.value) for k in t.rows}
         wanted: dict[str, tuple[str, ...]] = {j.id: row_cells(j) for j in jobs}

@@ -126,6 +126,8 @@ class JobScreen(ControlMixin, Screen[None]):
         self.app.call_from_thread(self._after_poll, changed)
 
     def _after_poll(self, changed: bool) -> None:
+        if not self.is_attached:  # the screen was closed while the poll ran in its thread
+            return
         if changed:
             self.render_job()
         else:
