@@ -1,6 +1,6 @@
 """The ``wanlora`` command: parse, dispatch to one module per verb, print; errors are caught here once.
 
-Each verb lives in ``wanlora_tui/commands/<verb>.py`` with ``HELP``, ``add_arguments(parser)`` and
+Each verb lives in ``wanlora_tui/commands/<verb>.py`` with ``HELP``, ``add_arguments(parser, verb)`` and
 ``run(args) -> int``.  Command modules keep heavy imports (torch, textual) inside ``run`` so that
 ``wanlora status`` and ``wanlora validate`` start fast and never load torch.
 """
@@ -68,11 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         helps = getattr(mod, "VERB_HELP", {})
         p = sub.add_parser(verb, help=helps.get(verb, getattr(mod, "HELP", "")))
-        adder = getattr(mod, "add_arguments")
-        try:
-            adder(p, verb)
-        except TypeError:
-            adder(p)
+        mod.add_arguments(p, verb)
         p.set_defaults(_module=mod, verb=verb)
     return parser
 
