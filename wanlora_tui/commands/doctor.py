@@ -50,13 +50,11 @@ def gpu_checks() -> list[Check]:
         cuda = pynvml.nvmlSystemGetCudaDriverVersion_v2()
         drv = drv.decode() if isinstance(drv, bytes) else drv
         out.append(_check("ok", "driver", f"NVIDIA driver {drv}, supports CUDA {cuda // 1000}.{(cuda % 1000) // 10}"))
-        for i in range(pynvml.nvmlDeviceGetCount()):
-            h = pynvml.nvmlDeviceGetHandleByIndex(i)
-            name = pynvml.nvmlDeviceGetName(h)
-            name = name.decode() if isinstance(name, bytes) else name
-            mem = pynvml.nvmlDeviceGetMemoryInfo(h)
-            level = "ok" if mem.total / GIB >= 22 else "warn"
-            out.append(_check(level, "gpu", f"GPU {i}: {name}, {mem.total / GIB:.0f} GiB ({mem.free / GIB:.0f} GiB free)",
+        from engine.config.gpu import detect_gpus
+
+        for g in detect_gpus():
+            level = "ok" if g.total_gb >= 22 else "warn"
+            out.append(_check(level, "gpu", f"GPU {g.index}: {g.name}, {g.total_gb:.0f} GiB ({g.free_gb:.0f} GiB free)",
                               "" if level == "ok" else "below 24 GB: the 12 GB tier (nf4 + layer offloading) applies"))
     except Exception as e:
         out.append(_check("warn", "gpu", f"NVML query failed: {e}"))
