@@ -24,7 +24,8 @@ TE_GIB = {"none": 10.6, "fp8": 5.6, "nf4": 3.2}  # UMT5-XXL encoder
 VAE_GIB = 0.25
 RECOVERY_ADAPTER_GIB = 0.3  # per quantised expert
 OFFLOAD_RESIDENT_GIB = 1.2  # embeddings + two blocks in flight while layer_offloading streams the rest
-ACT_GIB_PER_KTOK = {True: 0.74, False: 9.2}  # gradient checkpointing on / off, batch 1 (H100, 2026-11-21)
+ACT_GIB_PER_KTOK = {True: 0.70, False: 9.2}  # gradient checkpointing on / off, batch 1 (H100 fits, 11k-45k tokens)
+NF4_WORKSPACE_GIB = 1.6  # bitsandbytes dequantisation buffers (residual of the measured 24 GB tier run, H100)
 IDLE_EXPERT_GIB = {"none": 0.0, "fp8": 0.0, "nf4": 0.25}  # what a low_vram idle expert leaves on the GPU
 OPT_BYTES_PER_PARAM = {"adamw": 8.0, "adamw8bit": 6.0}  # bf16 LoRA + grad + two optimizer moments
 EMA_BYTES_PER_PARAM = 2.0
@@ -95,6 +96,8 @@ def _bucket_peak(job: Job, tokens: int) -> dict[str, float]:
         parts["expert weights (streamed from CPU)"] = OFFLOAD_RESIDENT_GIB
     else:
         parts[f"{n} expert(s), {q if q != 'none' else 'bf16'}"] = n * WEIGHTS_GIB[q]
+    if q == "nf4" and not job.model.layer_offloading:
+        parts["nf4 dequantisation workspace"] = NF4_WORKSPACE_GIB
     if q != "none" and job.quantization.recovery_adapter:
         parts["recovery adapter"] = n * RECOVERY_ADAPTER_GIB
     per_param = OPT_BYTES_PER_PARAM[job.training.optimizer] + (EMA_BYTES_PER_PARAM if job.training.ema else 0)

@@ -11,6 +11,7 @@ from typing import Any
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
@@ -73,7 +74,10 @@ class DashboardScreen(ControlMixin, Screen[None]):
     def _show(self, jobs: list[JobSummary], pending: list[str], daemon_up: bool) -> None:
         if not self.is_attached:  # the app is closing while the poll ran in its thread
             return
-        t = self.query_one("#jobs", DataTable)
+        try:
+            t = self.query_one("#jobs", DataTable)
+        except NoMatches:  # torn down under the poll
+            return
         keys = {str(k.value) for k in t.rows}
         wanted: dict[str, tuple[str, ...]] = {j.id: row_cells(j) for j in jobs}
         for name in pending:

@@ -14,6 +14,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Footer, ProgressBar, Static
 
@@ -32,9 +33,6 @@ CONTROL = {
 
 class ControlMixin:
     """p/r/c/s with a confirmation, sent through the daemon (shared by the job view and the job list)."""
-
-    def selected_job_id(self) -> str | None:
-        raise NotImplementedError
 
     def _control(self, verb: str) -> None:
         from wanlora_tui.screens.confirm import ConfirmScreen
@@ -128,10 +126,13 @@ class JobScreen(ControlMixin, Screen[None]):
     def _after_poll(self, changed: bool) -> None:
         if not self.is_attached:  # the screen was closed while the poll ran in its thread
             return
-        if changed:
-            self.render_job()
-        else:
-            self._render_head()  # the STALE verdict depends on the clock, not on new data
+        try:
+            if changed:
+                self.render_job()
+            else:
+                self._render_head()  # the STALE verdict depends on the clock, not on new data
+        except NoMatches:  # the app is tearing the screen down under the poll: nothing left to draw
+            return
         if self.is_attached:
             app: Any = self.app
             self.set_timer(app.poll_s, self._poll)
