@@ -121,7 +121,8 @@ def prepare_inputs(job: Any, parts: Any, dataset: Any, *, device: torch.device, 
     inputs = Inputs(latents=latents, embed=embed, cache_dirs=dirs, latent_stats=stats)
     if use_text:
         # the dtypes actually held (a quantised encoder holds fp8/int weights) identify how it computes
-        te_dtypes = ",".join(sorted({str(q.dtype).removeprefix("torch.") for q in parts.text_encoder.parameters()}))
+        held = [*parts.text_encoder.parameters(), *parts.text_encoder.buffers()]
+        te_dtypes = ",".join(sorted({str(q.dtype).removeprefix("torch.") for q in held}))
         te_id = model_identity(parts.root, ["text_encoder", "tokenizer"], dtype=te_dtypes)
         wanted: dict[TextCache, set[str]] = {}
         by_dir: dict[Path, TextCache] = {}

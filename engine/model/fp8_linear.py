@@ -77,18 +77,20 @@ def fp8_matmul_supported(device: torch.device) -> bool:
 class Fp8Linear(nn.Module):
     """Drop-in for a frozen ``nn.Linear``: weight stored e4m3 with a per-tensor scale, fp8 matmuls."""
 
-    def __init__(self, weight_q: torch.Tensor, weight_scale: torch.Tensor, bias: torch.Tensor | None) -> None:
+    def __init__(self, weight_q: torch.Tensor, weight_scale: torch.Tensor, bias: torch.Tensor | None,
+                 *, fp8_compute: bool = True) -> None:
         super().__init__()
         self.out_features, self.in_features = weight_q.shape
+        self.fp8_compute = fp8_compute  # False: weight-only (one byte per weight, matmul in the input's dtype)
         self.register_buffer("weight_q", weight_q)
         self.register_buffer("weight_scale", weight_scale)
         self.register_buffer("bias", bias)
 
     @classmethod
-    def from_linear(cls, lin: nn.Linear) -> Fp8Linear:
+    def from_linear(cls, lin: nn.Linear, *, fp8_compute: bool = True) -> Fp8Linear:
         w_q, scale = quantize_tensorwise(lin.weight.data, E4M3)
         bias = lin.bias.data.to(torch.bfloat16 if lin.weight.is_cuda else lin.bias.dtype) if lin.bias is not None else None
-        return cls(w_q, scale, bias)
+        return cls(w_q, scale, bias, fp8_compute=fp8_compute)
 
     @property
     def weight(self) -> torch.Tensor:
@@ -96,7 +98,7 @@ class Fp8Linear(nn.Module):
         return self.weight_q.float() * self.weight_scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if fp8_matmul_supported(x.device):
+        if self.fp8_compute and fp8_matmul_supported(x.device):
             return _Fp8Matmul.apply(x, self.weight_q, self.weight_scale, self.bias)
         # Older GPUs (Ampere: RTX 3090, A6000, A100): keep the memory saving, compute in the input's dtype.
         w = (self.weight_q.to(x.dtype) * self.weight_scale.to(x.dtype))

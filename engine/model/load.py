@@ -130,19 +130,23 @@ def load_vae(root: Path, dtype: torch.dtype, device: torch.device | str = "cpu")
     return vae.to(device)
 
 
-def load_text_encoder(root: Path, dtype: torch.dtype, device: torch.device | str = "cpu"):
-    """(tokenizer, UMT5 encoder) — the encoder frozen and in eval mode."""
+def load_text_encoder(root: Path, dtype: torch.dtype, device: torch.device | str = "cpu", quant: str = "none"):
+    """(tokenizer, UMT5 encoder) — the encoder frozen and in eval mode, its Linears quantised per ``quant``."""
     from transformers import AutoTokenizer, UMT5EncoderModel
+
+    from engine.model.quant import quantize_text_encoder
 
     tok = AutoTokenizer.from_pretrained(root / "tokenizer")
     te = UMT5EncoderModel.from_pretrained(root, subfolder="text_encoder", dtype=dtype)
     te.requires_grad_(False).eval()
-    return tok, te.to(device)
+    quantize_text_encoder(te, quant, torch.device(device))  # type: ignore[arg-type]
+    return tok, te
 
 
 def load_parts(name_or_path: str, experts: list[str], *, dtype: torch.dtype, device: torch.device | str,
                boundary_override: float | str = "auto", text_encoder: bool = True,
-               vae_dtype: torch.dtype | None = None, expert_device: torch.device | str | None = None) -> WanParts:
+               vae_dtype: torch.dtype | None = None, expert_device: torch.device | str | None = None,
+               text_encoder_quant: str = "none") -> WanParts:
     """Load the trained ``experts`` (subset of HIGH/LOW), the VAE and (optionally) the text encoder.
 
     ``expert_device`` (default ``device``) = "cpu" keeps the experts in RAM so a quantiser can place them
@@ -159,5 +163,5 @@ def load_parts(name_or_path: str, experts: list[str], *, dtype: torch.dtype, dev
         parts.experts[e] = load_expert(root, e, dtype, device if expert_device is None else expert_device)
     parts.vae = load_vae(root, vae_dtype or dtype, device)
     if text_encoder:
-        parts.tokenizer, parts.text_encoder = load_text_encoder(root, dtype, device)
+        parts.tokenizer, parts.text_encoder = load_text_encoder(root, dtype, device, text_encoder_quant)
     return parts

@@ -102,3 +102,24 @@ def model_bytes(module: nn.Module) -> int:
         seen.add(id(t))
         total += t.numel() * t.element_size()
     return total
+
+
+def quantize_text_encoder(text_encoder: nn.Module, mode: Mode, device: torch.device) -> int:
+    """Weight-only quantisation of the (frozen, inference-only) UMT5 encoder, Linear by Linear onto ``device``.
+
+    fp8 keeps one byte per weight and multiplies in the activations' dtype (UMT5's feed-forward activations
+    have outliers that fp8 activations would clip); nf4 uses bitsandbytes.  UMT5-XXL: 10.6 GiB in bf16,
+    ~5.6 GiB in fp8.
+    """
+    if mode == "none":
+        text_encoder.to(device)
+        return 0
+    check_available(mode, device)
+    targets = [(parent, name, child) for parent in text_encoder.modules() for name, child in parent.named_children()
+               if fp8_eligible(child) and not child.weight.requires_grad]
+    for parent, name, child in targets:
+        new = Fp8Linear.from_linear(child.to(device), fp8_compute=False) if mode == "fp8" else Nf4Linear(child, device)
+        setattr(parent, name, new)
+    text_encoder.to(device)
+    return len(targets)
+

@@ -138,7 +138,8 @@ class Trainer:
             check_available(quant, self.device)
         self.parts = load_parts(job.model.name_or_path, self.trained, dtype=self.dtype, device=self.device,
                                 boundary_override=job.model.boundary_ratio, vae_dtype=torch.float32,
-                                expert_device="cpu" if quant != "none" or job.advanced.fsdp or self._offloading else None)
+                                expert_device="cpu" if quant != "none" or job.advanced.fsdp or self._offloading else None,
+                                text_encoder_quant=job.quantization.text_encoder if self.device.type == "cuda" else "none")
         self._warn_unsupported()
         for name in self.trained:
             self.experts[name] = self._prepare_expert(name)
@@ -191,8 +192,6 @@ class Trainer:
         """Settings this build accepts but does not apply yet: say so once, never silently."""
         job = self.job
         notes = []
-        if job.quantization.text_encoder != "none" and self.device.type == "cuda":
-            notes.append(f"quantization.text_encoder={job.quantization.text_encoder} is not applied yet (bf16)")
         if job.model.layer_offloading and self.device.type != "cuda":
             notes.append("model.layer_offloading applies on CUDA only; on this device the blocks stay resident")
         for n in notes:
