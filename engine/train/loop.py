@@ -431,9 +431,11 @@ class Trainer:
             elif flag == jobdir.FLAG_PAUSE:
                 self.save_checkpoint()
                 self.save_state()
+                distributed.barrier(self.dist)  # nobody exits before rank 0's files are complete
                 raise StopRun(jobdir.EXIT_PAUSED, "paused")
         if self.stop.requested:
             self.save_state()
+            distributed.barrier(self.dist)
             raise StopRun(128 + 15 if self.stop.requested == "SIGTERM" else 130, f"stopped by {self.stop.requested}")
 
     def train(self) -> int:
@@ -492,6 +494,8 @@ def run(job_dir: Path, device: torch.device | None = None) -> int:
         status.update(state="paused" if e.code == jobdir.EXIT_PAUSED else "stopped", reason=e.reason)
         events.emit("state", state="paused" if e.code == jobdir.EXIT_PAUSED else "stopped", reason=e.reason,
                     step=trainer.step if trainer else 0)
+        if e.code == jobdir.EXIT_PAUSED and trainer is not None and not trainer.dist.is_main:
+            return jobdir.EXIT_OK  # a paused group reports through rank 0; torchrun must not kill it mid-exit
         return e.code
     except NonFiniteLoss as e:
         _fail(events, status, "nan", str(e), last_checkpoint=trainer.last_checkpoint if trainer else None)
