@@ -16,7 +16,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from wanlora_tui.job_model import JobSummary, fmt_eta, list_jobs
-from wanlora_tui.screens.job import ControlMixin
+from wanlora_tui.screens.job import CONTROL_BINDINGS, ControlMixin
 
 COLUMNS = ("id", "name", "state", "reason", "progress", "ETA", "loss")
 LIST_POLL_FACTOR = 2.0  # the list polls at half the job view's rate
@@ -34,10 +34,7 @@ class DashboardScreen(ControlMixin, Screen[None]):
     BINDINGS = [
         Binding("enter", "open", "Open", show=True),
         Binding("n", "new", "New job"),
-        Binding("p", "pause", "Pause"),
-        Binding("r", "resume", "Resume"),
-        Binding("c", "cancel", "Cancel"),
-        Binding("s", "save_now", "Save now"),
+        *CONTROL_BINDINGS,
         Binding("q", "app.quit", "Quit"),
     ]
 

@@ -31,6 +31,15 @@ CONTROL = {
 }
 
 
+# p/r/c/s in every screen that controls jobs (ControlMixin handles them)
+CONTROL_BINDINGS = [
+    Binding("p", "pause", "Pause"),
+    Binding("r", "resume", "Resume"),
+    Binding("c", "cancel", "Cancel"),
+    Binding("s", "save_now", "Save now"),
+]
+
+
 class ControlMixin:
     """p/r/c/s with a confirmation, sent through the daemon (shared by the job view and the job list)."""
 
@@ -73,10 +82,7 @@ class ControlMixin:
 
 class JobScreen(ControlMixin, Screen[None]):
     BINDINGS = [
-        Binding("p", "pause", "Pause"),
-        Binding("r", "resume", "Resume"),
-        Binding("c", "cancel", "Cancel"),
-        Binding("s", "save_now", "Save now"),
+        *CONTROL_BINDINGS,
         Binding("m", "smoothing", "Smoothing"),
         Binding("escape,b", "back", "Jobs"),
         Binding("q", "app.quit", "Quit"),
