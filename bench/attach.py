@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def write_history(job_dir: Path, steps: int) -> None:
     """A job folder as the trainer leaves it: events.jsonl with one step event per step, status.json, log."""
-    from engine.train.events import EventLog, Status
+    from wanlora.engine.train.events import EventLog, Status
 
     job_dir.mkdir(parents=True, exist_ok=True)
     (job_dir / "job.toml").write_text('[job]\nname = "bench_attach"\n')
@@ -45,8 +45,8 @@ def write_history(job_dir: Path, steps: int) -> None:
 
 
 async def attach_time(home: Path, size: tuple[int, int], steps: int) -> float:
-    from wanlora_tui.app import WanloraApp
-    from wanlora_tui.widgets.loss_plot import LossPlot
+    from wanlora.tui.app import WanloraApp
+    from wanlora.tui.widgets.loss_plot import LossPlot
 
     t0 = time.perf_counter()
     app = WanloraApp(home=home, start="attach", job_id="1", gpus=[], watch_terminal=False)
@@ -71,13 +71,13 @@ def main() -> int:
         job = home / "jobs" / "1"
         write_history(job, args.steps)
         size_kb = (job / "events.jsonl").stat().st_size / 1024
-        from engine.config.jobdir import EventCursor, read_events
+        from wanlora.engine.config.jobdir import EventCursor, read_events
 
         t = time.perf_counter()
         n = sum(1 for _ in read_events(job, EventCursor()))
         t_read = time.perf_counter() - t
-        from wanlora_tui.job_model import JobFeed
-        from wanlora_tui.widgets.loss_plot import render_plot
+        from wanlora.tui.job_model import JobFeed
+        from wanlora.tui.widgets.loss_plot import render_plot
 
         feed = JobFeed(job)
         feed.poll()

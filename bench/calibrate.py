@@ -39,7 +39,7 @@ def rows(pattern: str) -> list[dict]:
 def job_for(frames: int, h: int, w: int, **sections):
     """A job whose single bucket has the measured shape's area (480x832 → resolution 640, as a user's
     16:9 clips at resolution 640 would be bucketed)."""
-    from engine.config.presets import resolve
+    from wanlora.engine.config.presets import resolve
 
     res = 16 * round((h * w) ** 0.5 / 16)
     user = {"job": {"vram_tier": 80}, "datasets": [{"folder": "/x", "num_frames": frames, "resolutions": [res],
@@ -70,7 +70,7 @@ def write_calibration(step_rows: list[dict], path: Path) -> int:
 
 def check(step_rows: list[dict], tier_rows: list[dict]) -> list[tuple[str, str, float, float, float]]:
     """(what, metric, measured, estimated, error) for every comparable measurement."""
-    from engine.estimate import load_calibration, peak_vram, step_time
+    from wanlora.engine.estimate import load_calibration, peak_vram, step_time
 
     cal = load_calibration()
     out = []

@@ -4,7 +4,7 @@ hundreds of queued jobs, and the idle daemon's CPU and RSS (SPEC §9).  CPU-only
     python bench/daemon_load.py                 # 500 jobs, 30 s idle sample
     python bench/daemon_load.py --jobs 200 --idle 10 --out bench/results/daemon.jsonl
 
-Everything is real: a ``python -m daemon run`` process on a private home, real job files (tiny model +
+Everything is real: a ``python -m wanlora.daemon run`` process on a private home, real job files (tiny model +
 real clips, so intake runs the full validator), the real ``wanlora status`` command.  cpu_slots = 0 keeps
 every job queued (this measures the daemon, not the trainer).  Prints one JSON line per measurement.
 """
@@ -39,10 +39,10 @@ def _summary(name: str, xs: list[float], unit: str = "ms", **extra: object) -> d
 
 
 def _start_daemon(home: Path, log: Path) -> tuple[subprocess.Popen, float]:
-    from daemon import client
+    from wanlora.daemon import client
 
     t0 = time.perf_counter()
-    p = subprocess.Popen([sys.executable, "-m", "daemon", "run", "--home", str(home)], cwd=ROOT,
+    p = subprocess.Popen([sys.executable, "-m", "wanlora.daemon", "run", "--home", str(home)], cwd=ROOT,
                          stdin=subprocess.DEVNULL, stdout=open(log, "ab"), stderr=subprocess.STDOUT,
                          start_new_session=True)
     while not client.running(home):
@@ -66,13 +66,12 @@ def main() -> int:
     args = ap.parse_args()
 
     import psutil
-
-    from daemon import client
-    from daemon.spool import submit_file
-    from engine.config.io import dump_job, job_from_dict
-    from engine.data.synthetic import write_clips
-    from engine.model.tiny import build_tiny_model
-    from engine.train.demo import demo_job_dict
+    from wanlora.daemon import client
+    from wanlora.daemon.spool import submit_file
+    from wanlora.engine.config.io import dump_job, job_from_dict
+    from wanlora.engine.data.synthetic import write_clips
+    from wanlora.engine.model.tiny import build_tiny_model
+    from wanlora.engine.train.demo import demo_job_dict
 
     tmp = Path(tempfile.mkdtemp(prefix="wlb", dir="/tmp"))
     home = tmp / "home"
@@ -147,7 +146,7 @@ def main() -> int:
         runs = []
         for _ in range(args.status_runs):
             t0 = time.perf_counter()
-            r = subprocess.run([sys.executable, "-m", "wanlora_tui.cli", "status"], capture_output=True, env=env,
+            r = subprocess.run([sys.executable, "-m", "wanlora.tui.cli", "status"], capture_output=True, env=env,
                                cwd=ROOT)
             runs.append(time.perf_counter() - t0)
             assert r.returncode == 0 and r.stdout.count(b"\n") >= total

@@ -75,9 +75,8 @@ def _train_steps(models, opts, shape, n_steps, switch_every, dev, on_switch=None
 def tier24(steps: int) -> dict:
     import torch
     from step import build_expert
-
-    from engine.model.quant import quantize_and_place
-    from engine.train import acceleration as acc
+    from wanlora.engine.model.quant import quantize_and_place
+    from wanlora.engine.train import acceleration as acc
 
     dev = torch.device("cuda")
     shape = (41, 512, 512)
@@ -124,9 +123,8 @@ def tier24(steps: int) -> dict:
 def tier12(steps: int, offload: bool, tiny: bool = False) -> dict:
     import torch
     from step import build_expert
-
-    from engine.model.offload import BlockStreamer
-    from engine.train import acceleration as acc
+    from wanlora.engine.model.offload import BlockStreamer
+    from wanlora.engine.train import acceleration as acc
 
     dev = torch.device("cpu" if tiny else "cuda")
     shape = (9, 64, 64) if tiny else (21, 512, 512)

@@ -4,7 +4,7 @@ Each rank builds the expert with random weights directly on its GPU (``bench/ste
 LoRA r16, the variant's levers — default fp8 base + per-block compile + selective checkpointing keeping attention), trains
 on its own random latents, and averages the LoRA gradients and the loss with the trainer's own
 :mod:`engine.train.distributed` (the all-reduce the real run does).  Both runs go through the trainer's
-torchrun launcher (``python -m engine.train.torchrun``) with NVLink multicast off.
+torchrun launcher (``python -m wanlora.engine.train.torchrun``) with NVLink multicast off.
 
     python bench/multigpu.py                 # 1 GPU, then all visible GPUs; prints samples/s and the ratio
     python bench/multigpu.py --gpus 4 --shape 41x512x512 --steps 6
@@ -33,10 +33,10 @@ TARGETS = {2: 1.9, 4: 3.7, 8: 7.2}
 def worker(a: argparse.Namespace) -> int:
     """One rank: build, warm up, time ``a.steps`` steps; rank 0 prints ``RESULT {json}``."""
     import torch
+    from wanlora.engine.train import acceleration as acc
+    from wanlora.engine.train import distributed
 
     from bench.step import TINY, build_expert
-    from engine.train import acceleration as acc
-    from engine.train import distributed
 
     ctx = distributed.init(torch.device("cpu") if a.tiny else None)
     dev = ctx.device
@@ -109,14 +109,14 @@ def worker(a: argparse.Namespace) -> int:
 
 def launch(a: argparse.Namespace, nproc: int) -> dict:
     """Run :func:`worker` on ``nproc`` processes through the trainer's torchrun launcher."""
-    from engine.config.launch import CPU_PROCS_ENV, child_env
+    from wanlora.engine.config.launch import CPU_PROCS_ENV, child_env
 
     gpus = [] if a.tiny else list(range(nproc))
     env = child_env(os.environ, gpus=[a.visible[i] for i in gpus])
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     if a.tiny:
         env[CPU_PROCS_ENV] = str(nproc)
-    cmd = [sys.executable, "-m", "engine.train.torchrun", "--standalone", "--nproc-per-node", str(nproc),
+    cmd = [sys.executable, "-m", "wanlora.engine.train.torchrun", "--standalone", "--nproc-per-node", str(nproc),
            str(Path(__file__).resolve()), "--_worker", "--shape", a.shape, "--variant", a.variant,
            "--steps", str(a.steps), "--warmup", str(a.warmup), "--batch", str(a.batch), "--rank", str(a.rank)]
     cmd += ["--tiny"] if a.tiny else []
@@ -135,7 +135,7 @@ def visible_gpus() -> list[str]:
     cvd = os.environ.get("CUDA_VISIBLE_DEVICES")
     if cvd:
         return [g for g in cvd.split(",") if g.strip()]
-    from engine.config.gpu import detect_gpus
+    from wanlora.engine.config.gpu import detect_gpus
 
     return [str(g.index) for g in detect_gpus()]
 

@@ -40,8 +40,7 @@ def build_expert(variant: str, dev, dtype, tiny: bool = False, rank: int = 16):
     import torch
     from diffusers import WanTransformer3DModel
     from peft import LoraConfig
-
-    from engine.train import acceleration as acc
+    from wanlora.engine.train import acceleration as acc
 
     cfg = TINY if tiny else FULL
     prev = torch.get_default_dtype()
@@ -66,8 +65,7 @@ def build_expert(variant: str, dev, dtype, tiny: bool = False, rank: int = 16):
 
 def run_one(variant: str, shape: str, steps: int, warmup: int, tiny: bool, experts: int, batch: int) -> dict:
     import torch
-
-    from engine.train import acceleration as acc
+    from wanlora.engine.train import acceleration as acc
 
     F, H, W = (int(v) for v in shape.split("x"))
     dev = torch.device("cuda" if torch.cuda.is_available() and not tiny else "cpu")

@@ -1,7 +1,7 @@
-"""``python -m daemon run|start|stop|status`` — the same as ``wanlora daemon ...`` without the CLI package."""
+"""``python -m wanlora.daemon run|start|stop|status`` — the same as ``wanlora daemon ...`` without the CLI package."""
 
 import sys
 
-from daemon.service import main
+from wanlora.daemon.service import main
 
 sys.exit(main())

@@ -13,8 +13,7 @@ import os
 from pathlib import Path
 
 import psutil
-
-from engine.config import jobdir
+from wanlora.engine.config import jobdir
 
 
 def lock_held(job_dir: Path) -> bool:
@@ -62,7 +61,7 @@ def is_trainer_of(pid: int, job_dir: Path) -> bool:
         cmd = psutil.Process(pid).cmdline()
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return False
-    return "engine.train" in cmd and str(job_dir) in cmd
+    return "wanlora.engine.train" in cmd and str(job_dir) in cmd
 
 
 def live_trainer(job_dir: Path, known_pid: int | None = None) -> int | None:

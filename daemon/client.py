@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from daemon import protocol
-from daemon.home import Home
+from wanlora.daemon import protocol
+from wanlora.daemon.home import Home
 
 DOWN_MESSAGE = "daemon not running — start it with `wanlora daemon start`"
 

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.config.paths import wanlora_home
+from wanlora.engine.config.paths import wanlora_home
 
 # File systems on which SQLite's WAL (shared memory) and inotify do not work reliably.
 NETWORK_FS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "fuse.sshfs", "fuse.s3fs", "fuse.gcsfuse", "ceph",

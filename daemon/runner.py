@@ -1,6 +1,6 @@
 """Starting a trainer and turning the way it ended into a state + reason.
 
-Each job runs ``python -m engine.train JOB_DIR`` in its own session (``start_new_session``), so the
+Each job runs ``python -m wanlora.engine.train JOB_DIR`` in its own session (``start_new_session``), so the
 trainer outlives a daemon that dies or is upgraded, and ``cancel`` can signal the whole process group
 (data workers included).  stdout/stderr go to ``JOB_DIR/train.log``; the daemon never reads the pipes.
 """
@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.config import jobdir
+from wanlora.engine.config import jobdir
 
-TRAINER_MODULE = "engine.train"
+TRAINER_MODULE = "wanlora.engine.train"
 # NVLink multicast stays off on rented machines (KINDS.md): NCCL, torch symmetric memory and NVSHMEM.
 MULTICAST_OFF = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
 RETRYABLE = ("crash", "killed", "stopped")
@@ -26,10 +26,10 @@ RETRYABLE = ("crash", "killed", "stopped")
 
 def trainer_command(job_dir: Path, slots: list[str] | None = None) -> list[str]:
     """One process for one GPU; torchrun over the reserved GPUs (or job.nodes) via engine.config.launch."""
-    from engine.config.findings import JobError
-    from engine.config.io import load_job
-    from engine.config.launch import LaunchError
-    from engine.config.launch import trainer_command as launch_command
+    from wanlora.engine.config.findings import JobError
+    from wanlora.engine.config.io import load_job
+    from wanlora.engine.config.launch import LaunchError
+    from wanlora.engine.config.launch import trainer_command as launch_command
 
     gpus = [int(s) for s in (slots or []) if s.isdigit()]
     try:

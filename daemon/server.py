@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from daemon import protocol
+from wanlora.daemon import protocol
 
 Send = Callable[[dict[str, Any]], None]
 Handler = Callable[[dict[str, Any], Send], dict[str, Any]]

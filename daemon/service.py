@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from daemon import client
-from daemon.config import ConfigError, DaemonConfig
-from daemon.home import AlreadyRunning, Home, HomeError, lock_holder_pid
+from wanlora.daemon import client
+from wanlora.daemon.config import ConfigError, DaemonConfig
+from wanlora.daemon.home import AlreadyRunning, Home, HomeError, lock_holder_pid
 
 START_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 15.0
@@ -32,7 +32,7 @@ class ServiceError(Exception):
 
 
 def daemon_command(home: Home) -> list[str]:
-    return [sys.executable, "-m", "daemon", "run", "--home", str(home.root)]
+    return [sys.executable, "-m", "wanlora.daemon", "run", "--home", str(home.root)]
 
 
 def _trim_log(path: Path) -> None:
@@ -165,7 +165,7 @@ def install_service(home: Home, path: Path | None = None) -> tuple[Path, list[st
 
 def run(home: Home) -> int:
     """Foreground daemon (what ``start`` execs and what systemd runs)."""
-    from daemon.supervisor import run_foreground
+    from wanlora.daemon.supervisor import run_foreground
 
     try:
         config = DaemonConfig.load(home.config)
@@ -183,7 +183,7 @@ def run(home: Home) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m daemon")
+    p = argparse.ArgumentParser(prog="python -m wanlora.daemon")
     p.add_argument("action", choices=["run", "start", "stop", "status"])
     p.add_argument("--home", type=Path, default=None)
     args = p.parse_args(argv)

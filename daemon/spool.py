@@ -18,7 +18,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from daemon.home import Home
+from wanlora.daemon.home import Home
 
 OUR_DIRS = ("tmp", "new", "cur", "rejected")
 IN_PROGRESS_SUFFIXES = (".part", ".tmp", ".swp", "~")

@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from daemon import adopt, protocol, runner
-from daemon.callback import Callbacks
-from daemon.config import DaemonConfig
-from daemon.home import DaemonLock, Home, network_fs_warning
-from daemon.queue import (
+from wanlora.daemon import adopt, protocol, runner
+from wanlora.daemon.callback import Callbacks
+from wanlora.daemon.config import DaemonConfig
+from wanlora.daemon.home import DaemonLock, Home, network_fs_warning
+from wanlora.daemon.queue import (
     CANCELLED,
     COMPLETED,
     FAILED,
@@ -35,11 +35,11 @@ from daemon.queue import (
     JobRow,
     Queue,
 )
-from daemon.server import Send, Server
-from daemon.spool import Rejected, Spool, original_name, submit_file
-from daemon.telemetry import Telemetry, disk
-from daemon.views import job_view
-from engine.config import jobdir
+from wanlora.daemon.server import Send, Server
+from wanlora.daemon.spool import Rejected, Spool, original_name, submit_file
+from wanlora.daemon.telemetry import Telemetry, disk
+from wanlora.daemon.views import job_view
+from wanlora.engine.config import jobdir
 
 MIN_TICK_S = 0.05
 
@@ -180,7 +180,7 @@ class Daemon:
             self.log(f"warning: no inotify watch on the spool ({e}); relying on the {self.config.rescan_interval_s:g} s rescan")
 
     def _detect_slots(self) -> list[str]:
-        from engine.config.gpu import detect_gpus
+        from wanlora.engine.config.gpu import detect_gpus
 
         gpus = detect_gpus()
         if gpus:
@@ -253,8 +253,8 @@ class Daemon:
                 claimed.unlink(missing_ok=True)
                 return protocol.ok(id=done.id, name=done.name, warnings=[])
             text = self.spool.read(claimed)
-            from engine.config.io import dump_job
-            from engine.config.validate import check_file
+            from wanlora.engine.config.io import dump_job
+            from wanlora.engine.config.validate import check_file
 
             resolved, findings = check_file(claimed)
         except Rejected as e:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from daemon.home import Home
-from daemon.queue import RUNNING, JobRow
-from engine.config import jobdir
+from wanlora.daemon.home import Home
+from wanlora.daemon.queue import RUNNING, JobRow
+from wanlora.engine.config import jobdir
 
 LIVE_KEYS = ("step", "total_steps", "loss", "expert", "eta_s", "last_checkpoint", "heartbeat_ts")
 

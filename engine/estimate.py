@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.config.schema import Job
+from wanlora.engine.config.schema import Job
 
 WEIGHTS_GIB = {"none": 26.8, "fp8": 13.8, "nf4": 8.0}  # one expert incl. its unquantised embeddings/norms
 TE_GIB = {"none": 10.6, "fp8": 5.6, "nf4": 3.2}  # UMT5-XXL encoder
@@ -231,7 +231,7 @@ def gpu_speed(gpu_name: str | None, tier: int | None) -> tuple[str, float]:
 
 
 def calibration_path() -> Path:
-    from engine.config.presets import presets_dir
+    from wanlora.engine.config.presets import presets_dir
 
     return presets_dir() / "calibration.toml"
 

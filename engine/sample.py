@@ -43,7 +43,7 @@ class PreviewSpec:
 
 def preview_specs(sample: Any, trigger_word: str = "") -> list[PreviewSpec]:
     """One spec per ``[[sample.prompts]]`` row: trigger substituted, seed walked, negative defaulted."""
-    from engine.data.captions import substitute_trigger
+    from wanlora.engine.data.captions import substitute_trigger
 
     out = []
     for i, p in enumerate(sample.prompts):
@@ -59,8 +59,7 @@ def preview_specs(sample: Any, trigger_word: str = "") -> list[PreviewSpec]:
 def load_ctrl_image(path: Path, width: int, height: int):
     """The control image scaled to cover ``width × height`` and centre-cropped (no distortion): a PIL image."""
     from PIL import Image
-
-    from engine.data.buckets import crop_plan
+    from wanlora.engine.data.buckets import crop_plan
 
     img = Image.open(path).convert("RGB")
     plan = crop_plan(img.width, img.height, width, height)
@@ -177,7 +176,7 @@ def training_previews(*, job: Any, parts: Any, experts: dict[str, Any], embed: C
     An expert that is not trained is loaded from the model for the preview (base weights, no LoRA) and
     dropped after; a VAE freed by the latent cache is loaded back for the preview and dropped after.
     """
-    from engine.model.load import load_expert, load_vae
+    from wanlora.engine.model.load import load_expert, load_vae
 
     specs = preview_specs(job.sample, job.job.trigger_word)
     if not specs:
@@ -239,8 +238,7 @@ def sample_from_files(loras: list[Path], *, model: str | None, image: Path, prom
                       low_vram: bool = False, on_file: Callable[..., None] | None = None) -> list[Path]:
     """``wanlora sample``: the base model + one or two LoRA files (high first, or told by their metadata)."""
     from diffusers import WanImageToVideoPipeline
-
-    from engine.model.load import resolve_model_path
+    from wanlora.engine.model.load import resolve_model_path
 
     device = device or (torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32

@@ -9,9 +9,8 @@ import tomllib
 from pathlib import Path
 
 import pytest
-
-from engine.data.synthetic import write_clips
-from wanlora_tui.cli import main
+from wanlora.engine.data.synthetic import write_clips
+from wanlora.tui.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 FIX = ROOT / "tests" / "config" / "fixtures"
@@ -39,7 +38,7 @@ prompt = "[trigger] orbit 360"
 
 def test_validate_refuses_the_job_that_crashes_ai_toolkit(crash_job):
     """Run as a user would (a subprocess): exit 1 naming the three keys; torch never loads."""
-    proc = subprocess.run([sys.executable, "-m", "wanlora_tui.cli", "validate", str(crash_job), "--json"],
+    proc = subprocess.run([sys.executable, "-m", "wanlora.tui.cli", "validate", str(crash_job), "--json"],
                           capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 1, proc.stderr
     out = json.loads(proc.stdout)
@@ -49,7 +48,7 @@ def test_validate_refuses_the_job_that_crashes_ai_toolkit(crash_job):
 
 
 def test_validate_path_never_imports_torch(crash_job):
-    code = ("import sys\nfrom wanlora_tui.cli import main\n"
+    code = ("import sys\nfrom wanlora.tui.cli import main\n"
             f"rc = main(['validate', {str(crash_job)!r}])\n"
             "assert rc == 1, rc\n"
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'diffusers', 'transformers', 'peft', 'textual'))\n"

@@ -21,10 +21,9 @@ from textual import work
 from textual.app import App
 from textual.binding import Binding
 from textual.screen import Screen
-
-from engine.config.paths import wanlora_home
-from engine.config.schema import PANELS
-from wanlora_tui.wizard_state import WizardState
+from wanlora.engine.config.paths import wanlora_home
+from wanlora.engine.config.schema import PANELS
+from wanlora.tui.wizard_state import WizardState
 
 Start = Literal["home", "wizard", "attach", "dashboard"]
 STEP_TITLES = {"recipe": "RECIPE", "gpu": "GPU", "scan": "DATASET SCAN", "review": "REVIEW", **dict(PANELS)}
@@ -77,7 +76,7 @@ class WanloraApp(App[int]):
 
     def _initial_state(self, recipe: str | None, from_file: Path | None) -> WizardState:
         if from_file is not None:
-            from engine.config.io import read_toml
+            from wanlora.engine.config.io import read_toml
 
             st = WizardState.from_user_dict(read_toml(Path(from_file)))
         else:
@@ -110,7 +109,7 @@ class WanloraApp(App[int]):
         """NVML via engine.config.gpu (called from a worker thread); tests pass ``gpus=`` instead."""
         if self.gpu_cache is not None:
             return self.gpu_cache
-        from engine.config.gpu import detect_gpus
+        from wanlora.engine.config.gpu import detect_gpus
 
         return detect_gpus()
 
@@ -127,12 +126,12 @@ class WanloraApp(App[int]):
         return f"wanlora · new {st.recipe} LoRA · {tier} · {i}/{len(steps)} {STEP_TITLES.get(step, step.upper())}"
 
     def make_step(self, step: str) -> Screen[Any]:
-        from wanlora_tui.screens.dataset_scan import DatasetScanScreen
-        from wanlora_tui.screens.datasets import DatasetsScreen
-        from wanlora_tui.screens.gpu import GpuScreen
-        from wanlora_tui.screens.panel import PanelScreen
-        from wanlora_tui.screens.recipe import RecipeScreen
-        from wanlora_tui.screens.review import ReviewScreen
+        from wanlora.tui.screens.dataset_scan import DatasetScanScreen
+        from wanlora.tui.screens.datasets import DatasetsScreen
+        from wanlora.tui.screens.gpu import GpuScreen
+        from wanlora.tui.screens.panel import PanelScreen
+        from wanlora.tui.screens.recipe import RecipeScreen
+        from wanlora.tui.screens.review import ReviewScreen
 
         if step == "recipe":
             return RecipeScreen()
@@ -173,8 +172,8 @@ class WanloraApp(App[int]):
         """Drop the reviewed TOML into the spool; offer to start the daemon when it is not running."""
         import asyncio
 
-        from wanlora_tui import daemon_link
-        from wanlora_tui.screens.confirm import ConfirmScreen
+        from wanlora.tui import daemon_link
+        from wanlora.tui.screens.confirm import ConfirmScreen
 
         text = self.wizard.toml()
         if not await asyncio.to_thread(daemon_link.daemon_running, self.home):
@@ -196,7 +195,7 @@ class WanloraApp(App[int]):
 
     # ---- dashboard ----------------------------------------------------------------------------------
     def _dashboard_screen(self) -> Screen[Any]:
-        from wanlora_tui.screens.dashboard import DashboardScreen
+        from wanlora.tui.screens.dashboard import DashboardScreen
 
         return DashboardScreen()
 
@@ -204,8 +203,8 @@ class WanloraApp(App[int]):
         self.push_screen(self._dashboard_screen())
 
     def open_attach(self, job_id: str | None) -> None:
-        from wanlora_tui.job_model import list_jobs
-        from wanlora_tui.screens.job import JobScreen
+        from wanlora.tui.job_model import list_jobs
+        from wanlora.tui.screens.job import JobScreen
 
         self.push_screen(self._dashboard_screen())
         if job_id is None:  # the most recent job that is doing something, else the newest

@@ -12,7 +12,7 @@ import importlib
 import sys
 from types import ModuleType
 
-# verb -> module under wanlora_tui.commands (several verbs may share one module via its VERBS dict)
+# verb -> module under wanlora.tui.commands (several verbs may share one module via its VERBS dict)
 COMMANDS: dict[str, str] = {
     # foundation
     "validate": "validate",
@@ -49,9 +49,9 @@ EXIT_OK, EXIT_ERRORS, EXIT_USAGE = 0, 1, 2
 
 def _load(module: str) -> ModuleType | None:
     try:
-        return importlib.import_module(f"wanlora_tui.commands.{module}")
+        return importlib.import_module(f"wanlora.tui.commands.{module}")
     except ModuleNotFoundError as e:
-        if e.name == f"wanlora_tui.commands.{module}":
+        if e.name == f"wanlora.tui.commands.{module}":
             return None  # verb not built yet: hidden from the parser
         raise
 
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "_module", None) is None:
         parser.print_help()
         return EXIT_USAGE
-    from engine.config.findings import JobError
+    from wanlora.engine.config.findings import JobError
 
     try:
         return int(args._module.run(args) or 0)

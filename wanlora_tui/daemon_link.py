@@ -15,7 +15,7 @@ SPOOL = "spool"
 
 def submit(home: Path, text: str, name: str | None = None) -> str:
     """Maildir-drop the job TOML into ``<home>/spool``; returns where it went (shown to the user)."""
-    from daemon.spool import submit_file
+    from wanlora.daemon.spool import submit_file
 
     return str(submit_file(home, text, name=name))
 
@@ -35,14 +35,14 @@ TIMEOUT_S = 5.0  # a dashboard poll must never hang on a wedged daemon
 
 
 def daemon_running(home: Path) -> bool:
-    from daemon import client
+    from wanlora.daemon import client
 
     return client.running(home)
 
 
 def _ask(home: Path, cmd: str, **args: Any) -> dict[str, Any] | None:
     """One request; None when no daemon answers (or it answers garbage: the files still work)."""
-    from daemon import client, protocol
+    from wanlora.daemon import client, protocol
 
     try:
         return client.request(home, cmd, timeout=TIMEOUT_S, **args)
@@ -72,7 +72,7 @@ def job_status(home: Path, job_id: str) -> dict[str, Any] | None:
 
 def control(home: Path, verb: str, job_id: str) -> tuple[bool, str]:
     """pause / resume / cancel / save-now through the socket; (ok, message for the user)."""
-    from daemon import client, protocol
+    from wanlora.daemon import client, protocol
 
     try:
         res = client.request(home, verb, job=str(job_id), timeout=TIMEOUT_S * 2)
@@ -90,7 +90,7 @@ def start_daemon(home: Path) -> tuple[bool, str]:
     import sys
 
     try:
-        proc = subprocess.run([sys.executable, "-m", "wanlora_tui.cli", "daemon", "start"],
+        proc = subprocess.run([sys.executable, "-m", "wanlora.tui.cli", "daemon", "start"],
                               capture_output=True, text=True, timeout=30,
                               env={**__import__("os").environ, "WANLORA_HOME": str(home)})
     except (OSError, subprocess.TimeoutExpired) as e:

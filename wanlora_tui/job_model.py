@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.config import jobdir
+from wanlora.engine.config import jobdir
 
 TERMINAL = ("completed", "failed", "cancelled", "stopped")
 LOG_LINES = 200

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.config.findings import Finding, JobError
-from engine.config.io import dump_job
-from engine.config.schema import Job
+from wanlora.engine.config.findings import Finding, JobError
+from wanlora.engine.config.io import dump_job
+from wanlora.engine.config.schema import Job
 
 _PART = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?:\[(\d+)\])?")
 
@@ -199,8 +199,8 @@ class WizardState:
         return float(self.tier) if isinstance(self.tier, int) else None
 
     def evaluate(self) -> None:
-        from engine.config.presets import resolve
-        from engine.config.validate import sort_findings, validate_job
+        from wanlora.engine.config.presets import resolve
+        from wanlora.engine.config.validate import sort_findings, validate_job
 
         self._sync_meta()
         self.dirty = False
@@ -249,7 +249,7 @@ class WizardState:
 
     def final_check(self) -> list[Finding]:
         """Re-check the exact TOML text through ``check_file``, the path ``wanlora validate`` takes."""
-        from engine.config.validate import check_file
+        from wanlora.engine.config.validate import check_file
 
         text = self.toml()
         if not text or self.schema_error:
@@ -288,7 +288,7 @@ def recipe_meta(name: str) -> dict[str, Any]:
     """The ``[meta]`` table of a recipe (title, description, advice lines); {} for custom."""
     if name == "custom":
         return {"title": "Custom", "description": "Start from the schema's defaults and set every knob yourself."}
-    from engine.config.presets import load_recipe
+    from wanlora.engine.config.presets import load_recipe
 
     data = load_recipe(name)
     meta = data.get("meta") if isinstance(data, dict) else getattr(data, "meta", None)
@@ -300,7 +300,7 @@ def tier_meta(tier: int | str) -> dict[str, Any]:
     """The tier's table (title, advice, step_time_factor); {} for auto/unknown."""
     if not isinstance(tier, int):
         return {}
-    from engine.config.presets import load_tiers
+    from wanlora.engine.config.presets import load_tiers
 
     tiers = load_tiers()
     t = tiers.get(tier) or tiers.get(str(tier)) or {}

@@ -137,7 +137,7 @@ def cache_dir_for(dataset_folder: Path | str, fallback_root: Path | None = None)
     if _writable_dir(beside):
         return beside
     if fallback_root is None:
-        from engine.config.paths import wanlora_home
+        from wanlora.engine.config.paths import wanlora_home
 
         fallback_root = wanlora_home() / "cache"
     tag = hashlib.sha256(str(folder).encode()).hexdigest()[:16]

@@ -28,9 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-from engine.cache.keys import HashIndex, entry_key
-from engine.train.conditioning import condition_latents, encode_latents
+from wanlora.engine.cache.keys import HashIndex, entry_key
+from wanlora.engine.train.conditioning import condition_latents, encode_latents
 
 Progress = Callable[[int, int, int], None]  # (done, total, computed so far)
 
@@ -116,7 +115,7 @@ def spec_of_sample(sample: Any, frame_sampling: str) -> LatentSpec:
 
 
 def _kind_of(path: Path) -> str:
-    from engine.data.decode import media_kind
+    from wanlora.engine.data.decode import media_kind
 
     return media_kind(path) or "video"
 
@@ -151,7 +150,7 @@ def fill(dataset: Any, caches: dict[int, LatentCache], vae, *, progress: Progres
     Decoding runs ``prefetch`` entries ahead in threads while the VAE encodes; an unreadable clip is
     reported through ``warn`` (the data layer skips it at training time anyway).
     """
-    from engine.data.decode import MediaError
+    from wanlora.engine.data.decode import MediaError
 
     work = [(d, spec, e) for d in sorted(caches) for spec, e in planned_specs(dataset, d)]
     stats = FillStats(total=len(work))

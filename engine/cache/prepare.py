@@ -17,12 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-from engine.cache.keys import HashIndex, cache_dir_for, model_identity
-from engine.cache.latents import BatchLatents, FillStats, LatentCache, fill
-from engine.cache.text import Embedder, TextCache
-from engine.data.captions import substitute_trigger
-from engine.train.dop import preservation_prompt
+from wanlora.engine.cache.keys import HashIndex, cache_dir_for, model_identity
+from wanlora.engine.cache.latents import BatchLatents, FillStats, LatentCache, fill
+from wanlora.engine.cache.text import Embedder, TextCache
+from wanlora.engine.data.captions import substitute_trigger
+from wanlora.engine.train.dop import preservation_prompt
 
 Emit = Callable[..., Any]  # emit("cache", **fields)
 
@@ -149,8 +148,8 @@ def prepare_inputs(job: Any, parts: Any, dataset: Any, *, device: torch.device, 
 def cache_job(job: Any, *, device: torch.device | None = None, emit: Emit | None = None,
               warn: Callable[..., None] | None = None, fallback_root: Path | None = None) -> Inputs:
     """``wanlora cache``: fill the job's latent and text caches without loading any expert."""
-    from engine.data.dataset import build_dataset
-    from engine.model.load import load_parts
+    from wanlora.engine.data.dataset import build_dataset
+    from wanlora.engine.model.load import load_parts
 
     device = device or (torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32  # as the trainer loads them

@@ -20,9 +20,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
-
-from engine.cache.keys import entry_key
-from engine.model.text import MAX_SEQUENCE_LENGTH, clean_prompt, encode_prompts
+from wanlora.engine.cache.keys import entry_key
+from wanlora.engine.model.text import MAX_SEQUENCE_LENGTH, clean_prompt, encode_prompts
 
 Progress = Callable[[int, int, int], None]  # (done, total, computed so far)
 

@@ -15,9 +15,8 @@ from typing import Any
 
 import tomli_w
 from pydantic import BaseModel
-
-from engine.config.findings import Finding, JobError
-from engine.config.schema import PANELS, SamplePrompt, section_model
+from wanlora.engine.config.findings import Finding, JobError
+from wanlora.engine.config.schema import PANELS, SamplePrompt, section_model
 
 _MISSING = object()
 

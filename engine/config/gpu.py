@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from engine.config.schema import VRAM_TIERS
+from wanlora.engine.config.schema import VRAM_TIERS
 
 GIB = float(1 << 30)
 # A "24 GB" card shows ~23.6 GiB free and an "80 GB" H100 79.2 GiB total; a tier fits when the free

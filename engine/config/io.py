@@ -14,9 +14,8 @@ from typing import Any
 
 import tomli_w
 from pydantic import ValidationError
-
-from engine.config.findings import Finding, JobError
-from engine.config.schema import Job, all_keys
+from wanlora.engine.config.findings import Finding, JobError
+from wanlora.engine.config.schema import Job, all_keys
 
 MAX_JOB_BYTES = 1_000_000
 
@@ -158,7 +157,7 @@ _TYPE_WORDS = {
 
 
 def _help_fix(key: str) -> str:
-    from engine.config.schema import field_help
+    from wanlora.engine.config.schema import field_help
 
     h = field_help(key)
     return f"see its help: {h}" if h else "see `wanlora show` for the key's help"
@@ -226,6 +225,6 @@ def dump_job(job: Job, *, exclude_defaults: bool = False) -> str:
 
 
 def save_job(job: Job, path: Path) -> None:
-    from engine.config.jobdir import write_text_atomic
+    from wanlora.engine.config.jobdir import write_text_atomic
 
     write_text_atomic(Path(path), dump_job(job))

@@ -2,8 +2,8 @@
 
 The daemon (and ``wanlora`` tools) import this to launch ``JOB_DIR`` on the GPUs they reserved:
 
-- one process: ``python -m engine.train JOB_DIR``;
-- N GPUs on this machine: ``python -m engine.train.torchrun --standalone --nproc-per-node N -m engine.train
+- one process: ``python -m wanlora.engine.train JOB_DIR``;
+- N GPUs on this machine: ``python -m wanlora.engine.train.torchrun --standalone --nproc-per-node N -m wanlora.engine.train
   JOB_DIR`` — torchrun itself, wrapped only so the group exits with the trainer's own code (pause = 75 …)
   instead of torchrun's generic 1;
 - ``job.nodes`` > 1: the same with ``--nnodes/--rdzv-backend c10d/--rdzv-endpoint/--rdzv-id`` (start the
@@ -21,7 +21,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from engine.config.schema import Job
+from wanlora.engine.config.schema import Job
 
 CPU_PROCS_ENV = "WANLORA_CPU_PROCS"
 RDZV_ENDPOINT_ENV = "WANLORA_RDZV_ENDPOINT"  # host:port of node 0, same on every node
@@ -74,10 +74,10 @@ def trainer_command(job: Job, job_dir: Path | str, python: str | None = None, *,
     nodes = int(job.job.nodes)
     cpu = cpu_procs(env)
     nproc = cpu or max(1, len(gpus))
-    tail = ["-m", "engine.train", job_dir] + (["--cpu"] if cpu else [])
+    tail = ["-m", "wanlora.engine.train", job_dir] + (["--cpu"] if cpu else [])
     if nproc == 1 and nodes == 1:
         return [python, *tail]
-    cmd = [python, "-m", "engine.train.torchrun", "--nproc-per-node", str(nproc)]
+    cmd = [python, "-m", "wanlora.engine.train.torchrun", "--nproc-per-node", str(nproc)]
     if nodes == 1:
         cmd.append("--standalone")
     else:

@@ -18,9 +18,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from engine.config.findings import Finding, JobError
-from engine.config.io import job_from_dict, read_toml
-from engine.config.schema import RECIPES, VRAM_TIERS, Job
+from wanlora.engine.config.findings import Finding, JobError
+from wanlora.engine.config.io import job_from_dict, read_toml
+from wanlora.engine.config.schema import RECIPES, VRAM_TIERS, Job
 
 Origin = Literal["default", "recipe", "tier", "user"]
 RECIPE_NAMES = tuple(r for r in RECIPES if r != "custom")
@@ -42,7 +42,7 @@ class Resolved:
 
 
 def presets_dir() -> Path:
-    return Path(str(resources.files("presets")))
+    return Path(str(resources.files("wanlora.presets")))
 
 
 @lru_cache(maxsize=8)
@@ -114,7 +114,7 @@ def _pick_tier(requested: Any, user: dict[str, Any], detected_vram_gb: float | N
         return int(requested), "declared", detected_vram_gb
     if requested != "auto":
         return None, "none", detected_vram_gb  # a bad value: the schema check reports it
-    from engine.config import gpu
+    from wanlora.engine.config import gpu
 
     if detected_vram_gb is None:
         job = user.get("job") if isinstance(user.get("job"), dict) else {}

@@ -12,14 +12,14 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from engine.config.findings import Finding, JobError
-from engine.config.io import read_toml
-from engine.config.presets import Resolved, recipe_meta, resolve
-from engine.config.schema import DatasetSection, Job
-from engine.estimate import format_ladder, oom_ladder, peak_vram
+from wanlora.engine.config.findings import Finding, JobError
+from wanlora.engine.config.io import read_toml
+from wanlora.engine.config.presets import Resolved, recipe_meta, resolve
+from wanlora.engine.config.schema import DatasetSection, Job
+from wanlora.engine.estimate import format_ladder, oom_ladder, peak_vram
 
 if TYPE_CHECKING:
-    from engine.data.scan import FolderReport
+    from wanlora.engine.data.scan import FolderReport
 
 TRIGGER = "[trigger]"
 SOURCE_FPS = 16.0  # Wan 2.2 generates at 16 fps
@@ -217,7 +217,7 @@ def _tier_of(job: Job, vram_gb: float | None) -> int | None:
     if isinstance(job.job.vram_tier, int):
         return job.job.vram_tier
     if vram_gb is not None:
-        from engine.config.gpu import pick_tier
+        from wanlora.engine.config.gpu import pick_tier
 
         return pick_tier(vram_gb)
     return None
@@ -274,7 +274,7 @@ def _check_data(job: Job, check_files: bool) -> tuple[list[Finding], dict[int, F
         if not Path(d.folder).expanduser().is_absolute():
             out.append(Finding("warning", key, f"{d.folder} is a relative path; the daemon resolves it from its own folder",
                                "use an absolute path"))
-        from engine.data.scan import ScanError, scan_folder
+        from wanlora.engine.data.scan import ScanError, scan_folder
 
         try:
             rep = scan_folder(d.folder, d.caption_ext)

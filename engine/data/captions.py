@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from engine.data.frames import RandomLike
-from engine.data.scan import read_caption
+from wanlora.engine.data.frames import RandomLike
+from wanlora.engine.data.scan import read_caption
 
 TRIGGER = "[trigger]"
 _TRIGGER_RE = re.compile(re.escape(TRIGGER), re.IGNORECASE)

@@ -35,14 +35,13 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from engine.config.schema import DatasetSection, Job
-from engine.data.buckets import bucket_for, crop_plan
-from engine.data.captions import caption_dropout, final_caption
-from engine.data.decode import MediaError, read_image, read_video_frames
-from engine.data.frames import FrameSelection, fps_indices, fps_windows, pick_window, sample_indices
-from engine.data.order import Bucket, DataOrder, PlannedBatch, SampleRef, SourceSpec
-from engine.data.scan import ScanError, scan_folder
+from wanlora.engine.config.schema import DatasetSection, Job
+from wanlora.engine.data.buckets import bucket_for, crop_plan
+from wanlora.engine.data.captions import caption_dropout, final_caption
+from wanlora.engine.data.decode import MediaError, read_image, read_video_frames
+from wanlora.engine.data.frames import FrameSelection, fps_indices, fps_windows, pick_window, sample_indices
+from wanlora.engine.data.order import Bucket, DataOrder, PlannedBatch, SampleRef, SourceSpec
+from wanlora.engine.data.scan import ScanError, scan_folder
 
 STATE_VERSION = 1
 Warn = Callable[..., None]  # warn(message: str, path: str | None = None)

@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-from engine.config.schema import IMAGE_EXTS, VIDEO_EXTS
+from wanlora.engine.config.schema import IMAGE_EXTS, VIDEO_EXTS
 
 FIX = "re-copy or re-export it (H.264 mp4 is safest), or remove it from the folder"
 

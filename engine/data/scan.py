@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from engine.data.decode import MediaError, media_kind, probe_image, probe_video
+from wanlora.engine.data.decode import MediaError, media_kind, probe_image, probe_video
 
 
 class ScanError(Exception):

@@ -133,8 +133,7 @@ def load_vae(root: Path, dtype: torch.dtype, device: torch.device | str = "cpu")
 def load_text_encoder(root: Path, dtype: torch.dtype, device: torch.device | str = "cpu", quant: str = "none"):
     """(tokenizer, UMT5 encoder) — the encoder frozen and in eval mode, its Linears quantised per ``quant``."""
     from transformers import AutoTokenizer, UMT5EncoderModel
-
-    from engine.model.quant import quantize_text_encoder
+    from wanlora.engine.model.quant import quantize_text_encoder
 
     tok = AutoTokenizer.from_pretrained(root / "tokenizer")
     te = UMT5EncoderModel.from_pretrained(root, subfolder="text_encoder", dtype=dtype)

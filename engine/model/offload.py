@@ -17,9 +17,8 @@ from typing import Any
 
 import torch
 from torch import nn
-
-from engine.model.fp8_linear import Fp8Linear
-from engine.model.quant import Nf4Linear
+from wanlora.engine.model.fp8_linear import Fp8Linear
+from wanlora.engine.model.quant import Nf4Linear
 
 # The bulk of each block: base Linear weights (NF4 keeps its small quantisation statistics on the GPU).
 _STREAMED = {Fp8Linear: ("weight_q",), Nf4Linear: ("weight_packed",), nn.Linear: ("weight",)}

@@ -12,8 +12,7 @@ from typing import Literal
 
 import torch
 from torch import nn
-
-from engine.model.fp8_linear import Fp8Linear, fp8_eligible
+from wanlora.engine.model.fp8_linear import Fp8Linear, fp8_eligible
 
 Mode = Literal["none", "fp8", "nf4"]
 

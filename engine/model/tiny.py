@@ -132,7 +132,7 @@ def build_tiny_model(path: Path, seed: int = 0) -> Path:
 
 def ensure_tiny_model(path: Path | None = None) -> Path:
     """The tiny model at ``path`` (default ``paths.tiny_model_dir()``), built once on first use."""
-    from engine.config.paths import tiny_model_dir
+    from wanlora.engine.config.paths import tiny_model_dir
 
     path = Path(path) if path is not None else tiny_model_dir()
     if not (path / "model_index.json").is_file():

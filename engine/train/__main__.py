@@ -1,4 +1,4 @@
-"""``python -m engine.train JOB_DIR``: run the trainer for one job folder; the exit code is the contract."""
+"""``python -m wanlora.engine.train JOB_DIR``: run the trainer for one job folder; the exit code is the contract."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m engine.train", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m wanlora.engine.train", description=__doc__)
     parser.add_argument("job_dir", type=Path, help="job folder holding job.toml")
     parser.add_argument("--cpu", action="store_true", help="train on the CPU even if a GPU is present")
     args = parser.parse_args(argv)
-    from engine.train.loop import run
+    from wanlora.engine.train.loop import run
 
     device = None
     if args.cpu:

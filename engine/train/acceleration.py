@@ -18,8 +18,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
-
-from engine.model.fp8_linear import convert_to_fp8
+from wanlora.engine.model.fp8_linear import convert_to_fp8
 
 GIB = 1024**3
 # Activation memory of one Wan 2.2 A14B block left un-checkpointed, per video token at batch 1 (bf16,

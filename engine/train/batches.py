@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from engine.config.schema import Job
-from engine.data.dataset import Batch, DataExhausted, build_dataset
+from wanlora.engine.config.schema import Job
+from wanlora.engine.data.dataset import Batch, DataExhausted, build_dataset
 
 __all__ = ["Batch", "BatchSource", "DataExhausted", "make_batch_source"]
 

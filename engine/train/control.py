@@ -15,7 +15,7 @@ import signal
 from pathlib import Path
 from types import FrameType
 
-from engine.config import jobdir
+from wanlora.engine.config import jobdir
 
 
 class RunLock:

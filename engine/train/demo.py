@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from engine.config import jobdir
-from engine.config.io import job_from_dict, save_job
-from engine.config.schema import Job
+from wanlora.engine.config import jobdir
+from wanlora.engine.config.io import job_from_dict, save_job
+from wanlora.engine.config.schema import Job
 
 
 def demo_job_dict(clips: Path, model: Path, *, steps: int = 40, name: str = "wanlora_demo",
@@ -42,8 +42,8 @@ def write_job_dir(job_dir: Path, job: Job | dict[str, Any]) -> Path:
 
 def prepare_demo(home: Path, *, steps: int = 40, n_clips: int = 4, model: Path | None = None) -> Path:
     """Write clips, build (or reuse) the tiny model, write the job folder; returns the job folder."""
-    from engine.data.synthetic import write_clips
-    from engine.model.tiny import ensure_tiny_model
+    from wanlora.engine.data.synthetic import write_clips
+    from wanlora.engine.model.tiny import ensure_tiny_model
 
     home = Path(home)
     clips = home / "demo" / "clips"

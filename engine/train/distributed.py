@@ -1,7 +1,7 @@
 """Data parallel training over torch.distributed: one process per GPU, launched by torchrun.
 
-The same job file runs on 1 GPU (plain ``python -m engine.train``; every helper here is then a no-op)
-or on N GPUs / several nodes (``python -m engine.train.torchrun … -m engine.train JOB_DIR``; the launch
+The same job file runs on 1 GPU (plain ``python -m wanlora.engine.train``; every helper here is then a no-op)
+or on N GPUs / several nodes (``python -m wanlora.engine.train.torchrun … -m wanlora.engine.train JOB_DIR``; the launch
 line comes from :mod:`engine.config.launch`).
 
 Design, and why:
@@ -43,11 +43,10 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
-
-from engine.config import jobdir
-from engine.config.launch import CPU_PROCS_ENV, nvls_off_env
-from engine.train.control import RunLock, StopSignal
-from engine.train.events import EventLog, Heartbeat, Status
+from wanlora.engine.config import jobdir
+from wanlora.engine.config.launch import CPU_PROCS_ENV, nvls_off_env
+from wanlora.engine.train.control import RunLock, StopSignal
+from wanlora.engine.train.events import EventLog, Heartbeat, Status
 
 BUCKET_BYTES = 64 << 20  # fp32 bytes per all-reduce bucket
 _STOP_CODES = {"SIGTERM": 1, "SIGINT": 2}

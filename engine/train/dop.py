@@ -15,10 +15,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
-
-from engine.data.captions import substitute_trigger
-from engine.model.lora import ADAPTER_NAME
-from engine.train.objective import preservation_loss
+from wanlora.engine.data.captions import substitute_trigger
+from wanlora.engine.model.lora import ADAPTER_NAME
+from wanlora.engine.train.objective import preservation_loss
 
 
 def preservation_prompt(caption_raw: str, trigger_word: str, class_word: str) -> str:

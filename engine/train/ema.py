@@ -11,8 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
-
-from engine.model.lora import ADAPTER_NAME
+from wanlora.engine.model.lora import ADAPTER_NAME
 
 
 def ema_update(shadow: torch.Tensor, weight: torch.Tensor, decay: float) -> torch.Tensor:

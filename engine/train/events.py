@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine.config import jobdir
+from wanlora.engine.config import jobdir
 
 EVENT_TYPES = ("step", "heartbeat", "checkpoint", "sample", "warning", "error", "state", "cache")
 

@@ -5,7 +5,7 @@ Pure functions of the job, so the same text shows in events, status and ``wanlor
 
 from __future__ import annotations
 
-from engine.config.schema import Job
+from wanlora.engine.config.schema import Job
 
 
 def oom_ladder(job: Job) -> list[str]:

@@ -1,6 +1,6 @@
 """The training loop: wires the small components into a run, and turns failures into exit codes.
 
-``run(job_dir)`` is the whole life of one trainer process (``python -m engine.train JOB_DIR``):
+``run(job_dir)`` is the whole life of one trainer process (``python -m wanlora.engine.train JOB_DIR``):
 take ``run.lock`` → read ``job.toml`` → load only the trained experts + VAE + text encoder → attach one
 LoRA per expert → resume from the newest complete state → loop over optimizer steps (alternating
 experts), writing events/status, polling control flags, saving checkpoint pairs and resumable states →
@@ -21,32 +21,31 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-from engine.cache.prepare import Inputs, prepare_inputs
-from engine.config import jobdir
-from engine.config.findings import JobError
-from engine.config.io import load_job
-from engine.config.schema import Job
-from engine.model import lora_format
-from engine.model.load import ModelLoadError, WanParts, load_parts
-from engine.model.lora import add_lora, load_lora_state_dict, lora_state_dict
-from engine.model.offload import BlockStreamer
-from engine.model.quant import QuantizationUnavailable, check_available, quantize_and_place
-from engine.sample import training_previews
-from engine.train import acceleration as acc
-from engine.train import distributed, dop
-from engine.train import ema as ema_mod
-from engine.train import state as train_state
-from engine.train.batches import Batch, BatchSource, DataExhausted, make_batch_source
-from engine.train.conditioning import model_input
-from engine.train.control import StopSignal, take_flags
-from engine.train.events import EventLog, Status
-from engine.train.experts import Expert, expert_for_step, place_experts, trained_experts
-from engine.train.failures import nan_message, oom_message
-from engine.train.objective import differential_guidance_target, flow_target, mse_loss, noisy_latents
-from engine.train.optim import OptimizerUnavailable, build_optimizer, lr_at, set_lr
-from engine.train.sample_noise import batch_positions, draw_per_sample
-from engine.train.timesteps import sample_timesteps, sigmas_from_timesteps
+from wanlora.engine.cache.prepare import Inputs, prepare_inputs
+from wanlora.engine.config import jobdir
+from wanlora.engine.config.findings import JobError
+from wanlora.engine.config.io import load_job
+from wanlora.engine.config.schema import Job
+from wanlora.engine.model import lora_format
+from wanlora.engine.model.load import ModelLoadError, WanParts, load_parts
+from wanlora.engine.model.lora import add_lora, load_lora_state_dict, lora_state_dict
+from wanlora.engine.model.offload import BlockStreamer
+from wanlora.engine.model.quant import QuantizationUnavailable, check_available, quantize_and_place
+from wanlora.engine.sample import training_previews
+from wanlora.engine.train import acceleration as acc
+from wanlora.engine.train import distributed, dop
+from wanlora.engine.train import ema as ema_mod
+from wanlora.engine.train import state as train_state
+from wanlora.engine.train.batches import Batch, BatchSource, DataExhausted, make_batch_source
+from wanlora.engine.train.conditioning import model_input
+from wanlora.engine.train.control import StopSignal, take_flags
+from wanlora.engine.train.events import EventLog, Status
+from wanlora.engine.train.experts import Expert, expert_for_step, place_experts, trained_experts
+from wanlora.engine.train.failures import nan_message, oom_message
+from wanlora.engine.train.objective import differential_guidance_target, flow_target, mse_loss, noisy_latents
+from wanlora.engine.train.optim import OptimizerUnavailable, build_optimizer, lr_at, set_lr
+from wanlora.engine.train.sample_noise import batch_positions, draw_per_sample
+from wanlora.engine.train.timesteps import sample_timesteps, sigmas_from_timesteps
 
 _ATTN_BACKENDS = {"native": "native", "cudnn": "_native_cudnn", "flash": "_native_flash",
                   "efficient": "_native_efficient", "math": "_native_math"}

@@ -12,8 +12,7 @@ import hashlib
 from collections.abc import Sequence
 
 import torch
-
-from engine.train.timesteps import sample_timesteps
+from wanlora.engine.train.timesteps import sample_timesteps
 
 
 def sample_seed(seed: int, position: int, what: str) -> int:

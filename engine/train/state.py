@@ -24,9 +24,8 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from engine.config import jobdir
-from engine.model.lora_format import fsync_dir
+from wanlora.engine.config import jobdir
+from wanlora.engine.model.lora_format import fsync_dir
 
 META = "meta.json"
 ADAPTERS = "adapters.safetensors"

@@ -1,4 +1,4 @@
-"""``python -m engine.train.torchrun [torchrun args] -m engine.train JOB_DIR``: torchrun, keeping exit codes.
+"""``python -m wanlora.engine.train.torchrun [torchrun args] -m wanlora.engine.train JOB_DIR``: torchrun, keeping exit codes.
 
 Plain torchrun exits 1 whenever a worker exits non-zero, so a paused group (every rank exits 75) would
 look like a crash to the daemon.  This runs torchrun's own launcher unchanged and then exits with the

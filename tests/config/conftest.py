@@ -6,8 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-from engine.data.synthetic import write_clips
+from wanlora.engine.data.synthetic import write_clips
 
 
 @pytest.fixture(scope="session")

@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from engine.config.aitk import convert, convert_file, to_toml
-from engine.config.findings import JobError
-from engine.config.io import job_from_dict, parse_toml
+from wanlora.engine.config.aitk import convert, convert_file, to_toml
+from wanlora.engine.config.findings import JobError
+from wanlora.engine.config.io import job_from_dict, parse_toml
 
 FIX = Path(__file__).parent / "fixtures"
 

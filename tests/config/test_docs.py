@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.config.docs import render
-from engine.config.schema import all_keys
+from wanlora.engine.config.docs import render
+from wanlora.engine.config.schema import all_keys
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "job-file.md"
 
 
 def test_committed_reference_is_current():
-    assert DOC.read_text(encoding="utf-8") == render(), "regenerate: python -m engine.config.docs > docs/job-file.md"
+    assert DOC.read_text(encoding="utf-8") == render(), "regenerate: python -m wanlora.engine.config.docs > docs/job-file.md"
 
 
 def test_reference_lists_every_key():

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
-from engine.config.presets import resolve
-from engine.estimate import oom_ladder, peak_vram, step_time, video_tokens
+from wanlora.engine.config.presets import resolve
+from wanlora.engine.estimate import oom_ladder, peak_vram, step_time, video_tokens
 
 
 def job_for(frames: int, res: int, **sections):

@@ -5,14 +5,13 @@ from __future__ import annotations
 import tomllib
 
 import pytest
-
-from engine.config import gpu
-from engine.config.findings import JobError
-from engine.config.io import dump_job, job_from_dict, load_job, parse_toml
-from engine.config.presets import list_recipes, load_recipe, load_tiers, resolve, resolve_file
-from engine.config.schema import VRAM_TIERS, Job
-from engine.estimate import peak_vram
-from wanlora_tui.commands.show import render
+from wanlora.engine.config import gpu
+from wanlora.engine.config.findings import JobError
+from wanlora.engine.config.io import dump_job, job_from_dict, load_job, parse_toml
+from wanlora.engine.config.presets import list_recipes, load_recipe, load_tiers, resolve, resolve_file
+from wanlora.engine.config.schema import VRAM_TIERS, Job
+from wanlora.engine.estimate import peak_vram
+from wanlora.tui.commands.show import render
 
 USER = {"job": {"preset": "character", "vram_tier": 24},
         "training": {"steps": 3000},

@@ -6,10 +6,10 @@ import os
 from pathlib import Path
 
 import pytest
+from wanlora.engine.config.findings import Finding
+from wanlora.engine.config.validate import check_file, nearest_valid_frames
+from wanlora.engine.data.synthetic import write_bad_files, write_clips
 
-from engine.config.findings import Finding
-from engine.config.validate import check_file, nearest_valid_frames
-from engine.data.synthetic import write_bad_files, write_clips
 from tests.config.conftest import clean_job
 
 

@@ -1,4 +1,4 @@
-"""Fixtures for the daemon tests: real daemons (``python -m daemon run``) on private homes, a real tiny
+"""Fixtures for the daemon tests: real daemons (``python -m wanlora.daemon run``) on private homes, a real tiny
 model and real clips, and clean-up that kills every process a test started (by pid, never by name)."""
 
 from __future__ import annotations
@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from daemon import client
-from daemon.home import Home
+from wanlora.daemon import client
+from wanlora.daemon.home import Home
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -34,13 +33,13 @@ def wait_for(pred, timeout: float = 30.0, interval: float = 0.05, what: str = "c
 
 
 class DaemonProc:
-    """One ``python -m daemon run`` process on a home (a real process the test may SIGKILL)."""
+    """One ``python -m wanlora.daemon run`` process on a home (a real process the test may SIGKILL)."""
 
     def __init__(self, home: Path, log: Path) -> None:
         self.home = Home.resolve(home)
         self.log = log
         env = {**os.environ, "WANLORA_HOME": str(home), "PYTHONPATH": str(REPO)}
-        self.proc = subprocess.Popen([sys.executable, "-m", "daemon", "run", "--home", str(home)],
+        self.proc = subprocess.Popen([sys.executable, "-m", "wanlora.daemon", "run", "--home", str(home)],
                                      stdin=subprocess.DEVNULL, stdout=open(log, "ab"), stderr=subprocess.STDOUT,
                                      env=env, cwd=REPO, start_new_session=True)
 
@@ -78,7 +77,7 @@ def home() -> Iterator[Path]:
     yield h
     # kill any trainer a test left behind (by the pid in its run.lock), then remove the folder
     for lock in (h / "jobs").glob("*/run.lock"):
-        from daemon import adopt
+        from wanlora.daemon import adopt
 
         if adopt.lock_held(lock.parent):
             pid = adopt.lock_pid(lock.parent)
@@ -111,8 +110,8 @@ def daemons(home: Path) -> Iterator[Any]:
 @pytest.fixture(scope="session")
 def assets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The real tiny Wan 2.2 I2V model and four real mp4 clips with captions (built once, offline)."""
-    from engine.data.synthetic import write_clips
-    from engine.model.tiny import build_tiny_model
+    from wanlora.engine.data.synthetic import write_clips
+    from wanlora.engine.model.tiny import build_tiny_model
 
     root = tmp_path_factory.mktemp("daemon-assets")
     clips = root / "clips"
@@ -123,8 +122,8 @@ def assets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def job_text(assets: dict[str, Path], name: str = "tiny", *, steps: int = 20, every: int = 5, **overrides: Any) -> str:
     """A complete, valid job file for the tiny model (what the wizard would write)."""
-    from engine.config.io import dump_job, job_from_dict
-    from engine.train.demo import demo_job_dict
+    from wanlora.engine.config.io import dump_job, job_from_dict
+    from wanlora.engine.train.demo import demo_job_dict
 
     d = demo_job_dict(assets["clips"], assets["model"], steps=steps, name=name, num_frames=9, resolution=64)
     d["job"]["trigger_word"] = "sks"
@@ -138,5 +137,5 @@ def job_text(assets: dict[str, Path], name: str = "tiny", *, steps: int = 20, ev
 def cli(*args: str, home: Path, timeout: float = 60, **kw: Any) -> subprocess.CompletedProcess[str]:
     """Run the real ``wanlora`` command line in a subprocess."""
     env = {**os.environ, "WANLORA_HOME": str(home), "PYTHONPATH": str(REPO), **kw.pop("env", {})}
-    return subprocess.run([sys.executable, "-m", "wanlora_tui.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "wanlora.tui.cli", *args], capture_output=True, text=True,
                           env=env, cwd=kw.pop("cwd", REPO), timeout=timeout, **kw)

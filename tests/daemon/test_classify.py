@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import signal
 
-from daemon.runner import MULTICAST_OFF, classify, trainer_command, trainer_env
-from engine.config import jobdir
+from wanlora.daemon.runner import MULTICAST_OFF, classify, trainer_command, trainer_env
+from wanlora.engine.config import jobdir
 
 
 def test_exit_codes_map_to_states_and_reasons() -> None:
@@ -48,10 +48,10 @@ def test_trainer_environment_pins_gpus_and_keeps_multicast_off() -> None:
 
 
 def test_several_gpus_launch_through_torchrun(tmp_path) -> None:  # noqa: ANN001
-    from engine.config.io import job_from_dict, save_job
+    from wanlora.engine.config.io import job_from_dict, save_job
 
     save_job(job_from_dict({"job": {"name": "multi", "gpus": [0, 1]}}), tmp_path / "job.toml")
     one = trainer_command(tmp_path, ["0"])
-    assert one[1:] == ["-m", "engine.train", str(tmp_path)]
+    assert one[1:] == ["-m", "wanlora.engine.train", str(tmp_path)]
     two = trainer_command(tmp_path, ["0", "1"])
-    assert two[1:3] == ["-m", "engine.train.torchrun"] and "--nproc-per-node" in two and two[-2:] == ["engine.train", str(tmp_path)]
+    assert two[1:3] == ["-m", "wanlora.engine.train.torchrun"] and "--nproc-per-node" in two and two[-2:] == ["wanlora.engine.train", str(tmp_path)]

@@ -16,9 +16,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from wanlora.daemon import client, protocol
+from wanlora.daemon.spool import submit_file
 
-from daemon import client, protocol
-from daemon.spool import submit_file
 from tests.daemon.conftest import REPO, cli, job_text, wait_for
 
 
@@ -28,7 +28,7 @@ def _queue(d, assets, *names: str) -> list[int]:  # noqa: ANN001
 
 def test_a_second_daemon_on_the_same_home_refuses_and_names_the_first(home: Path, daemons) -> None:
     first = daemons({"cpu_slots": 0})
-    second = subprocess.run([sys.executable, "-m", "daemon", "run", "--home", str(home)], capture_output=True,
+    second = subprocess.run([sys.executable, "-m", "wanlora.daemon", "run", "--home", str(home)], capture_output=True,
                             text=True, timeout=30, cwd=REPO)
     assert second.returncode == 3
     assert "already running" in second.stderr and f"pid {first.pid}" in second.stderr
@@ -123,11 +123,11 @@ def test_daemon_and_status_never_import_torch(home: Path, daemons, assets) -> No
     wait_for(lambda: len(d.request("list")["jobs"]) == 2, timeout=20, what="both jobs queued")
     assert d.request("ping")["torch_loaded"] is False
     assert not _maps_have_torch(d.pid), "the daemon process has libtorch mapped"
-    r = subprocess.run([sys.executable, "-X", "importtime", "-m", "wanlora_tui.cli", "status"], capture_output=True,
+    r = subprocess.run([sys.executable, "-X", "importtime", "-m", "wanlora.tui.cli", "status"], capture_output=True,
                        text=True, env={**os.environ, "WANLORA_HOME": str(home)}, cwd=REPO, timeout=60)
     assert r.returncode == 0 and "validated_job" in r.stdout
     imported = {line.split("|")[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
-    assert "daemon.client" in imported, "the import log was not parsed"
+    assert "wanlora.daemon.client" in imported, "the import log was not parsed"
     assert not any(m == "torch" or m.startswith("torch.") for m in imported)
 
 
@@ -234,12 +234,12 @@ def test_install_service_writes_a_restart_safe_unit(home: Path, tmp_path: Path) 
     text = unit.read_text()
     assert "Restart=on-failure" in text and f"Environment=WANLORA_HOME={home}" in text
     assert "KillMode=process" in text  # restarting the daemon must not kill the trainers
-    assert "-m daemon run" in text and "WantedBy=default.target" in text
+    assert "-m wanlora.daemon run" in text and "WantedBy=default.target" in text
     assert "systemctl --user enable --now wanlora.service" in r.stdout and "loginctl enable-linger alice" in r.stdout
 
 
 def test_doctor_reports_the_machine_without_torch(home: Path) -> None:
-    r = subprocess.run([sys.executable, "-X", "importtime", "-m", "wanlora_tui.cli", "doctor", "--json"],
+    r = subprocess.run([sys.executable, "-X", "importtime", "-m", "wanlora.tui.cli", "doctor", "--json"],
                        capture_output=True, text=True, env={**os.environ, "WANLORA_HOME": str(home)}, cwd=REPO,
                        timeout=60)
     assert r.returncode == 0, r.stdout

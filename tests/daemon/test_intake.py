@@ -8,8 +8,9 @@ import threading
 import time
 from pathlib import Path
 
-from daemon.spool import submit_file
-from engine.config.io import load_job
+from wanlora.daemon.spool import submit_file
+from wanlora.engine.config.io import load_job
+
 from tests.daemon.conftest import cli, job_text, wait_for
 
 

@@ -1,4 +1,4 @@
-"""Restart safety with the real trainer (``python -m engine.train``) on the tiny model: a killed daemon
+"""Restart safety with the real trainer (``python -m wanlora.engine.train``) on the tiny model: a killed daemon
 leaves training running and the next daemon re-adopts it; a killed trainer is requeued and resumes from
 its newest state without repeating a step; repeated failures end as failed, not as a loop; cancel
 escalates to SIGKILL."""
@@ -11,7 +11,8 @@ import signal
 import time
 from pathlib import Path
 
-from engine.config import jobdir
+from wanlora.engine.config import jobdir
+
 from tests.daemon.conftest import cli, job_text, wait_for
 
 
@@ -131,7 +132,7 @@ def test_killed_trainer_is_requeued_and_resumes_without_repeating_a_step(home: P
     r = cli("logs", str(job_id), "-f", home=home, timeout=30)  # a finished job: -f prints and returns
     assert r.returncode == 0 and "completed" in r.stdout
     # the socket's follow stream replays the run and ends with the final state
-    from daemon import client
+    from wanlora.daemon import client
 
     stream = list(client.follow(home, job_id))
     assert stream[-1]["end"] is True and stream[-1]["state"] == "completed"

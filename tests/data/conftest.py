@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from engine.data.synthetic import write_bad_files, write_clips
+from wanlora.engine.data.synthetic import write_bad_files, write_clips
 
 
 @pytest.fixture(scope="session")

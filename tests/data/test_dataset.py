@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from engine.config.schema import Job
-from engine.data.dataset import DataExhausted, build_dataset
-from engine.data.synthetic import clip_params, speed_px, square_x, write_bad_files, write_clips
+from wanlora.engine.config.schema import Job
+from wanlora.engine.data.dataset import DataExhausted, build_dataset
+from wanlora.engine.data.synthetic import clip_params, speed_px, square_x, write_bad_files, write_clips
 
 
 def make_job(*datasets: dict, trigger: str = "sks", batch_size: int = 1, seed: int = 42) -> Job:

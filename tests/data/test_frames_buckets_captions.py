@@ -5,10 +5,9 @@ from __future__ import annotations
 import random
 
 import pytest
-
-from engine.data.buckets import bucket_for, bucket_sizes, crop_plan
-from engine.data.captions import caption_dropout, caption_for, final_caption, substitute_trigger
-from engine.data.frames import (
+from wanlora.engine.data.buckets import bucket_for, bucket_sizes, crop_plan
+from wanlora.engine.data.captions import caption_dropout, caption_for, final_caption, substitute_trigger
+from wanlora.engine.data.frames import (
     even_indices,
     even_speedup,
     fps_indices,

@@ -6,8 +6,7 @@ from collections import Counter
 from itertools import islice
 
 import pytest
-
-from engine.data.order import DataOrder, SourceSpec
+from wanlora.engine.data.order import DataOrder, SourceSpec
 
 
 def spec(n: int, weight: float = 1.0, resolutions=(64,), bucket=lambda clip, r: (9, r, r)) -> SourceSpec:

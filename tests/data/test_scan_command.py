@@ -6,9 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-
-from engine.data.synthetic import write_bad_files, write_clips
-from wanlora_tui.cli import main
+from wanlora.engine.data.synthetic import write_bad_files, write_clips
+from wanlora.tui.cli import main
 
 
 def test_scan_text_report(clip_folder: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from engine.data.decode import MediaError, probe_video, read_video_frames
-from engine.data.scan import ScanError, scan_file, scan_folder
-from engine.data.synthetic import clip_params, speed_px, square_x, write_bad_files, write_clips
+from wanlora.engine.data.decode import MediaError, probe_video, read_video_frames
+from wanlora.engine.data.scan import ScanError, scan_file, scan_folder
+from wanlora.engine.data.synthetic import clip_params, speed_px, square_x, write_bad_files, write_clips
 
 
 def _md5(p: Path) -> str:
@@ -122,7 +121,7 @@ def test_scan_unreadable_folder(tmp_path: Path) -> None:
 
 def test_scan_is_torch_free(clip_folder: Path) -> None:
     code = (
-        "import sys; from engine.data.scan import scan_folder; "
+        "import sys; from wanlora.engine.data.scan import scan_folder; "
         f"r = scan_folder({str(clip_folder)!r}); assert len(r.usable) == 7; "
         "assert 'torch' not in sys.modules, 'scan imported torch'"
     )

@@ -43,7 +43,7 @@ def finish(p: subprocess.Popen[bytes], log: Path, timeout: float = 120) -> int:
 
 def wait_for_step(job_dir: Path, step: int, p: subprocess.Popen[bytes], timeout: float = 90) -> None:
     """Block until events.jsonl shows ``step`` (or the process ended)."""
-    from engine.config import jobdir
+    from wanlora.engine.config import jobdir
 
     end = time.monotonic() + timeout
     while time.monotonic() < end and p.poll() is None:

@@ -15,15 +15,15 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from wanlora.engine.config import jobdir
+from wanlora.engine.config.io import job_from_dict, load_job, save_job
+from wanlora.engine.config.launch import trainer_command
+from wanlora.engine.model.lora import lora_state_dict
+from wanlora.engine.train import state as train_state
+from wanlora.engine.train.demo import demo_job_dict, write_job_dir
+from wanlora.engine.train.events import EventLog, Status
+from wanlora.engine.train.loop import Trainer, run
 
-from engine.config import jobdir
-from engine.config.io import job_from_dict, load_job, save_job
-from engine.config.launch import trainer_command
-from engine.model.lora import lora_state_dict
-from engine.train import state as train_state
-from engine.train.demo import demo_job_dict, write_job_dir
-from engine.train.events import EventLog, Status
-from engine.train.loop import Trainer, run
 from tests.distributed.conftest import ROOT, finish, python, start, wait_for_step
 
 CPU = torch.device("cpu")
@@ -43,7 +43,7 @@ def _launch(job_dir: Path, procs: int, log: Path, **env: str):
     """The daemon's launch line for this job, with ``procs`` CPU processes (WANLORA_CPU_PROCS)."""
     env = {"WANLORA_CPU_PROCS": str(procs), **env}
     cmd = trainer_command(load_job(job_dir / jobdir.JOB_TOML), job_dir, python(), env=env)
-    assert ("engine.train.torchrun" in cmd) == (procs > 1 or "--nnodes" in cmd)
+    assert ("wanlora.engine.train.torchrun" in cmd) == (procs > 1 or "--nnodes" in cmd)
     return start(cmd, log, **env)
 
 
@@ -74,7 +74,7 @@ def test_two_ranks_equal_one_process_with_the_doubled_batch(tmp_path: Path, clip
     out = tmp_path / "out"
     out.mkdir()
     log = tmp_path / "two.log"
-    p = start([python(), "-m", "engine.train.torchrun", "--standalone", "--nproc-per-node", "2",
+    p = start([python(), "-m", "wanlora.engine.train.torchrun", "--standalone", "--nproc-per-node", "2",
                str(ROOT / "tests" / "distributed" / "worker.py"), str(jd), str(out)], log)
     assert finish(p, log) == 0, log.read_text()[-3000:]
     r0, r1 = load_file(str(out / "rank0.safetensors")), load_file(str(out / "rank1.safetensors"))

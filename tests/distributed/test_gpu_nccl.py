@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from wanlora.engine.config import jobdir
+from wanlora.engine.config.io import load_job
+from wanlora.engine.config.launch import child_env, trainer_command
+from wanlora.engine.train.demo import demo_job_dict, write_job_dir
 
-from engine.config import jobdir
-from engine.config.io import load_job
-from engine.config.launch import child_env, trainer_command
-from engine.train.demo import demo_job_dict, write_job_dir
 from tests.distributed.conftest import finish, python, start
 
 pytestmark = [pytest.mark.gpu,

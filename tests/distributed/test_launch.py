@@ -6,10 +6,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-
-from engine.config.io import job_from_dict
-from engine.config.launch import LaunchError, child_env, gpu_count, trainer_command
-from engine.train.torchrun import exit_code_of
+from wanlora.engine.config.io import job_from_dict
+from wanlora.engine.config.launch import LaunchError, child_env, gpu_count, trainer_command
+from wanlora.engine.train.torchrun import exit_code_of
 
 JD = Path("/jobs/7")
 
@@ -19,13 +18,13 @@ def _job(**job: object):
 
 
 def test_one_gpu_runs_the_trainer_directly() -> None:
-    assert trainer_command(_job(), JD, "py", gpus=[3], env={}) == ["py", "-m", "engine.train", str(JD)]
+    assert trainer_command(_job(), JD, "py", gpus=[3], env={}) == ["py", "-m", "wanlora.engine.train", str(JD)]
 
 
 def test_several_gpus_run_torchrun_standalone() -> None:
     cmd = trainer_command(_job(gpus=[0, 1]), JD, "py", gpus=[2, 5], env={})
-    assert cmd == ["py", "-m", "engine.train.torchrun", "--nproc-per-node", "2", "--standalone",
-                   "-m", "engine.train", str(JD)]
+    assert cmd == ["py", "-m", "wanlora.engine.train.torchrun", "--nproc-per-node", "2", "--standalone",
+                   "-m", "wanlora.engine.train", str(JD)]
 
 
 def test_cpu_processes_override_the_gpus() -> None:
@@ -64,10 +63,10 @@ def test_the_group_exits_with_the_trainers_code() -> None:
 
 
 def test_the_daemon_launches_through_it(tmp_path: Path) -> None:
-    from daemon import runner
-    from engine.config.io import save_job
+    from wanlora.daemon import runner
+    from wanlora.engine.config.io import save_job
 
     save_job(_job(gpus=[0, 1]), tmp_path / "job.toml")
     cmd = runner.trainer_command(tmp_path, ["0", "1"])
-    assert cmd[1:5] == ["-m", "engine.train.torchrun", "--nproc-per-node", "2"]
-    assert runner.trainer_command(tmp_path, ["1"])[1:] == ["-m", "engine.train", str(tmp_path)]
+    assert cmd[1:5] == ["-m", "wanlora.engine.train.torchrun", "--nproc-per-node", "2"]
+    assert runner.trainer_command(tmp_path, ["1"])[1:] == ["-m", "wanlora.engine.train", str(tmp_path)]

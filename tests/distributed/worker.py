@@ -1,4 +1,4 @@
-"""A torchrun worker for the tests: trains JOB_DIR like ``python -m engine.train`` would, then every rank
+"""A torchrun worker for the tests: trains JOB_DIR like ``python -m wanlora.engine.train`` would, then every rank
 writes its own LoRA weights to OUT/rank<R>.safetensors so the test can compare the replicas."""
 
 from __future__ import annotations
@@ -8,12 +8,11 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
-
-from engine.config import jobdir
-from engine.config.io import load_job
-from engine.model.lora import lora_state_dict
-from engine.train import distributed
-from engine.train.loop import Trainer
+from wanlora.engine.config import jobdir
+from wanlora.engine.config.io import load_job
+from wanlora.engine.model.lora import lora_state_dict
+from wanlora.engine.train import distributed
+from wanlora.engine.train.loop import Trainer
 
 
 def main(job_dir: Path, out: Path) -> int:

@@ -9,7 +9,7 @@ import pytest
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from engine.model.tiny import build_tiny_model
+    from wanlora.engine.model.tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-wan22-i2v")
 
@@ -24,7 +24,7 @@ def tiny_pipe(tiny_model: Path):
 @pytest.fixture(scope="session")
 def clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Four real 64×64 mp4s of a red square moving right, with captions."""
-    from engine.data.synthetic import write_clips
+    from wanlora.engine.data.synthetic import write_clips
 
     folder = tmp_path_factory.mktemp("clips")
     write_clips(folder, n=4, num_frames=24, size=(64, 64), fps=16.0, captions=True)
@@ -33,6 +33,6 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def make_job_dir(tmp: Path, clips: Path, model: Path, **overrides) -> Path:
     """A job folder for the tiny model (see engine.train.demo.demo_job_dict for the keys)."""
-    from engine.train.demo import demo_job_dict, write_job_dir
+    from wanlora.engine.train.demo import demo_job_dict, write_job_dir
 
     return write_job_dir(tmp / "job", demo_job_dict(clips, model, **overrides))

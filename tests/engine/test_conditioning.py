@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import torch
-
-from engine.train.conditioning import condition_latents, encode_latents, first_frame_mask, model_input
-from engine.train.objective import (
+from wanlora.engine.train.conditioning import condition_latents, encode_latents, first_frame_mask, model_input
+from wanlora.engine.train.objective import (
     differential_guidance_target,
     flow_target,
     mse_loss,

@@ -8,8 +8,8 @@ import pytest
 
 
 def test_wanlora_demo_trains_a_pair_and_says_where(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from engine.config import jobdir
-    from wanlora_tui.cli import main
+    from wanlora.engine.config import jobdir
+    from wanlora.tui.cli import main
 
     assert main(["demo", "--home", str(tmp_path), "--steps", "10"]) == 0
     out = capsys.readouterr().out

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from wanlora.engine.config import jobdir
 
-from engine.config import jobdir
 from tests.engine.conftest import make_job_dir
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
@@ -15,11 +15,10 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 
 def test_tiny_pair_trains_in_bf16_on_cuda(tmp_path: Path, clips: Path, tiny_model: Path) -> None:
     from diffusers import WanImageToVideoPipeline
-
-    from engine.config.io import load_job
-    from engine.model.lora_format import read_lora
-    from engine.train.events import EventLog, Status
-    from engine.train.loop import Trainer, run
+    from wanlora.engine.config.io import load_job
+    from wanlora.engine.model.lora_format import read_lora
+    from wanlora.engine.train.events import EventLog, Status
+    from wanlora.engine.train.loop import Trainer, run
 
     cuda = torch.device("cuda")
     jd = make_job_dir(tmp_path, clips, tiny_model, steps=12, multistage__switch_every=3, save__every=6)
@@ -54,7 +53,7 @@ def test_tiny_pair_trains_in_bf16_on_cuda(tmp_path: Path, clips: Path, tiny_mode
 
 def test_compiled_blocks_train_on_cuda(tmp_path: Path, clips: Path, tiny_model: Path) -> None:
     """advanced.compile: per-block torch.compile in the real loop."""
-    from engine.train.loop import run
+    from wanlora.engine.train.loop import run
 
     jd = make_job_dir(tmp_path, clips, tiny_model, steps=4, multistage__low_noise=False, advanced__compile=True)
     assert run(jd, device=torch.device("cuda")) == jobdir.EXIT_OK
@@ -64,7 +63,7 @@ def test_compiled_blocks_train_on_cuda(tmp_path: Path, clips: Path, tiny_model: 
 
 @pytest.mark.parametrize("mode", ["fp8", "nf4"])
 def test_quantised_base_trains_on_cuda(tmp_path: Path, clips: Path, tiny_model: Path, mode: str) -> None:
-    from engine.train.loop import run
+    from wanlora.engine.train.loop import run
 
     if mode == "nf4":
         pytest.importorskip("bitsandbytes")

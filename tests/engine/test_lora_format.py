@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from engine.model.lora import add_lora, lora_state_dict, target_regex
-from engine.model.lora_format import comfy_to_peft, lora_metadata, peft_to_comfy, read_lora, save_lora
+from wanlora.engine.model.lora import add_lora, lora_state_dict, target_regex
+from wanlora.engine.model.lora_format import comfy_to_peft, lora_metadata, peft_to_comfy, read_lora, save_lora
 
 
 def _expert(tiny_pipe, which: str = "transformer"):

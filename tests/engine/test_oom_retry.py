@@ -6,15 +6,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from wanlora.engine.config import jobdir
 
-from engine.config import jobdir
 from tests.engine.conftest import make_job_dir
 
 
 def _trainer(tmp: Path, clips: Path, tiny_model: Path, name: str):
-    from engine.config.io import load_job
-    from engine.train.events import EventLog, Status
-    from engine.train.loop import Trainer
+    from wanlora.engine.config.io import load_job
+    from wanlora.engine.train.events import EventLog, Status
+    from wanlora.engine.train.loop import Trainer
 
     jd = make_job_dir(tmp / name, clips, tiny_model, steps=3, multistage__low_noise=False)
     tr = Trainer(load_job(jd / "job.toml"), jd, EventLog(jd), Status(jd), device=torch.device("cpu"))

@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
+from wanlora.engine.config import jobdir
 
-from engine.config import jobdir
 from tests.engine.conftest import make_job_dir
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,7 +24,7 @@ def _job(tmp: Path, clips: Path, model: Path) -> Path:
 
 def _start(job_dir: Path) -> subprocess.Popen:
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
-    return subprocess.Popen([sys.executable, "-m", "engine.train", "--cpu", str(job_dir)], cwd=ROOT, env=env,
+    return subprocess.Popen([sys.executable, "-m", "wanlora.engine.train", "--cpu", str(job_dir)], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 

@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from engine.config.io import job_from_dict
-from engine.train.experts import expert_for_step, steps_per_expert, trained_experts
-from engine.train.failures import oom_ladder, oom_message
-from engine.train.optim import OptimizerUnavailable, build_optimizer, lr_at  # noqa: I001
-from engine.train.state import latest_state, list_states, load_state, save_state
+from wanlora.engine.config.io import job_from_dict
+from wanlora.engine.train.experts import expert_for_step, steps_per_expert, trained_experts
+from wanlora.engine.train.failures import oom_ladder, oom_message
+from wanlora.engine.train.optim import OptimizerUnavailable, build_optimizer, lr_at  # noqa: I001
+from wanlora.engine.train.state import latest_state, list_states, load_state, save_state
 
 
 def test_experts_alternate_in_blocks_starting_high() -> None:

@@ -6,8 +6,7 @@ import itertools
 
 import pytest
 import torch
-
-from engine.train.timesteps import (
+from wanlora.engine.train.timesteps import (
     expert_slice,
     sample_timesteps,
     shift_sigma,
@@ -80,7 +79,7 @@ def test_same_generator_state_same_draws() -> None:
 
 
 def test_empty_slice_falls_back_to_the_continuous_range(monkeypatch: pytest.MonkeyPatch) -> None:
-    import engine.train.timesteps as ts
+    import wanlora.engine.train.timesteps as ts
 
     monkeypatch.setattr(ts, "timestep_table", lambda kind, generator=None, n=1000: torch.linspace(850, 1, n))
     t = ts.sample_timesteps(5000, "high_noise", 0.9, "sigmoid", "balanced", torch.Generator().manual_seed(0))

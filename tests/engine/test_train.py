@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from wanlora.engine.config import jobdir
+from wanlora.engine.config.io import load_job
+from wanlora.engine.model.lora_format import read_lora
+from wanlora.engine.train.events import EventLog, Status
+from wanlora.engine.train.loop import Trainer, run
 
-from engine.config import jobdir
-from engine.config.io import load_job
-from engine.model.lora_format import read_lora
-from engine.train.events import EventLog, Status
-from engine.train.loop import Trainer, run
 from tests.engine.conftest import make_job_dir
 
 CPU = torch.device("cpu")
@@ -116,7 +116,7 @@ def test_pause_flag_saves_then_exits_and_resume_finishes(tmp_path: Path, clips: 
 
 
 def test_a_held_run_lock_refuses_a_second_trainer(tmp_path: Path, clips: Path, tiny_model: Path) -> None:
-    from engine.train.control import RunLock
+    from wanlora.engine.train.control import RunLock
 
     jd = make_job_dir(tmp_path, clips, tiny_model, steps=2)
     held = RunLock(jd)
@@ -164,7 +164,7 @@ def test_missing_expert_weights_is_a_config_error(tmp_path: Path, clips: Path, t
 def test_unreadable_clip_is_a_warning_not_a_crash(tmp_path: Path, clips: Path, tiny_model: Path) -> None:
     import shutil
 
-    from engine.data.synthetic import write_bad_files
+    from wanlora.engine.data.synthetic import write_bad_files
 
     folder = tmp_path / "clips"
     shutil.copytree(clips, folder)

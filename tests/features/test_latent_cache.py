@@ -6,19 +6,19 @@ from pathlib import Path
 
 import pytest
 import torch
+from wanlora.engine.cache.keys import CACHE_DIRNAME, HashIndex, cache_dir_for, model_identity
+from wanlora.engine.cache.latents import BatchLatents, LatentCache, encode_sample, fill
+from wanlora.engine.config.schema import Job
+from wanlora.engine.data.dataset import build_dataset
+from wanlora.engine.data.frames import fps_windows
+from wanlora.engine.data.synthetic import write_clips
 
-from engine.cache.keys import CACHE_DIRNAME, HashIndex, cache_dir_for, model_identity
-from engine.cache.latents import BatchLatents, LatentCache, encode_sample, fill
-from engine.config.schema import Job
-from engine.data.dataset import build_dataset
-from engine.data.frames import fps_windows
-from engine.data.synthetic import write_clips
 from tests.features.conftest import VaeCounter
 
 
 @pytest.fixture(scope="module")
 def vae(tiny_model: Path):
-    from engine.model.load import load_vae
+    from wanlora.engine.model.load import load_vae
 
     return load_vae(tiny_model, torch.float32, "cpu")
 
@@ -128,7 +128,7 @@ def test_unwritable_dataset_folder_caches_under_the_home(tmp_path: Path) -> None
 
 
 def test_every_setting_is_part_of_the_key(tmp_path: Path) -> None:
-    from engine.cache.latents import LatentSpec
+    from wanlora.engine.cache.latents import LatentSpec
 
     clip = tmp_path / "a.mp4"
     clip.write_bytes(b"x" * 100)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from engine.train.dop import lora_disabled, preservation_prompt, preservation_term
-from engine.train.ema import LoraEma, ema_update, file_weights
-from engine.train.objective import differential_guidance_target, mse_loss
+from wanlora.engine.train.dop import lora_disabled, preservation_prompt, preservation_term
+from wanlora.engine.train.ema import LoraEma, ema_update, file_weights
+from wanlora.engine.train.objective import differential_guidance_target, mse_loss
 
 
 def _grad_of_pred(scale: float | None, pred0: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -89,7 +88,7 @@ def test_preservation_prompt_replaces_the_trigger_with_the_class() -> None:
 def test_dop_term_pulls_the_lora_toward_the_base_and_only_trains_the_lora(tiny_pipe) -> None:
     import copy
 
-    from engine.model.lora import add_lora
+    from wanlora.engine.model.lora import add_lora
 
     base = copy.deepcopy(tiny_pipe.transformer).float().eval()
     model = copy.deepcopy(base)

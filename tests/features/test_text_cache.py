@@ -6,10 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from engine.cache.prepare import job_prompts
-from engine.cache.text import Embedder, TextCache, real_lengths
-from engine.model.text import encode_prompts
+from wanlora.engine.cache.prepare import job_prompts
+from wanlora.engine.cache.text import Embedder, TextCache, real_lengths
+from wanlora.engine.model.text import encode_prompts
 
 CPU = torch.device("cpu")
 PROMPTS = ["sks a red square moving right", "", "person a red square moving right"]
@@ -17,7 +16,7 @@ PROMPTS = ["sks a red square moving right", "", "person a red square moving righ
 
 @pytest.fixture(scope="module")
 def text(tiny_model: Path):
-    from engine.model.load import load_text_encoder
+    from wanlora.engine.model.load import load_text_encoder
 
     return load_text_encoder(tiny_model, torch.float32, "cpu")
 
@@ -67,9 +66,9 @@ def test_unload_text_encoder_trains_every_caption_as_the_trigger(tmp_path: Path,
 
 
 def test_job_prompts_cover_dropout_dop_and_previews(tmp_path: Path) -> None:
-    from engine.config.schema import Job
-    from engine.data.dataset import build_dataset
-    from engine.data.synthetic import write_clips
+    from wanlora.engine.config.schema import Job
+    from wanlora.engine.data.dataset import build_dataset
+    from wanlora.engine.data.synthetic import write_clips
 
     write_clips(tmp_path / "c", n=2, num_frames=12, caption="[trigger] a red square moving right")
     job = Job.model_validate({

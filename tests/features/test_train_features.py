@@ -7,12 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from engine.config import jobdir
-from engine.config.io import load_job
-from engine.train.demo import demo_job_dict, write_job_dir
-from engine.train.events import EventLog, Status
-from engine.train.loop import Trainer, run
+from wanlora.engine.config import jobdir
+from wanlora.engine.config.io import load_job
+from wanlora.engine.train.demo import demo_job_dict, write_job_dir
+from wanlora.engine.train.events import EventLog, Status
+from wanlora.engine.train.loop import Trainer, run
 
 CPU = torch.device("cpu")
 
@@ -40,7 +39,7 @@ def train(jd: Path) -> Trainer:
 
 @pytest.fixture(scope="module")
 def dop_clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from engine.data.synthetic import write_clips
+    from wanlora.engine.data.synthetic import write_clips
 
     folder = tmp_path_factory.mktemp("dopclips")
     write_clips(folder, n=3, num_frames=24, size=(64, 64), caption="[trigger] a red square moving right")
@@ -84,8 +83,8 @@ def test_cached_latents_and_text_train_exactly_like_live_with_dropout_and_dop(
 
 
 def test_ema_files_hold_the_shadow_and_resume_keeps_it(tmp_path: Path, clips: Path, tiny_model: Path) -> None:
-    from engine.model.lora_format import comfy_to_peft, read_lora
-    from engine.train.state import latest_state, load_state
+    from wanlora.engine.model.lora_format import comfy_to_peft, read_lora
+    from wanlora.engine.train.state import latest_state, load_state
 
     jd = job_dir(tmp_path, "ema", clips, tiny_model, steps=3, multistage__low_noise=False,
                  training__ema=True, training__ema_decay=0.5, save__every=3)
@@ -103,8 +102,8 @@ def test_ema_files_hold_the_shadow_and_resume_keeps_it(tmp_path: Path, clips: Pa
 
 def test_regularization_samples_train_with_their_own_captions_and_are_counted(
         tmp_path: Path, clips: Path, tiny_model: Path) -> None:
-    from engine.data.dataset import build_dataset
-    from engine.data.synthetic import write_clips
+    from wanlora.engine.data.dataset import build_dataset
+    from wanlora.engine.data.synthetic import write_clips
 
     reg = tmp_path / "reg"
     write_clips(reg, n=2, num_frames=24, size=(64, 64), prefix="reg", caption="a blue square")
@@ -128,8 +127,7 @@ def test_previews_at_sample_every_and_on_sample_now_then_wanlora_sample(
         tmp_path: Path, clips: Path, tiny_model: Path) -> None:
     import decord
     from PIL import Image
-
-    from wanlora_tui.cli import main
+    from wanlora.tui.cli import main
 
     img = tmp_path / "ctrl.png"
     Image.fromarray((np.random.default_rng(0).random((70, 90, 3)) * 255).astype("uint8")).save(img)
@@ -165,7 +163,7 @@ def test_wanlora_cache_command_precomputes_then_reuses(tmp_path: Path, clips: Pa
                                                        capsys: pytest.CaptureFixture) -> None:
     import shutil
 
-    from wanlora_tui.cli import main
+    from wanlora.tui.cli import main
 
     mine = tmp_path / "clips"
     shutil.copytree(clips, mine)

@@ -3,9 +3,8 @@
 import torch
 from peft import LoraConfig, inject_adapter_in_model
 from torch import nn
-
-from engine.model.fp8_linear import Fp8Linear, convert_to_fp8, quantize_tensorwise
-from engine.train.acceleration import blocks_to_checkpoint, set_checkpointing, video_tokens
+from wanlora.engine.model.fp8_linear import Fp8Linear, convert_to_fp8, quantize_tensorwise
+from wanlora.engine.train.acceleration import blocks_to_checkpoint, set_checkpointing, video_tokens
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -13,11 +13,10 @@ import pytest
 import torch
 from diffusers import WanTransformer3DModel
 from peft import LoraConfig
-
-from engine.model.fp8_linear import Fp8Linear
-from engine.model.offload import BlockStreamer
-from engine.model.quant import quantize_and_place
-from engine.train.acceleration import compile_blocks, set_checkpointing
+from wanlora.engine.model.fp8_linear import Fp8Linear
+from wanlora.engine.model.offload import BlockStreamer
+from wanlora.engine.model.quant import quantize_and_place
+from wanlora.engine.train.acceleration import compile_blocks, set_checkpointing
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 

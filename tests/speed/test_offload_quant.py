@@ -6,11 +6,15 @@ import pytest
 import torch
 from diffusers import WanTransformer3DModel
 from peft import LoraConfig
-
-from engine.model.fp8_linear import Fp8Linear
-from engine.model.offload import BlockStreamer
-from engine.model.quant import QuantizationUnavailable, check_available, model_bytes, quantize_and_place
-from engine.train.acceleration import set_checkpointing
+from wanlora.engine.model.fp8_linear import Fp8Linear
+from wanlora.engine.model.offload import BlockStreamer
+from wanlora.engine.model.quant import (
+    QuantizationUnavailable,
+    check_available,
+    model_bytes,
+    quantize_and_place,
+)
+from wanlora.engine.train.acceleration import set_checkpointing
 
 CFG = dict(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=16, in_channels=36, out_channels=16,
            text_dim=32, freq_dim=256, ffn_dim=64, num_layers=3, cross_attn_norm=True,

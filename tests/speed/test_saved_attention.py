@@ -4,8 +4,13 @@ import copy
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
+from wanlora.engine.train.acceleration import (
+    _SDPA_OPS,
+    blocks_to_checkpoint,
+    compile_blocks,
+    set_checkpointing,
+)
 
-from engine.train.acceleration import _SDPA_OPS, blocks_to_checkpoint, compile_blocks, set_checkpointing
 from tests.speed.test_offload_quant import inputs, tiny_lora_model
 
 

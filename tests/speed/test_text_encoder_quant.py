@@ -1,11 +1,11 @@
 """The text encoder's fp8 weight-only mode: one byte per weight, embeddings close to the full-precision ones."""
 
 import torch
+from wanlora.engine.model.fp8_linear import Fp8Linear
+from wanlora.engine.model.load import load_text_encoder
+from wanlora.engine.model.quant import model_bytes
+from wanlora.engine.model.text import encode_prompts
 
-from engine.model.fp8_linear import Fp8Linear
-from engine.model.load import load_text_encoder
-from engine.model.quant import model_bytes
-from engine.model.text import encode_prompts
 from tests.engine.conftest import tiny_model  # noqa: F401  (session fixture)
 
 

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
-
-from engine.config.gpu import GpuInfo
+from wanlora.engine.config.gpu import GpuInfo
 
 H100 = GpuInfo(0, "NVIDIA H100 80GB HBM3", 79.6, 79.1)
 FIXED_NOW = 1_750_000_000.0  # snapshot tests: a fixed clock
@@ -38,7 +37,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture(scope="session")
 def clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Three small real H.264 clips with captions (the data engineer's synthetic writer)."""
-    from engine.data.synthetic import write_clips
+    from wanlora.engine.data.synthetic import write_clips
 
     folder = tmp_path_factory.mktemp("clips")
     write_clips(folder, n=3, num_frames=24, size=(64, 64), caption="orbit 360 around the subject")

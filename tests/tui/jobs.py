@@ -6,7 +6,7 @@ import json
 import math
 from pathlib import Path
 
-from engine.config import jobdir
+from wanlora.engine.config import jobdir
 
 T0 = 1_750_000_000.0  # the fixed clock of the snapshot tests
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from engine.config import jobdir
+from wanlora.engine.config import jobdir
+from wanlora.tui.app import WanloraApp
+from wanlora.tui.job_model import JobFeed
+from wanlora.tui.widgets.loss_plot import LossPlot
+
 from tests.tui.conftest import screen_text
 from tests.tui.jobs import T0, loss_at, write_job
-from wanlora_tui.app import WanloraApp
-from wanlora_tui.job_model import JobFeed
-from wanlora_tui.widgets.loss_plot import LossPlot
 
 SIZE = (80, 24)
 

@@ -20,8 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from engine.config import jobdir
+from wanlora.engine.config import jobdir
 
 pytestmark = pytest.mark.slow
 
@@ -78,16 +77,16 @@ def _alive(pid: int) -> bool:
 
 
 def _wanlora(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "wanlora_tui.cli", *args], env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "wanlora.tui.cli", *args], env=env, capture_output=True,
                           text=True, timeout=timeout)
 
 
 def test_submit_drop_and_reattach_in_tmux(tmp_path: Path) -> None:
     assert shutil.which("tmux"), TMUX_HELP
-    from engine.config.io import job_from_dict, save_job
-    from engine.data.synthetic import write_clips
-    from engine.model.tiny import build_tiny_model
-    from engine.train.demo import demo_job_dict
+    from wanlora.engine.config.io import job_from_dict, save_job
+    from wanlora.engine.data.synthetic import write_clips
+    from wanlora.engine.model.tiny import build_tiny_model
+    from wanlora.engine.train.demo import demo_job_dict
 
     home = tmp_path / "home"
     home.mkdir()
@@ -107,7 +106,7 @@ def test_submit_drop_and_reattach_in_tmux(tmp_path: Path) -> None:
     started = _wanlora(env, "daemon", "start")
     assert started.returncode == 0, started.stdout + started.stderr
     tmux = Tmux(f"wanlora-e2e-{os.getpid()}", env)
-    wl = f"{sys.executable} -m wanlora_tui.cli"
+    wl = f"{sys.executable} -m wanlora.tui.cli"
     try:
         # ---- submit through the wizard ------------------------------------------------------------
         tmux.new("ssh1", f"{wl} new --from {saved}")

@@ -7,9 +7,8 @@ import pty
 from pathlib import Path
 
 import pytest
-
-import wanlora_tui.app as app_mod
-from wanlora_tui.app import WanloraApp, terminal_alive
+import wanlora.tui.app as app_mod
+from wanlora.tui.app import WanloraApp, terminal_alive
 
 
 def test_terminal_alive_sees_a_hangup() -> None:

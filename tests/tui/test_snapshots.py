@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 from textual.widgets import Input
+from wanlora.tui.app import WanloraApp
 
 from tests.tui.conftest import H100
 from tests.tui.jobs import T0, write_job
-from wanlora_tui.app import WanloraApp
 
 FIXED = Path("/tmp/wanlora-tui-snapshots")
 
@@ -24,7 +24,7 @@ FIXED = Path("/tmp/wanlora-tui-snapshots")
 @pytest.fixture
 def fixed_dirs(monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
     """A home and a clips folder at fixed paths (they are printed on screen)."""
-    from engine.data.synthetic import write_clips
+    from wanlora.engine.data.synthetic import write_clips
 
     shutil.rmtree(FIXED, ignore_errors=True)
     home, clips = FIXED / "home", FIXED / "clips"

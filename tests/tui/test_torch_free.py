@@ -9,10 +9,10 @@ import sys
 def test_tui_imports_no_torch() -> None:
     code = (
         "import sys\n"
-        "import wanlora_tui.app, wanlora_tui.daemon_link, wanlora_tui.job_model\n"
-        "from wanlora_tui.screens import confirm, dashboard, dataset_scan, datasets, gpu, job, panel, recipe, review\n"
-        "from wanlora_tui.commands import home, new, attach\n"
-        "import engine.data.scan, engine.estimate, engine.config.validate, engine.config.presets\n"
+        "import wanlora.tui.app, wanlora.tui.daemon_link, wanlora.tui.job_model\n"
+        "from wanlora.tui.screens import confirm, dashboard, dataset_scan, datasets, gpu, job, panel, recipe, review\n"
+        "from wanlora.tui.commands import home, new, attach\n"
+        "import wanlora.engine.data.scan, wanlora.engine.estimate, wanlora.engine.config.validate, wanlora.engine.config.presets\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'diffusers', 'transformers', 'peft'))\n"
         "assert not bad, bad\n"
     )

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 from textual.widgets import Button
+from wanlora.engine.config.io import job_from_dict, read_toml
+from wanlora.engine.config.presets import resolve
+from wanlora.tui.app import WanloraApp
 
-from engine.config.io import job_from_dict, read_toml
-from engine.config.presets import resolve
 from tests.tui.conftest import H100, field_id, screen_text
-from wanlora_tui.app import WanloraApp
 
 SIZE = (80, 24)
 

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from daemon.home import Home
+from wanlora.daemon.home import Home
 
 
 def add_home(parser: argparse.ArgumentParser) -> None:

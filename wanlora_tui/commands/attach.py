@@ -12,9 +12,9 @@ def add_arguments(parser: argparse.ArgumentParser, verb: str = "") -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from wanlora_tui.commands.home import ssh_friendly_env
+    from wanlora.tui.commands.home import ssh_friendly_env
 
     ssh_friendly_env()
-    from wanlora_tui.app import WanloraApp
+    from wanlora.tui.app import WanloraApp
 
     return int(WanloraApp(start="attach", job_id=args.job).run() or 0)

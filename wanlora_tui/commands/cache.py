@@ -22,8 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser, verb: str = "cache") -> None:
 
 
 def _load(path: Path):
-    from engine.config.io import load_job
-    from engine.config.presets import resolve_file
+    from wanlora.engine.config.io import load_job
+    from wanlora.engine.config.presets import resolve_file
 
     if path.is_dir():
         return load_job(path / "job.toml")
@@ -31,7 +31,7 @@ def _load(path: Path):
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.config.findings import JobError
+    from wanlora.engine.config.findings import JobError
 
     path = Path(args.job).expanduser()
     try:
@@ -44,10 +44,9 @@ def run(args: argparse.Namespace) -> int:
         print("nothing to cache: turn on datasets[].cache_latents and/or training.cache_text_embeddings")
         return 0
     import torch
-
-    from engine.cache.prepare import cache_job
-    from engine.data.dataset import DataExhausted
-    from engine.model.load import ModelLoadError
+    from wanlora.engine.cache.prepare import cache_job
+    from wanlora.engine.data.dataset import DataExhausted
+    from wanlora.engine.model.load import ModelLoadError
 
     def emit(_type: str, **ev) -> None:
         line = f"{ev['what']:8s} {ev['done']}/{ev['total']}  ({ev['computed']} computed"

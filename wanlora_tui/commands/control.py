@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from wanlora_tui.commands._daemon_common import add_home, home_of
+from wanlora.tui.commands._daemon_common import add_home, home_of
 
 VERB_HELP = {
     "cancel": "stop a job (SIGTERM: it saves and stops at the next step; SIGKILL after a grace period)",
@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser, verb: str = "cancel") -> None
 
 
 def run(args: argparse.Namespace) -> int:
-    from daemon import client
+    from wanlora.daemon import client
 
     home = home_of(args)
     verb = args.verb

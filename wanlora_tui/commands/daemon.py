@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from wanlora_tui.commands._daemon_common import add_home, duration, home_of
+from wanlora.tui.commands._daemon_common import add_home, duration, home_of
 
 HELP = "start/stop the background daemon (survives logout), show its status, or install a systemd unit"
 
@@ -20,8 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser, verb: str = "daemon") -> None
 
 
 def run(args: argparse.Namespace) -> int:
-    from daemon import service
-    from daemon.home import HomeError
+    from wanlora.daemon import service
+    from wanlora.daemon.home import HomeError
 
     home = home_of(args)
     try:
@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
             pid, new = service.start(home)
             if new:
                 print(f"daemon started (pid {pid}); home {home.root}; log {home.log}")
-                from daemon.home import network_fs_warning
+                from wanlora.daemon.home import network_fs_warning
 
                 warn = network_fs_warning(home.root)
                 if warn:

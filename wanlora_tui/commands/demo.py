@@ -24,8 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser, verb: str = "demo") -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.config import jobdir
-    from engine.config.paths import tiny_model_dir, wanlora_home
+    from wanlora.engine.config import jobdir
+    from wanlora.engine.config.paths import tiny_model_dir, wanlora_home
 
     home = Path(args.home).expanduser() if args.home else wanlora_home()
     if args.steps < 1:
@@ -33,9 +33,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the demo never downloads anything
     import torch
-
-    from engine.train.demo import prepare_demo
-    from engine.train.loop import run as train
+    from wanlora.engine.train.demo import prepare_demo
+    from wanlora.engine.train.loop import run as train
 
     model = home / "models" / "tiny-wan22-i2v" if args.home else tiny_model_dir()
     print(f"wanlora demo: preparing clips and the tiny model under {home} …", flush=True)

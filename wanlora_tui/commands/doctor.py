@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from wanlora_tui.commands._daemon_common import add_home, home_of
+from wanlora.tui.commands._daemon_common import add_home, home_of
 
 HELP = "check the machine: GPU, driver, CUDA, disk, RAM, systemd/linger, package versions, home folder"
 PACKAGES = ("torch", "diffusers", "transformers", "peft", "accelerate", "bitsandbytes", "safetensors", "decord",
@@ -50,7 +50,7 @@ def gpu_checks() -> list[Check]:
         cuda = pynvml.nvmlSystemGetCudaDriverVersion_v2()
         drv = drv.decode() if isinstance(drv, bytes) else drv
         out.append(_check("ok", "driver", f"NVIDIA driver {drv}, supports CUDA {cuda // 1000}.{(cuda % 1000) // 10}"))
-        from engine.config.gpu import detect_gpus
+        from wanlora.engine.config.gpu import detect_gpus
 
         for g in detect_gpus():
             level = "ok" if g.total_gb >= 22 else "warn"
@@ -107,7 +107,7 @@ def host_checks(home: Path) -> list[Check]:
 
 
 def home_checks(home: Path) -> list[Check]:
-    from daemon.home import filesystem_type, network_fs_warning
+    from wanlora.daemon.home import filesystem_type, network_fs_warning
 
     out: list[Check] = []
     env = os.environ.get("WANLORA_HOME")
@@ -128,7 +128,7 @@ def home_checks(home: Path) -> list[Check]:
 
 
 def service_checks(home: Path) -> list[Check]:
-    from daemon.home import Home, lock_holder_pid
+    from wanlora.daemon.home import Home, lock_holder_pid
 
     out: list[Check] = []
     pid = lock_holder_pid(Home.resolve(home))

@@ -18,9 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser, verb: str = "estimate") -> No
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.config import gpu
-    from engine.config.presets import resolve_file
-    from engine.estimate import guide_hours, oom_ladder, peak_vram, step_time
+    from wanlora.engine.config import gpu
+    from wanlora.engine.config.presets import resolve_file
+    from wanlora.engine.estimate import guide_hours, oom_ladder, peak_vram, step_time
 
     tier = None if args.tier is None else (args.tier if args.tier == "auto" else int(args.tier))
     r = resolve_file(args.job, tier=tier)

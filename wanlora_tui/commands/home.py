@@ -20,6 +20,6 @@ def ssh_friendly_env() -> None:
 
 def run(args: argparse.Namespace) -> int:
     ssh_friendly_env()
-    from wanlora_tui.app import WanloraApp
+    from wanlora.tui.app import WanloraApp
 
     return int(WanloraApp(start="home").run() or 0)

@@ -18,8 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser, verb: str = "import-aitk") ->
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.config.aitk import convert_file, to_toml
-    from engine.config.io import job_from_dict
+    from wanlora.engine.config.aitk import convert_file, to_toml
+    from wanlora.engine.config.io import job_from_dict
 
     conv = convert_file(args.config)
     if args.preset:
@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
         if out.exists() and not args.force:
             print(f"wanlora import-aitk: {out} exists; use --force to overwrite", file=sys.stderr)
             return 2
-        from engine.config.jobdir import write_text_atomic
+        from wanlora.engine.config.jobdir import write_text_atomic
 
         write_text_atomic(out, text)
         print(f"wrote {out}: {len(conv.notes)} value(s) changed, {len(conv.dropped)} key(s) not imported "

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from wanlora_tui.commands._daemon_common import add_home, duration, home_of
+from wanlora.tui.commands._daemon_common import add_home, duration, home_of
 
 HELP = "print a job's train.log (or --events), `-f` to follow it"
 POLL_S = 0.3
@@ -31,7 +31,7 @@ def _find(home: Any, ref: str) -> tuple[int, Path] | None:
     if ref.isdigit():
         d = home.job_dir(int(ref))
         return (int(ref), d) if d.is_dir() else None
-    from daemon.queue import Queue
+    from wanlora.daemon.queue import Queue
 
     if not home.db.exists():
         return None
@@ -45,8 +45,8 @@ def _find(home: Any, ref: str) -> tuple[int, Path] | None:
 
 def _active(home: Any, job_id: int, job_dir: Path) -> bool:
     """Still worth following: the trainer holds its lock, or the queue says queued/running."""
-    from daemon import adopt
-    from daemon.queue import QUEUED, RUNNING, Queue
+    from wanlora.daemon import adopt
+    from wanlora.daemon.queue import QUEUED, RUNNING, Queue
 
     if adopt.lock_held(job_dir):
         return True
@@ -85,7 +85,7 @@ def _tail_lines(path: Path, n: int) -> tuple[list[str], int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.config import jobdir
+    from wanlora.engine.config import jobdir
 
     home = home_of(args)
     found = _find(home, str(args.job))

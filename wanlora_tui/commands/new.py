@@ -16,10 +16,10 @@ def add_arguments(parser: argparse.ArgumentParser, verb: str = "") -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from wanlora_tui.commands.home import ssh_friendly_env
+    from wanlora.tui.commands.home import ssh_friendly_env
 
     ssh_friendly_env()
-    from wanlora_tui.app import WanloraApp
+    from wanlora.tui.app import WanloraApp
 
     if args.from_file is not None and not args.from_file.is_file():
         print(f"wanlora new: {args.from_file} does not exist")

@@ -23,7 +23,7 @@ def _settings(table: dict, skip: tuple[str, ...]) -> str:
 
 
 def _list() -> str:
-    from engine.config.presets import list_recipes, load_tiers, recipe_meta
+    from wanlora.engine.config.presets import list_recipes, load_tiers, recipe_meta
 
     lines = ["Recipes (job.preset):"]
     for name in list_recipes():
@@ -44,7 +44,7 @@ def _list() -> str:
 
 
 def _recipe(name: str) -> str:
-    from engine.config.presets import load_recipe
+    from wanlora.engine.config.presets import load_recipe
 
     rec = load_recipe(name)
     meta = rec.get("meta", {})
@@ -60,7 +60,7 @@ def _recipe(name: str) -> str:
 
 
 def _tier(size: int) -> str:
-    from engine.config.presets import load_tiers
+    from wanlora.engine.config.presets import load_tiers
 
     t = load_tiers()[size]
     return "\n".join([f"{size} GB tier: {t.get('title', '')}", f"  {t.get('advice', '')}", "",
@@ -70,7 +70,7 @@ def _tier(size: int) -> str:
 
 def starter(name: str) -> str:
     """A minimal job file for recipe ``name``: everything else comes from the recipe and the tier."""
-    from engine.config.presets import recipe_meta
+    from wanlora.engine.config.presets import recipe_meta
 
     meta = recipe_meta(name)
     trig = 'trigger_word = "frung"          # replaces [trigger] in captions\n' if meta.get("trigger") == "required" else ""
@@ -80,7 +80,7 @@ def starter(name: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.config.presets import list_recipes, load_tiers
+    from wanlora.engine.config.presets import list_recipes, load_tiers
 
     name = (args.name or "").lower().removesuffix("gb").strip()
     if not name:

@@ -57,9 +57,8 @@ def run(args: argparse.Namespace) -> int:
             print(p, file=sys.stderr)
         return 2
     import torch
-
-    from engine.model.load import ModelLoadError
-    from engine.sample import sample_from_files
+    from wanlora.engine.model.load import ModelLoadError
+    from wanlora.engine.sample import sample_from_files
 
     loras = [Path(p).expanduser() for p in args.loras]
     out = Path(args.out).expanduser() if args.out else loras[0].parent / "samples"

@@ -50,7 +50,7 @@ def recipe_meta(name: str) -> dict[str, Any]:
 
     out = dict(FALLBACK_ADVICE.get(name, {}))
     try:
-        import presets
+        from wanlora import presets
 
         path = Path(presets.__file__).parent / f"{name}.toml"
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -90,7 +90,7 @@ def _fmt_size(c: Any) -> str:
 
 def build_summary(report: Any, preset: str | None, num_frames: int) -> dict[str, Any]:
     """Everything the text and JSON outputs say, as data."""
-    from engine.data.frames import SPEEDUP_WARN, TARGET_FPS, even_speedup, max_even_duration
+    from wanlora.engine.data.frames import SPEEDUP_WARN, TARGET_FPS, even_speedup, max_even_duration
 
     usable = report.usable
     too_fast = []
@@ -145,7 +145,7 @@ def build_summary(report: Any, preset: str | None, num_frames: int) -> dict[str,
 
 
 def _print_text(report: Any, summary: dict[str, Any], num_frames: int) -> None:
-    from engine.data.frames import even_speedup
+    from wanlora.engine.data.frames import even_speedup
 
     rows = [("file", "kind", "seconds", "fps", "frames", "size", "caption", f"speed@{num_frames}f")]
     for c in report.items:
@@ -180,7 +180,7 @@ def _print_text(report: Any, summary: dict[str, Any], num_frames: int) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.data.scan import ScanError, scan_folder
+    from wanlora.engine.data.scan import ScanError, scan_folder
 
     num_frames = args.num_frames
     if num_frames is None:

@@ -29,7 +29,7 @@ def _value(v: Any) -> str:
 
 
 def field_help(key: str) -> str:
-    from engine.config.schema import field_help as help_of
+    from wanlora.engine.config.schema import field_help as help_of
 
     return help_of(key)
 
@@ -72,7 +72,7 @@ def render(job_dict: dict[str, Any], origins: dict[str, str], width: int = 48) -
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.config.presets import resolve_file
+    from wanlora.engine.config.presets import resolve_file
 
     tier = None if args.tier is None else (args.tier if args.tier == "auto" else int(args.tier))
     r = resolve_file(args.job, tier=tier, recipe=args.preset)

@@ -10,7 +10,7 @@ import json
 import sys
 from typing import Any
 
-from wanlora_tui.commands._daemon_common import add_home, duration, home_of, when
+from wanlora.tui.commands._daemon_common import add_home, duration, home_of, when
 
 HELP = "show the queue, or one job in detail (`--json` for scripts)"
 
@@ -23,8 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser, verb: str = "status") -> None
 
 def _offline(home: Any, job: str | None) -> dict[str, Any]:
     """The same answer as the daemon's, built from queue.db (read-only) and the job folders."""
-    from daemon.queue import Queue
-    from daemon.views import job_view
+    from wanlora.daemon.queue import Queue
+    from wanlora.daemon.views import job_view
 
     if not home.db.exists():
         return {"jobs": [], "job": None}
@@ -90,7 +90,7 @@ def detail(j: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from daemon import client
+    from wanlora.daemon import client
 
     home = home_of(args)
     job = str(args.job) if args.job is not None else None

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from wanlora_tui.commands._daemon_common import add_home, home_of
+from wanlora.tui.commands._daemon_common import add_home, home_of
 
 HELP = "validate a job file, then queue it (prints `Submitted job <id>`, Slurm-style)"
 
@@ -19,10 +19,10 @@ def add_arguments(parser: argparse.ArgumentParser, verb: str = "submit") -> None
 
 
 def run(args: argparse.Namespace) -> int:
-    from daemon import client
-    from daemon.spool import submit_file
-    from engine.config.validate import check_file
-    from wanlora_tui.commands.validate import format_findings
+    from wanlora.daemon import client
+    from wanlora.daemon.spool import submit_file
+    from wanlora.engine.config.validate import check_file
+    from wanlora.tui.commands.validate import format_findings
 
     path: Path = args.job
     if not path.is_file():

@@ -35,7 +35,7 @@ def summary(findings: list) -> dict[str, int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.config.validate import check_file
+    from wanlora.engine.config.validate import check_file
 
     path = Path(args.job)
     if not path.is_file():

@@ -14,9 +14,8 @@ from textual.binding import Binding
 from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
-
-from wanlora_tui.job_model import JobSummary, fmt_eta, list_jobs
-from wanlora_tui.screens.job import CONTROL_BINDINGS, ControlMixin
+from wanlora.tui.job_model import JobSummary, fmt_eta, list_jobs
+from wanlora.tui.screens.job import CONTROL_BINDINGS, ControlMixin
 
 COLUMNS = ("id", "name", "state", "reason", "progress", "ETA", "loss")
 LIST_POLL_FACTOR = 2.0  # the list polls at half the job view's rate
@@ -60,7 +59,7 @@ class DashboardScreen(ControlMixin, Screen[None]):
 
     @work(thread=True, exclusive=True, group="dash-poll")
     def _poll(self) -> None:
-        from wanlora_tui import daemon_link
+        from wanlora.tui import daemon_link
 
         app: Any = self.app
         rows = daemon_link.daemon_jobs(app.home)
@@ -103,7 +102,7 @@ class DashboardScreen(ControlMixin, Screen[None]):
         self.action_open()
 
     def action_open(self) -> None:
-        from wanlora_tui.screens.job import JobScreen
+        from wanlora.tui.screens.job import JobScreen
 
         jid = self.selected_job_id()
         app: Any = self.app

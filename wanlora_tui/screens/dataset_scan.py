@@ -15,9 +15,8 @@ from textual import work
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Button, DataTable, Static
-
-from wanlora_tui.screens.wizard_base import WizardScreen
-from wanlora_tui.wizard_state import recipe_meta
+from wanlora.tui.screens.wizard_base import WizardScreen
+from wanlora.tui.wizard_state import recipe_meta
 
 
 def summarize(report: Any) -> dict[str, str]:
@@ -73,7 +72,7 @@ class DatasetScanScreen(WizardScreen):
 
     @work(thread=True, exclusive=True, group="scan")
     def _scan(self) -> None:
-        from engine.data.scan import ScanError, scan_folder
+        from wanlora.engine.data.scan import ScanError, scan_folder
 
         job = self.state.job
         rows: list[tuple[int, str, dict[str, str] | None, list[str]]] = []

@@ -7,9 +7,8 @@ type; the recipe's clip and caption advice heads the panel (what to put in the f
 from __future__ import annotations
 
 from textual.app import ComposeResult
-
-from wanlora_tui.screens.panel import PanelScreen
-from wanlora_tui.wizard_state import recipe_meta
+from wanlora.tui.screens.panel import PanelScreen
+from wanlora.tui.wizard_state import recipe_meta
 
 
 class DatasetsScreen(PanelScreen):

@@ -12,10 +12,9 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
-
-from engine.config.schema import VRAM_TIERS
-from wanlora_tui.screens.wizard_base import WizardScreen
-from wanlora_tui.wizard_state import tier_meta
+from wanlora.engine.config.schema import VRAM_TIERS
+from wanlora.tui.screens.wizard_base import WizardScreen
+from wanlora.tui.wizard_state import tier_meta
 
 
 def gpu_lines(gpus: list[Any]) -> str:
@@ -55,7 +54,7 @@ class GpuScreen(WizardScreen):
         self.app.call_from_thread(self._show_gpus, gpus)
 
     def _show_gpus(self, gpus: list[Any]) -> None:
-        from engine.config.gpu import pick_tier
+        from wanlora.engine.config.gpu import pick_tier
 
         self.wapp.gpu_cache = gpus
         self.state.gpus = list(gpus)

@@ -17,11 +17,10 @@ from textual.containers import Horizontal
 from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Footer, ProgressBar, Static
-
-from wanlora_tui.job_model import JobFeed, fmt_eta, live_state
-from wanlora_tui.widgets.gpu import GpuPanel
-from wanlora_tui.widgets.log_tail import LogTail
-from wanlora_tui.widgets.loss_plot import LossPlot
+from wanlora.tui.job_model import JobFeed, fmt_eta, live_state
+from wanlora.tui.widgets.gpu import GpuPanel
+from wanlora.tui.widgets.log_tail import LogTail
+from wanlora.tui.widgets.loss_plot import LossPlot
 
 CONTROL = {
     "pause": ("Pause job {id}? The trainer saves a checkpoint, then frees the GPU.", "Pause"),
@@ -44,7 +43,7 @@ class ControlMixin:
     """p/r/c/s with a confirmation, sent through the daemon (shared by the job view and the job list)."""
 
     def _control(self, verb: str) -> None:
-        from wanlora_tui.screens.confirm import ConfirmScreen
+        from wanlora.tui.screens.confirm import ConfirmScreen
 
         jid = self.selected_job_id()
         screen: Any = self
@@ -61,7 +60,7 @@ class ControlMixin:
 
     @work(thread=True, group="control")
     def run_control(self, verb: str, job_id: str) -> None:
-        from wanlora_tui import daemon_link
+        from wanlora.tui import daemon_link
 
         screen: Any = self
         ok, msg = daemon_link.control(screen.app.home, verb, job_id)
@@ -119,7 +118,7 @@ class JobScreen(ControlMixin, Screen[None]):
     # ---- polling ------------------------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="job-poll")
     def _poll(self) -> None:
-        from wanlora_tui import daemon_link
+        from wanlora.tui import daemon_link
 
         assert self.feed is not None
         changed = self.feed.poll()
@@ -213,7 +212,7 @@ class JobScreen(ControlMixin, Screen[None]):
 
 
 def _name(feed: JobFeed) -> str:
-    from wanlora_tui.job_model import job_name
+    from wanlora.tui.job_model import job_name
 
     return job_name(feed.dir)
 

@@ -20,11 +20,10 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.timer import Timer
 from textual.widget import Widget
 from textual.widgets import Button, Input, Static
-
-from engine.config.schema import Job
-from wanlora_tui.screens.wizard_base import WizardScreen
-from wanlora_tui.widgets.field import SchemaField
-from wanlora_tui.wizard_state import TIER_SECTIONS, advice_for, get_path, tier_meta
+from wanlora.engine.config.schema import Job
+from wanlora.tui.screens.wizard_base import WizardScreen
+from wanlora.tui.widgets.field import SchemaField
+from wanlora.tui.wizard_state import TIER_SECTIONS, advice_for, get_path, tier_meta
 
 # Knobs chosen on an earlier step; shown for completeness, changed there.
 LOCKED = {"job.preset": "chosen on the recipe step", "job.vram_tier": "chosen on the GPU step"}

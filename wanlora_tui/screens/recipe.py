@@ -6,10 +6,9 @@ from textual import on
 from textual.app import ComposeResult
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
-
-from engine.config.schema import RECIPES
-from wanlora_tui.screens.wizard_base import WizardScreen
-from wanlora_tui.wizard_state import recipe_meta
+from wanlora.engine.config.schema import RECIPES
+from wanlora.tui.screens.wizard_base import WizardScreen
+from wanlora.tui.wizard_state import recipe_meta
 
 
 def recipe_details(name: str) -> str:

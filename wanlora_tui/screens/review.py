@@ -16,9 +16,8 @@ from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Button, Input, Static
-
-from engine.config.findings import Finding
-from wanlora_tui.screens.wizard_base import WizardScreen
+from wanlora.engine.config.findings import Finding
+from wanlora.tui.screens.wizard_base import WizardScreen
 
 MARK = {"error": "[b red]✗[/]", "warning": "[yellow]![/]", "info": "[cyan]i[/]"}
 
@@ -36,7 +35,7 @@ def findings_text(findings: list[Finding]) -> str:
 
 def disk_gib(job: Any) -> float:
     """LoRA checkpoints kept (+ final) and one resumable state, in GiB (caches are listed separately)."""
-    from engine.estimate import lora_params
+    from wanlora.engine.estimate import lora_params
 
     experts = int(job.multistage.high_noise) + int(job.multistage.low_noise)
     params = lora_params(job.target.rank, job.target.modules) * experts
@@ -47,7 +46,7 @@ def disk_gib(job: Any) -> float:
 
 def estimate_lines(state: Any, price: float | None) -> str:
     """Peak VRAM against the GPU, hours, disk and (given a price) cost, from engine.estimate."""
-    from engine.estimate import peak_vram, step_time
+    from wanlora.engine.estimate import peak_vram, step_time
 
     job = state.job
     if job is None:
@@ -127,7 +126,7 @@ class ReviewScreen(WizardScreen):
     @on(Button.Pressed, "#save")
     @on(Input.Submitted, "#save-path")
     def _save(self) -> None:
-        from engine.config.jobdir import write_text_atomic
+        from wanlora.engine.config.jobdir import write_text_atomic
 
         path = Path(self.query_one("#save-path", Input).value).expanduser()
         text = self.state.toml()

@@ -17,8 +17,8 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Static
 
 if TYPE_CHECKING:
-    from wanlora_tui.app import WanloraApp
-    from wanlora_tui.wizard_state import WizardState
+    from wanlora.tui.app import WanloraApp
+    from wanlora.tui.wizard_state import WizardState
 
 
 class WizardScreen(Screen[None]):
