@@ -101,8 +101,11 @@ class Trainer:
 
     def __init__(self, job: Job, job_dir: Path, events: EventLog, status: Status,
                  device: torch.device | None = None, stop: StopSignal | None = None,
-                 dist: distributed.DistContext | None = None) -> None:
+                 dist: distributed.DistContext | None = None, *, model_source: Any = load_parts,
+                 cache_root: Path | None = None) -> None:
         self.job, self.job_dir, self.events, self.status = job, Path(job_dir), events, status
+        # ``load_parts`` unless a trial swaps in random full-size weights; a trial also keeps its caches apart
+        self.model_source, self.cache_root = model_source, cache_root
         self.dist = dist or distributed.SINGLE  # rank 0 of 1 unless launched by torchrun
         self.device = device or (self.dist.device if self.dist.enabled else pick_device())
         self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
@@ -135,7 +138,7 @@ class Trainer:
                 raise QuantizationUnavailable(f"quantization.transformer = \"{quant}\" needs a CUDA GPU; "
                                               "use \"none\" on this machine")
             check_available(quant, self.device)
-        self.parts = load_parts(job.model.name_or_path, self.trained, dtype=self.dtype, device=self.device,
+        self.parts = self.model_source(job.model.name_or_path, self.trained, dtype=self.dtype, device=self.device,
                                 boundary_override=job.model.boundary_ratio, vae_dtype=torch.float32,
                                 expert_device="cpu" if quant != "none" or job.advanced.fsdp or self._offloading else None,
                                 text_encoder_quant=job.quantization.text_encoder if self.device.type == "cuda" else "none")
@@ -150,7 +153,8 @@ class Trainer:
                                       prefetch=2 if self.device.type == "cuda" else 0,
                                       rank=self.dist.rank, world_size=self.dist.world_size)
         self.inputs = prepare_inputs(job, self.parts, self.data, device=self.device, dtype=self.dtype,
-                                     emit=self.events.emit, warn=self._data_warning)
+                                     emit=self.events.emit, warn=self._data_warning,
+                                     fallback_root=self.cache_root, only_root=self.cache_root is not None)
         if job.training.ema:
             ema_mod.attach(self.experts, job.training.ema_decay)
         latest = distributed.broadcast_object(self.dist, train_state.latest_state(self.job_dir))  # rank 0's pick
