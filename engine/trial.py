@@ -204,7 +204,7 @@ def run_trial(job: Job, *, steps: int = 3, progress: Progress = lambda s: None, 
         report["buckets"] = rows
         report.update(_checkpoint_and_preview(trainer, tjob, progress))
         report["projection"] = project(tjob, report, shares)
-        report["memory_ok"] = all(r.get("oom_fallback") is False and r.get("reserved_fraction", 0) <= 0.92
+        report["memory_ok"] = all(r.get("oom_fallback") is False and r.get("reserved_fraction", 0) <= acc.RESERVED_LIMIT
                                   for r in rows if "s_per_step" in r) if cuda else None
     finally:
         if trainer is not None and hasattr(trainer.data, "close"):
