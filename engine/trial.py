@@ -133,20 +133,23 @@ def bucket_shares(dataset: Any, batches: int) -> dict[tuple, float]:
     return {b: n / total for b, n in counts.items()}
 
 
-def _time_steps(trainer: Any, expert: str, n: int) -> list[float]:
+def _time_steps(trainer: Any, expert: str, n: int, losses: list[float] | None = None) -> list[float]:
     out = []
     for _ in range(n):
         trainer.step = _step_for(expert, trainer.trained, trainer.job.multistage.switch_every)
         _sync(trainer.device)
         t0 = time.perf_counter()
-        trainer.train_step()
+        r = trainer.train_step()
         _sync(trainer.device)
         out.append(time.perf_counter() - t0)
+        if losses is not None:
+            losses.append(r.loss)
     return out
 
 
 def run_trial(job: Job, *, steps: int = 3, progress: Progress = lambda s: None, keep: Path | None = None,
-              device: torch.device | None = None, vram_gib: float | None = None) -> dict[str, Any]:
+              device: torch.device | None = None, vram_gib: float | None = None, plan: str = "auto",
+              preview: bool = True) -> dict[str, Any]:
     """Run the trial for ``job`` and return its report (see docs/contracts.md, ``wanlora trial --json``)."""
     from wanlora.engine.model.fullsize import RandomFullSize
     from wanlora.engine.model.load import load_parts
@@ -161,6 +164,8 @@ def run_trial(job: Job, *, steps: int = 3, progress: Progress = lambda s: None, 
     job_dir.mkdir(exist_ok=True)
     tiny = None if cuda else ensure_tiny_model()
     tjob, notes = trial_job(job, tmp, tiny_model=tiny)
+    if not preview:
+        tjob.sample.enabled = False
     if cuda and vram_gib:
         acc.set_vram_limit(device, vram_gib)
     source = RandomFullSize(tmp / "model", tokenizer_from=ensure_tiny_model()) if cuda else load_parts
@@ -183,6 +188,8 @@ def run_trial(job: Job, *, steps: int = 3, progress: Progress = lambda s: None, 
         progress("loading the model" + (" (random full-size weights on the GPU)" if cuda else " (tiny, CPU)"))
         trainer = Trainer(tjob, job_dir, events, status, device=device, model_source=source,
                           cache_root=tmp / "cache")
+        trainer.plan_override = None if plan == "auto" else plan
+        report["plan_forced"] = trainer.plan_override
         trainer.setup()
         setup_s = time.perf_counter() - t0
         report.update(_setup_report(trainer, events, setup_s, tjob))
@@ -272,10 +279,12 @@ def _bucket_row(trainer: Any, replay: _Replay, bucket: tuple, batches: list, sha
     experts: dict[str, Any] = {}
     for name in trainer.trained:
         progress(f"{_label(bucket)}: {name}, {warm} warm-up + {steps} timed steps")
-        w = _time_steps(trainer, name, warm)
-        t = _time_steps(trainer, name, steps)
+        losses: list[float] = []
+        w = _time_steps(trainer, name, warm, losses)
+        t = _time_steps(trainer, name, steps, losses)
         ex = trainer.experts[name]
         experts[name] = {"warmup_s": [round(x, 3) for x in w], "s_per_step": round(statistics.median(t), 4),
+                         "losses": losses,
                          "s_min": round(min(t), 4), "s_max": round(max(t), 4),
                          "fell_back_to_full_checkpointing": bool(ex.extra.get("frugal")) and not before[name]}
         progress(f"{_label(bucket)}: {name} {experts[name]['s_per_step']} s/step (warm-up {experts[name]['warmup_s']})")

@@ -106,6 +106,7 @@ class Trainer:
         self.job, self.job_dir, self.events, self.status = job, Path(job_dir), events, status
         # ``load_parts`` unless a trial swaps in random full-size weights; a trial also keeps its caches apart
         self.model_source, self.cache_root = model_source, cache_root
+        self.plan_override: str | None = None  # "greedy" | "frugal": a trial forcing a plan (OOM fallback check)
         self.dist = dist or distributed.SINGLE  # rank 0 of 1 unless launched by torchrun
         self.device = device or (self.dist.device if self.dist.enabled else pick_device())
         self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
@@ -184,6 +185,10 @@ class Trainer:
             if cuda and n:
                 n, keep = acc.plan_checkpointing(ex.model, tokens, job.training.batch_size, self.device,
                                                  save_attention=True)
+            if self.plan_override == "greedy":
+                n = keep = 0
+            elif self.plan_override == "frugal":
+                n, keep = len(ex.model.blocks), 0
             acc.set_checkpointing(ex.model, n, save_attention=cuda, keep_attention=keep)
             # CPU: the warm-up costs more than it saves; nf4: bitsandbytes kernels are not measured compiled
             if job.advanced.compile and cuda and job.quantization.transformer != "nf4":

@@ -24,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser, verb: str = "trial") -> None:
     parser.add_argument("--vram-gib", type=float, default=None, help="act as a card of this many GiB")
     parser.add_argument("--keep", default=None, help="keep the trial's folder here (default: a temp folder, removed)")
     parser.add_argument("--cpu", action="store_true", help="run the tiny architecture on the CPU even with a GPU")
+    parser.add_argument("--no-preview", action="store_true", help="skip the preview even if the job samples")
+    parser.add_argument("--plan", choices=["auto", "greedy", "frugal"], default="auto",
+                        help="force the checkpoint plan: greedy = none (checks the OOM fallback), frugal = every block")
 
 
 def _load(path: Path):
@@ -64,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         report = run_trial(job, steps=args.steps, progress=progress, device=device, vram_gib=args.vram_gib,
-                           keep=Path(args.keep) if args.keep else None)
+                           keep=Path(args.keep) if args.keep else None, plan=args.plan,
+                           preview=not args.no_preview)
     except (ModelLoadError, DataExhausted, JobError) as e:
         print(f"trial failed: {e}", file=sys.stderr)
         return 1
