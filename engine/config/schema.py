@@ -141,10 +141,12 @@ def _expert_shorthand(v: Any) -> Any:
 class MultistageSection(Section):
     high_noise: ExpertSettings = Field(
         default_factory=ExpertSettings,
-        description="The high-noise expert (composition, motion, camera): true/false, or a table with its own settings.")
+        description="The high-noise expert (composition, motion, camera): `high_noise = true|false`, or this table "
+                    "with settings of its own; an empty key takes the job-wide value.")
     low_noise: ExpertSettings = Field(
         default_factory=ExpertSettings,
-        description="The low-noise expert (detail, identity, texture): true/false, or a table with its own settings.")
+        description="The low-noise expert (detail, identity, texture): `low_noise = true|false`, or this table "
+                    "with settings of its own; an empty key takes the job-wide value.")
     switch_every: int = F(
         10, "Steps on one expert before switching; 1 only if both experts stay resident, 10-50 with low VRAM/offload.",
         ge=1, le=10000,
