@@ -308,7 +308,7 @@ def step_time(job: Job, gpu_name: str | None = None, tier: int | None = None,
         s *= OFFLOAD_TIME_FACTOR
         notes.append("layer offloading roughly doubles step time")
     s *= t.gradient_accumulation
-    both = job.multistage.high_noise and job.multistage.low_noise
+    both = len(job.multistage.trained()) == 2
     if job.model.low_vram and both:
         swap = 2 * WEIGHTS_GIB[quant] / PCIE_GIB_S
         s += swap / job.multistage.switch_every

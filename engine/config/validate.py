@@ -192,7 +192,7 @@ def _check_experts(job: Job) -> list[Finding]:
 def _check_model(job: Job, check_files: bool) -> list[Finding]:
     out: list[Finding] = []
     m, q = job.model, job.quantization
-    if (m.low_vram or m.layer_offloading) and job.multistage.switch_every < 10 and job.multistage.high_noise and job.multistage.low_noise:
+    if (m.low_vram or m.layer_offloading) and job.multistage.switch_every < 10 and len(job.multistage.trained()) == 2:
         why = "low_vram" if m.low_vram else "layer_offloading"
         out.append(Finding("warning", "multistage.switch_every",
                            f"switch_every = {job.multistage.switch_every} with {why}: every switch swaps 14B weights between CPU and GPU, "
