@@ -139,6 +139,10 @@ def _expert_shorthand(v: Any) -> Any:
 
 
 class MultistageSection(Section):
+    switch_every: int = F(
+        10, "Steps on one expert before switching; 1 only if both experts stay resident, 10-50 with low VRAM/offload.",
+        ge=1, le=10000,
+    )
     high_noise: ExpertSettings = Field(
         default_factory=ExpertSettings,
         description="The high-noise expert (composition, motion, camera): `high_noise = true|false`, or this table "
@@ -147,10 +151,6 @@ class MultistageSection(Section):
         default_factory=ExpertSettings,
         description="The low-noise expert (detail, identity, texture): `low_noise = true|false`, or this table "
                     "with settings of its own; an empty key takes the job-wide value.")
-    switch_every: int = F(
-        10, "Steps on one expert before switching; 1 only if both experts stay resident, 10-50 with low VRAM/offload.",
-        ge=1, le=10000,
-    )
 
     @field_validator("high_noise", "low_noise", mode="before")
     @classmethod
