@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from wanlora.engine.config.findings import Finding, JobError
 from wanlora.engine.config.io import read_toml
 from wanlora.engine.config.presets import Resolved, recipe_meta, resolve
-from wanlora.engine.config.schema import DatasetSection, Job
+from wanlora.engine.config.schema import DatasetSection, Job, expert_plan
 from wanlora.engine.estimate import format_ladder, oom_ladder, peak_vram
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ def _check_structure(job: Job) -> list[Finding]:
                            "set is_regularization = false on your main dataset"))
     ms = job.multistage
     if not ms.high_noise and not ms.low_noise:
-        out.append(Finding("error", "multistage.high_noise", "neither the high-noise nor the low-noise expert is trained",
+        out.append(Finding("error", "multistage.high_noise.train", "neither the high-noise nor the low-noise expert is trained",
                            "set high_noise = true and/or low_noise = true (both for most LoRAs)"))
     if ms.high_noise and ms.low_noise and ms.switch_every >= job.training.steps:
         out.append(Finding("warning", "multistage.switch_every",
@@ -151,10 +151,48 @@ def _check_text_encoder(job: Job) -> list[Finding]:
     return out
 
 
+def _check_dop(job: Job) -> list[Finding]:
+    """DOP needs a trigger word and a class word; otherwise it preserves the very prompt being trained."""
+    dop = job.training.dop
+    if not dop.enabled:
+        return []
+    out: list[Finding] = []
+    if not job.job.trigger_word.strip():
+        out.append(Finding("error", "training.dop.enabled",
+                           "DOP is on but job.trigger_word is empty: the preservation prompt would be the training caption "
+                           "itself, so DOP would pull the LoRA back to the base model on the very prompts it trains "
+                           "(ai-toolkit refuses this too)",
+                           'set job.trigger_word = "yourtoken" (captions lacking it get it prepended), '
+                           "or set training.dop.enabled = false"))
+    if not dop.preservation_class.strip():
+        out.append(Finding("error", "training.dop.preservation_class",
+                           "DOP is on but preservation_class is empty: there is no word to put in the trigger's place",
+                           'set preservation_class = "person" (or "scene", "landscape" ...)'))
+    elif job.job.trigger_word.strip() and dop.preservation_class.strip() == job.job.trigger_word.strip():
+        out.append(Finding("warning", "training.dop.preservation_class",
+                           f"preservation_class is the trigger word itself ({dop.preservation_class!r}), so every "
+                           "preservation prompt equals its training caption and DOP cancels what the LoRA learns",
+                           'use the class of the subject, e.g. preservation_class = "person"'))
+    return out
+
+
+def _check_experts(job: Job) -> list[Finding]:
+    """Per-expert settings on an expert that does not train are ignored: say so."""
+    out: list[Finding] = []
+    for e in ("high_noise", "low_noise"):
+        ex = getattr(job.multistage, e)
+        if not ex.train and ex.overrides():
+            keys = ", ".join(sorted(ex.overrides()))
+            out.append(Finding("warning", f"multistage.{e}.train",
+                               f"multistage.{e} sets {keys} but the {e.replace('_', '-')} expert is not trained, so they are ignored",
+                               f"set multistage.{e}.train = true, or remove those keys"))
+    return out
+
+
 def _check_model(job: Job, check_files: bool) -> list[Finding]:
     out: list[Finding] = []
     m, q = job.model, job.quantization
-    if (m.low_vram or m.layer_offloading) and job.multistage.switch_every < 10 and job.multistage.high_noise and job.multistage.low_noise:
+    if (m.low_vram or m.layer_offloading) and job.multistage.switch_every < 10 and len(job.multistage.trained()) == 2:
         why = "low_vram" if m.low_vram else "layer_offloading"
         out.append(Finding("warning", "multistage.switch_every",
                            f"switch_every = {job.multistage.switch_every} with {why}: every switch swaps 14B weights between CPU and GPU, "
@@ -206,9 +244,10 @@ def _check_recipe(job: Job) -> list[Finding]:
         out.append(Finding("warning", "training.steps",
                            f"steps = {t.steps}: the guide finds better data beats going far past 3000-4000 steps (overfitting, days of GPU time)",
                            "use 2000-3000 steps and compare the saved checkpoints"))
-    if job.target.rank >= 32 and any(max(d.resolutions) >= 1024 and d.num_frames >= 81 for d in job.datasets):
+    rank = max([expert_plan(job, e).rank for e in job.multistage.trained()] or [job.target.rank])
+    if rank >= 32 and any(max(d.resolutions) >= 1024 and d.num_frames >= 81 for d in job.datasets):
         out.append(Finding("warning", "target.rank",
-                           f"rank {job.target.rank} with a 1024 bucket and 81 frames makes out-of-memory spikes likely",
+                           f"rank {rank} with a 1024 bucket and 81 frames makes out-of-memory spikes likely",
                            "use rank 16, or drop the 1024 bucket / use 41 frames until the run is stable"))
     return out
 
@@ -384,6 +423,7 @@ def _check_captions(job: Job, reports: dict[int, FolderReport]) -> list[Finding]
         out.append(Finding("error", "job.trigger_word",
                            f"[trigger] is used in {', '.join(places)} but trigger_word is empty, so the literal text '[trigger]' would be trained",
                            'set trigger_word = "yourtoken" in [job] (or remove [trigger] from those texts)'))
+    out.extend(_check_trigger_captions(job, reports))
     if job.training.unload_text_encoder:
         with_caps = [(i, rep) for i, rep in reports.items()
                      if any(c.caption for c in rep.usable)]
@@ -394,6 +434,46 @@ def _check_captions(job: Job, reports: dict[int, FolderReport]) -> list[Finding]
                                f"unload_text_encoder encodes only the trigger word, but datasets[{i}] has {n} per-clip caption(s) "
                                "that would be ignored silently",
                                "set unload_text_encoder = false (cache_text_embeddings = true saves the same VRAM and keeps captions)"))
+    return out
+
+
+def _check_trigger_captions(job: Job, reports: dict[int, FolderReport]) -> list[Finding]:
+    """Which captions get the trigger prepended, and whether a DOP preservation prompt would equal its caption."""
+    from wanlora.engine.data.captions import has_trigger, sample_preservation_prompt, training_caption
+
+    word = job.job.trigger_word.strip()
+    if not word:
+        return []
+    out: list[Finding] = []
+    dop = job.training.dop
+    for i, d in enumerate(job.datasets):
+        rep = reports.get(i)
+        if rep is None or d.is_regularization:
+            continue
+        raws = [(c.path, c.caption if c.caption is not None else d.default_caption.strip()) for c in rep.usable]
+        lacking = [p for p, raw in raws if not has_trigger(training_caption(raw, word, inject=False), word)]
+        if lacking and job.job.inject_trigger:
+            out.append(Finding("info", "job.inject_trigger",
+                               f"{len(lacking)} of {len(raws)} caption(s) in datasets[{i}] lack the trigger {word!r} "
+                               f"({_names(lacking)}): it is prepended to them (as ai-toolkit does)",
+                               "set job.inject_trigger = false to train those captions as written"))
+        if not dop.enabled:
+            continue
+        if lacking and not job.job.inject_trigger:
+            out.append(Finding("warning", "job.inject_trigger",
+                               f"{len(lacking)} caption(s) in datasets[{i}] lack the trigger {word!r} and inject_trigger = false "
+                               f"({_names(lacking)}): they train without the trigger, so DOP's preservation prompt for them "
+                               "is their own caption plus the class word and DOP pulls them back to the base model",
+                               "set job.inject_trigger = true, or put [trigger] in those captions"))
+        same = [] if dop.preservation_class.strip() == word else [
+                p for p, raw in raws
+                if sample_preservation_prompt(raw, word, dop.preservation_class, inject=job.job.inject_trigger)
+                == training_caption(raw, word, inject=job.job.inject_trigger)]
+        if same:
+            out.append(Finding("warning", "training.dop.preservation_class",
+                               f"for {len(same)} caption(s) in datasets[{i}] ({_names(same)}) the DOP preservation prompt "
+                               "equals the training caption, so DOP would cancel what the LoRA learns on them",
+                               "use a class word different from the trigger and make sure the captions contain the trigger"))
     return out
 
 
@@ -410,6 +490,8 @@ def validate_job(job: Job, *, check_files: bool = True, vram_gb: float | None = 
     out += _check_frames(job)
     out += _check_sample(job, check_files)
     out += _check_text_encoder(job)
+    out += _check_dop(job)
+    out += _check_experts(job)
     out += _check_model(job, check_files)
     out += _check_recipe(job)
     out += _check_vram(job, vram_gb)

@@ -16,7 +16,8 @@ resumed run — with the same or a different world size — sees bit-for-bit the
 
 Per sample: frame indices (:mod:`engine.data.frames`; ``even`` or ``fps``), decode + scale in decord,
 centre-crop to the bucket (:mod:`engine.data.buckets`), optional random flips (50 % each when
-``flip_x``/``flip_y``), caption with ``[trigger]`` substituted and caption dropout
+``flip_x``/``flip_y``), caption with ``[trigger]`` substituted (and the trigger prepended where missing,
+``job.inject_trigger``) and caption dropout
 (:mod:`engine.data.captions`).  Images are one-frame samples (bucket F = 1) whatever ``num_frames`` is.
 """
 
@@ -69,7 +70,7 @@ class ClipEntry:
 @dataclass
 class Sample:
     pixels: torch.Tensor  # float32 [3, F, H, W] in [-1, 1]
-    caption: str  # what to encode: "" if dropped, else caption_raw with [trigger] substituted
+    caption: str  # what to encode: "" if dropped, else captions.training_caption(caption_raw, ...)
     caption_raw: str  # before trigger substitution and dropout (DOP re-substitutes the class word)
     dropped: bool  # caption dropout hit this sample
     path: Path
@@ -166,6 +167,7 @@ class ClipDataset:
         self.configs = list(job.datasets)
         self.entries = entries
         self.trigger_word = job.job.trigger_word
+        self.inject_trigger = job.job.inject_trigger
         self.rank, self.world_size = int(rank), int(world_size)
         self.warn = warn
         self.num_workers = int(num_workers)
@@ -230,7 +232,8 @@ class ClipDataset:
         pixels = self.pixels(e, ref.bucket, idx, fx, fy)
         return Sample(
             pixels=pixels,
-            caption=final_caption(e.caption_raw, self.trigger_word, dropped),
+            caption=final_caption(e.caption_raw, self.trigger_word, dropped, inject=self.inject_trigger,
+                                  is_regularization=ds.is_regularization),
             caption_raw=e.caption_raw,
             dropped=dropped,
             path=e.path,

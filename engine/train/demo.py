@@ -1,4 +1,8 @@
-"""The demo run: synthetic clips + the tiny model + a short job, used by ``wanlora demo`` and the tests."""
+"""The demo run: synthetic clips + the tiny model + a short job, used by ``wanlora demo`` and the tests.
+
+The synthetic captions read ``[trigger] a red square moving right``, so the demo job sets a trigger word
+(``DEMO_TRIGGER``): a newcomer who reuses the clips with any recipe trains on the same text the demo did.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +13,14 @@ from wanlora.engine.config import jobdir
 from wanlora.engine.config.io import job_from_dict, save_job
 from wanlora.engine.config.schema import Job
 
+DEMO_TRIGGER = "sks"  # the synthetic captions start with [trigger]; "sks" is in the tiny tokenizer's vocabulary
+
 
 def demo_job_dict(clips: Path, model: Path, *, steps: int = 40, name: str = "wanlora_demo",
                   num_frames: int = 9, resolution: int = 64, **overrides: Any) -> dict[str, Any]:
     """A job that trains both experts of the tiny model on the clips in a couple of minutes on a CPU."""
     d: dict[str, Any] = {
-        "job": {"name": name, "trigger_word": "", "preset": "motion"},
+        "job": {"name": name, "trigger_word": DEMO_TRIGGER, "preset": "motion"},
         "model": {"name_or_path": str(model)},
         "quantization": {"transformer": "none", "text_encoder": "none"},
         "multistage": {"high_noise": True, "low_noise": True, "switch_every": 5},
