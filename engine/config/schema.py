@@ -26,9 +26,13 @@ def F(default: Any, help: str, **kw: Any) -> Any:  # noqa: N802 - short on purpo
 
 
 class Section(BaseModel):
-    """Base for every section: unknown keys are errors, assignments are re-validated (the wizard edits live)."""
+    """Base for every section: unknown keys are errors, assignments are re-validated (the wizard edits live).
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    Strict: ``rank = "8"``, ``steps = 4.0`` and ``low_noise = 0`` are refused rather than coerced (a quoted
+    number or a 0/1 flag is usually a mistake the user should see); an int is still accepted for a float.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
 
 
 class JobSection(Section):
