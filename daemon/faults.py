@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import signal
 
-POINTS = ("submit-spooled", "submit-reply", "intake-folder", "intake-commit", "intake-unlink")
+POINTS = ("submit-spooled", "submit-reply", "intake-folder", "intake-commit", "intake-unlink", "checker-hang")
 
 
 def point(name: str) -> None:
@@ -18,3 +18,13 @@ def point(name: str) -> None:
     wanted = os.environ.get("WANLORA_FAULT_POINT")
     if wanted and name in wanted.split(","):
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def hang(name: str) -> None:
+    """Block here (as a read on a FIFO would) when the environment names this point."""
+    wanted = os.environ.get("WANLORA_FAULT_POINT")
+    if wanted and name in wanted.split(","):
+        import time
+
+        while True:
+            time.sleep(3600)

@@ -17,9 +17,11 @@ from typing import Any
 
 def check(req: dict[str, Any]) -> dict[str, Any]:
     """Validate one job file's text; the reply carries the resolved job when it has no errors."""
+    from wanlora.daemon import faults
     from wanlora.engine.config.io import dump_job, job_to_dict
     from wanlora.engine.config.validate import check_file
 
+    faults.hang("checker-hang")
     roots = [Path(r) for r in req.get("output_roots") or []]
     resolved, findings = check_file(str(req.get("source") or "job.toml"), text=str(req["text"]), output_roots=roots)
     out: dict[str, Any] = {"findings": [f.to_dict() for f in findings]}
