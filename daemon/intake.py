@@ -190,8 +190,10 @@ class Intake:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop taking files; a check in progress is abandoned and its file stays in cur/ for the next daemon."""
         self._stop.set()
         self._wake.set()
+        self.checker.kill()
         if self._thread is not None:
             self._thread.join(timeout=5)
         self.checker.kill()
@@ -286,13 +288,15 @@ class Intake:
         timeout = self.config.intake_timeout_s
         try:
             res = self.checker.check(text, original, [str(self.home.root), *self.config.output_roots], timeout)
-        except CheckTimeout:
+        except (CheckTimeout, CheckerFailed) as e:
+            if self._stop.is_set():  # the daemon is stopping: not the file's fault, leave it in cur/
+                return protocol.error("the daemon is stopping; the job stays in the spool", submission_id=sid)
+            if isinstance(e, CheckerFailed):
+                return self._reject(claimed, original, sid, str(e))
             return self._reject(claimed, original, sid,
                                 f"checking it took longer than {timeout:g} s (intake_timeout_s in config.toml), so "
                                 "it was stopped; a dataset folder on a hung or very slow disk, or one with thousands "
                                 "of clips, does that. Run `wanlora validate` on it to see where it stalls")
-        except CheckerFailed as e:
-            return self._reject(claimed, original, sid, str(e))
         if "error" in res:
             return self._reject(claimed, original, sid, str(res["error"]))
         findings = [Finding(**f) for f in res.get("findings", [])]

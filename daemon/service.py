@@ -172,8 +172,9 @@ def run(home: Home) -> int:
     from wanlora.daemon.supervisor import run_foreground
 
     try:
+        home.check_trusted()  # before reading its config.toml: a foreign home's callback is never even loaded
         config = DaemonConfig.load(home.config)
-    except ConfigError as e:
+    except (ConfigError, HomeError) as e:
         print(f"wanlora daemon: {e}", file=sys.stderr)
         return 2
     try:
