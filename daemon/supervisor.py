@@ -229,6 +229,8 @@ class Daemon:
                 self._finished(row, None, after_restart=True)
             else:
                 self._sweep(row)
+        for row in self.q.all(TERMINAL):  # a trainer killed mid-write before this daemon's time
+            self._guard(f"sweeping job {row.id}", self._sweep, row)
 
     # ------------------------------------------------------------------ intake (daemon.intake does the work)
     def _queued(self, row: JobRow) -> None:

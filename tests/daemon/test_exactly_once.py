@@ -157,3 +157,26 @@ def test_random_sigkills_during_submits_and_intake_lose_and_double_nothing(home:
         if done.job_id is not None:
             assert next(j for j in jobs if j["name"] == n)["id"] == done.job_id
     assert not list((home / "spool" / "rejected").glob("*.error")), "nothing valid may be rejected"
+
+
+def test_a_queue_db_from_before_submission_ids_is_upgraded_and_still_readable(tmp_path: Path) -> None:
+    import sqlite3
+
+    from wanlora.daemon.queue import SCHEMA, Queue
+
+    db = tmp_path / "queue.db"
+    old = SCHEMA.replace("    submission_id TEXT NOT NULL DEFAULT '',\n", "").split("CREATE UNIQUE INDEX IF NOT EXISTS jobs_sub")[0]
+    con = sqlite3.connect(db)
+    con.executescript(old)
+    con.execute("INSERT INTO jobs(name, state, submitted_ts, updated_ts) VALUES ('old', 'queued', 1, 1)")
+    con.commit()
+    con.close()
+    ro = Queue(db, readonly=True)  # `wanlora status` with the daemon down, before any upgrade
+    assert [r.name for r in ro.all()] == ["old"] and ro.by_submission("a" * 32) is None
+    ro.close()
+    q = Queue(db)  # the daemon upgrades it in place
+    row = q.add(name="new", gpus_req="auto", total_steps=5, submission_id="b" * 32)
+    assert q.by_submission("b" * 32).id == row.id and [r.name for r in q.all()] == ["old", "new"]
+    with pytest.raises(sqlite3.IntegrityError):
+        q.add(name="again", gpus_req="auto", total_steps=5, submission_id="b" * 32)
+    assert len(q.all()) == 2
