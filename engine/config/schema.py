@@ -42,7 +42,7 @@ class JobSection(Section):
         "auto", "Which GPUs: \"auto\" (one free GPU), \"all\", or a list like [0,1]; more than one = data parallel."
     )
     nodes: int = F(1, "Number of machines (torchrun rendezvous); 1 for a single machine.", ge=1, le=64)
-    output_dir: str = F("", "Where LoRAs and samples go; empty = the job's own folder.")
+    output_dir: str = F("", "Where LoRAs and samples go; empty = the job's own folder, relative = inside it, absolute = under WANLORA_HOME or an output_roots folder of the daemon's config.toml.")
     preset: Literal["motion", "style", "character", "custom"] = F(
         "custom", "The recipe the job started from: motion, style, character or custom."
     )
