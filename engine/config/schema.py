@@ -27,9 +27,13 @@ def F(default: Any, help: str, **kw: Any) -> Any:  # noqa: N802 - short on purpo
 
 
 class Section(BaseModel):
-    """Base for every section: unknown keys are errors, assignments are re-validated (the wizard edits live)."""
+    """Base for every section: unknown keys are errors, assignments are re-validated (the wizard edits live).
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    Strict: ``rank = "8"``, ``steps = 4.0`` and ``low_noise = 0`` are refused rather than coerced (a quoted
+    number or a 0/1 flag is usually a mistake the user should see); an int is still accepted for a float.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
 
 
 class JobSection(Section):
@@ -42,7 +46,7 @@ class JobSection(Section):
         "auto", "Which GPUs: \"auto\" (one free GPU), \"all\", or a list like [0,1]; more than one = data parallel."
     )
     nodes: int = F(1, "Number of machines (torchrun rendezvous); 1 for a single machine.", ge=1, le=64)
-    output_dir: str = F("", "Where LoRAs and samples go; empty = the job's own folder.")
+    output_dir: str = F("", "Where LoRAs and samples go; empty = the job's own folder, relative = inside it, absolute = under WANLORA_HOME or an output_roots folder of the daemon's config.toml.")
     preset: Literal["motion", "style", "character", "custom"] = F(
         "custom", "The recipe the job started from: motion, style, character or custom."
     )

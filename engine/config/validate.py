@@ -8,12 +8,13 @@ behave differently from ai-toolkit.  Data checks read the files (folders, captio
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from wanlora.engine.config.findings import Finding, JobError
-from wanlora.engine.config.io import read_toml
+from wanlora.engine.config.io import parse_toml, read_toml
 from wanlora.engine.config.presets import Resolved, recipe_meta, resolve
 from wanlora.engine.config.schema import DatasetSection, Job, expert_plan
 from wanlora.engine.estimate import format_ladder, oom_ladder, peak_vram
@@ -45,6 +46,16 @@ def valid_frames(n: int) -> bool:
 def _names(paths: list[Path], limit: int = 3) -> str:
     shown = ", ".join(p.name for p in paths[:limit])
     return shown + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
+
+
+NAMES_SHOWN = 20  # unreadable files named in one finding; the rest are in `wanlora scan --json`
+
+
+def _unreadable_list(items: list[tuple[Path, str | None]], folder: str) -> str:
+    """Every unreadable file by name with its reason, up to NAMES_SHOWN, then where to find the rest."""
+    shown = "; ".join(f"{p.name}: {why}" for p, why in items[:NAMES_SHOWN])
+    rest = len(items) - NAMES_SHOWN
+    return shown + (f"; and {rest} more (`wanlora scan --json {folder}` lists them all)" if rest > 0 else "")
 
 
 def _looks_local(path: str) -> bool:
@@ -296,6 +307,56 @@ def _check_vram(job: Job, vram_gb: float | None) -> list[Finding]:
     return out
 
 
+# System folders a job must never write into (resolved, so /proc/self and links into them count too).
+SYSTEM_DIRS = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/run", "/sbin",
+               "/sys", "/usr", "/var", "/snap")
+
+
+def _is_under(p: Path, root: Path) -> bool:
+    return p == root or root in p.parents
+
+
+def default_output_roots() -> list[Path]:
+    """Where ``job.output_dir`` may point: WANLORA_HOME and the ``output_roots`` listed in its config.toml."""
+    from wanlora.engine.config.paths import configured_output_roots, wanlora_home
+
+    return [wanlora_home(), *configured_output_roots()]
+
+
+def check_output_dir(value: str, roots: list[Path] | None = None) -> list[Finding]:
+    """The output_dir policy: inside the job's folder (relative, no ``..`` escape) or under an allowed root.
+
+    A job writes LoRA files there as the daemon's user, so ``/etc``, ``/``, ``/proc/self`` or an existing
+    file are refused, whatever the roots say.
+    """
+    key = "job.output_dir"
+    v = value.strip()
+    if not v:
+        return []
+    roots = default_output_roots() if roots is None else roots
+    allowed = [Path(os.path.realpath(Path(r).expanduser())) for r in roots]
+    allowed = [r for r in allowed if r != Path("/") and str(r) not in SYSTEM_DIRS]
+    where = ", ".join(str(r) for r in allowed) or "(none)"
+    fix = ("leave output_dir empty (LoRAs go to the job's own folder), use a folder inside the job folder "
+           f"(a relative path such as \"loras\"), or one under {where}; other roots can be allowed with "
+           "output_roots = [\"/path\"] in the daemon's config.toml")
+    p = Path(v).expanduser()
+    if not p.is_absolute():
+        norm = os.path.normpath(p)
+        if norm == ".." or norm.startswith("../"):
+            return [Finding("error", key, f"{v!r} climbs out of the job's folder ('..')", fix)]
+        return []
+    real = Path(os.path.realpath(p))
+    if real.exists() and not real.is_dir():
+        return [Finding("error", key, f"{v} is an existing file, not a folder", fix)]
+    if any(_is_under(real, r) for r in allowed):
+        return []
+    if real == Path("/") or any(_is_under(real, Path(s)) for s in SYSTEM_DIRS):
+        shown = v if str(real) == v else f"{v} (= {real})"
+        return [Finding("error", key, f"{shown} is a system folder; a job must not write there", fix)]
+    return [Finding("error", key, f"{v} is outside the folders jobs may write to ({where})", fix)]
+
+
 # ---- checks that read the data ----------------------------------------------------------------------
 
 
@@ -328,14 +389,19 @@ def _check_data(job: Job, check_files: bool) -> tuple[list[Finding], dict[int, F
         reports[i] = rep
         usable = rep.usable
         bad = rep.unreadable
+        if rep.skipped:
+            out.append(Finding("warning", key, f"{len(rep.skipped)} entr{'y is' if len(rep.skipped) == 1 else 'ies are'} "
+                               f"not regular files and were not read: {_unreadable_list(rep.skipped, d.folder)}",
+                               "remove them or replace them with real files"))
         if not usable:
-            what = f"{len(bad)} unreadable file(s): {_names([c.path for c in bad])}" if bad else "no clips or images"
+            what = (f"{len(bad)} unreadable file(s): {_unreadable_list([(c.path, c.error) for c in bad], d.folder)}"
+                    if bad else "no clips or images")
             out.append(Finding("error", key, f"{d.folder} has no usable clip or image ({what})",
                                "add .mp4/.mov/.mkv/.webm/.avi clips or .png/.jpg/.jpeg/.webp images"))
             continue
         if bad:
-            reasons = "; ".join(f"{c.path.name}: {c.error}" for c in bad[:3])
-            out.append(Finding("warning", key, f"{len(bad)} file(s) cannot be read and will be skipped ({reasons})",
+            reasons = _unreadable_list([(c.path, c.error) for c in bad], d.folder)
+            out.append(Finding("warning", key, f"{len(bad)} file(s) cannot be read and will be skipped: {reasons}",
                                "re-encode them (e.g. ffmpeg -i in.mp4 -c:v libx264 out.mp4) or remove them"))
         no_cap = rep.missing_captions
         if no_cap and not d.default_caption.strip():
@@ -480,12 +546,14 @@ def _check_trigger_captions(job: Job, reports: dict[int, FolderReport]) -> list[
 # ---- entry points -----------------------------------------------------------------------------------
 
 
-def validate_job(job: Job, *, check_files: bool = True, vram_gb: float | None = None) -> list[Finding]:
+def validate_job(job: Job, *, check_files: bool = True, vram_gb: float | None = None,
+                 output_roots: list[Path] | None = None) -> list[Finding]:
     """Every SPEC §4 check on a schema-valid job; ``vram_gb`` = free GiB on the GPU(s), else the tier's size.
 
     With ``check_files`` the dataset folders, captions, ctrl_img and local model paths are read.
+    ``output_roots``: where job.output_dir may point (default: WANLORA_HOME + config.toml output_roots).
     """
-    out: list[Finding] = []
+    out: list[Finding] = check_output_dir(job.job.output_dir, output_roots)
     out += _check_structure(job)
     out += _check_frames(job)
     out += _check_sample(job, check_files)
@@ -505,15 +573,18 @@ def sort_findings(findings: list[Finding]) -> list[Finding]:
     return sorted(findings, key=lambda f: LEVEL_ORDER[f.level])
 
 
-def check_file(path: Path | str, *, vram_gb: float | None = None) -> tuple[Resolved | None, list[Finding]]:
+def check_file(path: Path | str, *, vram_gb: float | None = None, output_roots: list[Path] | None = None,
+               text: str | None = None) -> tuple[Resolved | None, list[Finding]]:
     """Parse + schema + presets + every check of a job file; never raises for a bad job.
 
     Returns ``(Resolved, findings)``, or ``(None, findings)`` when the file cannot become a job at all.
+    ``text``: the file's content, already read safely by the caller (the daemon's intake); ``path`` then only names it.
     """
     try:
-        user = read_toml(Path(path))
+        user = parse_toml(text, str(path)) if text is not None else read_toml(Path(path))
         resolved = resolve(user, source=str(path), detected_vram_gb=vram_gb)
     except JobError as e:
         return None, e.findings
     vram = resolved.detected_vram_gb
-    return resolved, sort_findings(resolved.findings + validate_job(resolved.job, check_files=True, vram_gb=vram))
+    return resolved, sort_findings(resolved.findings + validate_job(resolved.job, check_files=True, vram_gb=vram,
+                                                                     output_roots=output_roots))

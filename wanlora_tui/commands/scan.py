@@ -124,6 +124,7 @@ def build_summary(report: Any, preset: str | None, num_frames: int, trigger: str
         "sizes": dict(Counter(_fmt_size(c) for c in usable).most_common()),
         "fps": dict(Counter(f"{c.fps:g}" for c in report.videos).most_common()),
         "ignored": [p.name for p in report.ignored],
+        "skipped": [{"file": p.name, "kind": what} for p, what in report.skipped],
         "num_frames": num_frames,
         "too_fast": too_fast,
         "max_even_duration_s": round(max_even_duration(num_frames), 2),
@@ -161,6 +162,8 @@ def build_summary(report: Any, preset: str | None, num_frames: int, trigger: str
         advice.append(
             f"{len(out['missing_captions'])} file(s) have no .txt caption: they get default_caption (set one in the job)."
         )
+    if report.skipped:
+        advice.append(f"{len(report.skipped)} entr(ies) are FIFOs, sockets or devices and were not read; remove them.")
     if report.unreadable:
         advice.append(f"{len(report.unreadable)} unreadable file(s) will be skipped; re-export or remove them.")
     if not usable:
@@ -191,6 +194,10 @@ def _print_text(report: Any, summary: dict[str, Any], num_frames: int) -> None:
         print("\nunreadable (skipped):")
         for c in report.unreadable:
             print(f"  {c.path.name}: {c.error}")
+    if report.skipped:
+        print("\nnot regular files (never read):")
+        for p, what in report.skipped:
+            print(f"  {p.name}: {what}")
     if report.ignored:
         print(f"\nignored (not a clip, image or caption): {', '.join(p.name for p in report.ignored)}")
     s = summary
