@@ -61,6 +61,7 @@ class WanloraApp(App[int]):
         clock: Callable[[], float] = time.time,
         poll_s: float = 1.0,
         watch_terminal: bool = True,
+        save_to: Path | None = None,
     ) -> None:
         super().__init__()
         self.home = Path(home) if home is not None else wanlora_home()
@@ -73,6 +74,7 @@ class WanloraApp(App[int]):
         self.wizard = self._initial_state(recipe, from_file)
         self.skip_recipe = recipe is not None or from_file is not None
         self.wizard_over_dashboard = False  # back on the first step returns to the job list
+        self.save_to = Path(save_to) if save_to is not None else None  # `wanlora edit --wizard`: write, not submit
 
     def _initial_state(self, recipe: str | None, from_file: Path | None) -> WizardState:
         if from_file is not None:
@@ -176,6 +178,10 @@ class WanloraApp(App[int]):
         from wanlora.tui.screens.confirm import ConfirmScreen
 
         text = self.wizard.toml()
+        if self.save_to is not None:
+            self.save_to.write_text(text, encoding="utf-8")
+            self.exit(0)
+            return
         if not await asyncio.to_thread(daemon_link.daemon_running, self.home):
             start = await self.push_screen_wait(ConfirmScreen(
                 "The wanlora daemon is not running, so nothing will train yet.\n"
@@ -207,9 +213,9 @@ class WanloraApp(App[int]):
         from wanlora.tui.screens.job import JobScreen
 
         self.push_screen(self._dashboard_screen())
-        if job_id is None:  # the most recent job that is doing something, else the newest
+        if job_id is None:  # the running job (newest of them), else the newest job
             jobs = [j for j in list_jobs(self.home, now=self.clock()) if j.dir is not None]
-            active = [j for j in jobs if j.state in ("running", "starting", "loading", "paused", "queued")]
+            active = [j for j in jobs if j.state in ("running", "starting", "loading")]
             pick = (active or jobs)[-1:] if jobs else []
             job_id = pick[0].id if pick else None
         if job_id is not None:
