@@ -12,6 +12,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.css.query import NoMatches
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 from wanlora.tui.job_model import JobSummary, fmt_eta, list_jobs
@@ -113,6 +114,8 @@ class DashboardScreen(ControlMixin, Screen[None]):
             return
         app.push_screen(JobScreen(jid))
 
+    class NewJob(Message):
+        """n: the user wants the wizard (the app opens it on top of the list)."""
+
     def action_new(self) -> None:
-        app: Any = self.app
-        app.open_new_wizard()
+        self.post_message(self.NewJob())

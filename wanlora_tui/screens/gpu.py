@@ -43,20 +43,20 @@ class GpuScreen(WizardScreen):
     def on_mount(self) -> None:
         self.query_one("#tiers", OptionList).focus()
         self.refresh_status()
-        if self.wapp.gpu_cache is not None:
-            self._show_gpus(self.wapp.gpu_cache)
+        if self.host.gpu_cache is not None:
+            self._show_gpus(self.host.gpu_cache)
         else:
             self._detect()
 
     @work(thread=True, exclusive=True, group="gpu-detect")
     def _detect(self) -> None:
-        gpus = self.wapp.detect_gpus()
+        gpus = self.host.detect_gpus()
         self.app.call_from_thread(self._show_gpus, gpus)
 
     def _show_gpus(self, gpus: list[Any]) -> None:
         from wanlora.engine.config.gpu import pick_tier
 
-        self.wapp.gpu_cache = gpus
+        self.host.gpu_cache = gpus
         self.state.gpus = list(gpus)
         self.query_one("#gpu-info", Static).update(gpu_lines(gpus))
         detected = pick_tier(max(g.free_gb for g in gpus)) if gpus else None
@@ -80,7 +80,7 @@ class GpuScreen(WizardScreen):
         self.action_next()
 
     def can_leave(self) -> bool:
-        if self.wapp.gpu_cache is None:
+        if self.host.gpu_cache is None:
             self.notify("Still detecting GPUs…")
             return False
         ol = self.query_one("#tiers", OptionList)
