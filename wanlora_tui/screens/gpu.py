@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.markup import escape as _esc
 from textual import on, work
 from textual.app import ComposeResult
 from textual.widgets import OptionList, Static
@@ -69,7 +70,7 @@ class GpuScreen(WizardScreen):
 
     def _advice(self, tier: int) -> None:
         meta = tier_meta(tier)
-        self.query_one("#tier-advice", Static).update(f"[b]Tier {tier}:[/b] {meta.get('advice', '')}")
+        self.query_one("#tier-advice", Static).update(f"[b]Tier {tier}:[/b] {_esc(str(meta.get('advice', '')))}")
 
     @on(OptionList.OptionHighlighted, "#tiers")
     def _highlighted(self, event: OptionList.OptionHighlighted) -> None:
