@@ -258,8 +258,12 @@ def sample_from_files(loras: list[Path], *, model: str | None, image: Path, prom
                       negative: str = "", frames: int = 41, steps: int = 25, guidance: float = 3.5,
                       guidance_2: float | None = None, seed: int = 42, width: int = 768, height: int = 768,
                       fps: int = 16, sampler: str = "unipc", device: torch.device | None = None,
-                      low_vram: bool = False, on_file: Callable[..., None] | None = None) -> list[Path]:
-    """``wanlora sample``: the base model + one or two LoRA files (high first, or told by their metadata)."""
+                      low_vram: bool = False, on_file: Callable[..., None] | None = None,
+                      progress: bool = False) -> list[Path]:
+    """``wanlora sample``: the base model + one or two LoRA files (high first, or told by their metadata).
+
+    ``progress`` shows the pipeline's denoising bar (stderr): a CPU preview takes minutes, not seconds.
+    """
     from diffusers import WanImageToVideoPipeline
     from wanlora.engine.model.load import resolve_model_path
 
@@ -277,7 +281,7 @@ def sample_from_files(loras: list[Path], *, model: str | None, image: Path, prom
     pipe = WanImageToVideoPipeline.from_pretrained(root, dtype=dtype)
     pipe.vae.to(torch.float32)
     pipe.scheduler = make_scheduler(sampler, root)
-    pipe.set_progress_bar_config(disable=True)
+    pipe.set_progress_bar_config(disable=not progress, desc="denoising", leave=False)
     if HIGH in by_expert:
         pipe.load_lora_weights(str(by_expert[HIGH]), adapter_name="high")
     if LOW in by_expert:

@@ -191,3 +191,52 @@ class JobFeed:
         except OSError:
             return []
 
+
+def output_dir(job_dir: Path, daemon_row: dict[str, Any] | None = None) -> Path:
+    """Where the job's LoRA files land: the daemon's word, else ``[job] output_dir``, else ``checkpoints/``."""
+    if daemon_row and daemon_row.get("output_dir"):
+        return Path(str(daemon_row["output_dir"]))
+    try:
+        with open(job_dir / jobdir.JOB_TOML, "rb") as f:
+            out = tomllib.load(f).get("job", {}).get("output_dir")
+    except (OSError, tomllib.TOMLDecodeError):
+        out = None
+    return Path(out).expanduser() if isinstance(out, str) and out else job_dir / jobdir.CHECKPOINTS
+
+
+def lora_files(folder: Path) -> list[Path]:
+    """The LoRA files in a folder, oldest first (final pair last: it is written last)."""
+    try:
+        files = [p for p in folder.iterdir() if p.suffix == ".safetensors" and not p.name.startswith(".")]
+    except OSError:
+        return []
+    return sorted(files, key=lambda p: (p.stat().st_mtime, p.name))
+
+
+def newest_pair(files: list[Path]) -> list[Path]:
+    """The pair a user wants: the final files (no step suffix) if present, else the newest step pair."""
+    import re
+
+    final = [p for p in files if not re.search(r"_\d{6}\.safetensors$", p.name)]
+    if final:
+        return sorted(final, key=lambda p: p.name)
+    if not files:
+        return []
+    step = re.search(r"_(\d{6})\.safetensors$", files[-1].name)
+    return sorted([p for p in files if step and p.name.endswith(f"_{step.group(1)}.safetensors")], key=lambda p: p.name)
+
+
+def last_error_lines(job_dir: Path, n: int = 6) -> list[str]:
+    """The end of ``train.log`` without library noise: where a failure's own words are."""
+    from wanlora.tui.progress import is_noise
+
+    try:
+        with open(job_dir / jobdir.TRAIN_LOG, "rb") as f:
+            f.seek(0, 2)
+            size = f.tell()
+            f.seek(max(0, size - 65536))
+            text = f.read().decode("utf-8", errors="replace").replace("\r", "\n")
+    except OSError:
+        return []
+    lines = [ln.rstrip() for ln in text.split("\n") if ln.strip() and not is_noise(ln)]
+    return lines[-n:]

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from wanlora.engine.config.findings import Finding, JobError
 from wanlora.engine.config.io import parse_toml, read_toml
+from wanlora.engine.config.machine import Machine, machine_findings, skip_requested
 from wanlora.engine.config.presets import Resolved, recipe_meta, resolve
 from wanlora.engine.config.schema import DatasetSection, Job, expert_plan
 from wanlora.engine.estimate import format_ladder, oom_ladder, peak_vram
@@ -80,7 +81,14 @@ def _check_structure(job: Job) -> list[Finding]:
     if ms.high_noise and ms.low_noise and ms.switch_every >= job.training.steps:
         out.append(Finding("warning", "multistage.switch_every",
                            f"switch_every = {ms.switch_every} is not below steps = {job.training.steps}, so the second expert never trains",
-                           "use switch_every = 10 (or 20-50 with low_vram/offloading)"))
+                           f"use switch_every = {max(1, min(10, job.training.steps // 2))} (at most half of steps; "
+                           f"10 is usual, 20-50 with low_vram/offloading) or raise steps above {ms.switch_every}"))
+    t = job.training
+    if t.lr_warmup_steps >= t.steps:
+        out.append(Finding("warning", "training.lr_warmup_steps",
+                           f"lr_warmup_steps = {t.lr_warmup_steps} is not below steps = {t.steps}, so the learning rate "
+                           f"never reaches learning_rate = {t.learning_rate:g}",
+                           f"use lr_warmup_steps = {min(100, t.steps // 10)} (a few percent of steps; 0 = no warm-up)"))
     return out
 
 
@@ -573,18 +581,76 @@ def sort_findings(findings: list[Finding]) -> list[Finding]:
     return sorted(findings, key=lambda f: LEVEL_ORDER[f.level])
 
 
+_KEY_PART = re.compile(r"([^.\[\]]+)((?:\[\d+\])*)")
+
+
+def _drop_key(data: dict, dotted: str) -> bool:
+    """Remove ``datasets[0].num_frames``-style keys from a parsed job file; False when it is not there."""
+    parts: list[str | int] = []
+    for piece in dotted.split("."):
+        m = _KEY_PART.fullmatch(piece)
+        if not m:
+            return False
+        parts.append(m.group(1))
+        parts += [int(i) for i in re.findall(r"\[(\d+)\]", m.group(2))]
+    cur: object = data
+    for p in parts[:-1]:
+        try:
+            cur = cur[p]  # type: ignore[index]
+        except (KeyError, IndexError, TypeError):
+            return False
+    try:
+        del cur[parts[-1]]  # type: ignore[attr-defined]
+    except (KeyError, IndexError, TypeError):
+        return False
+    return True
+
+
+def _beyond_schema_errors(user: dict, schema: list[Finding], source: str, vram_gb: float | None) -> list[Finding]:
+    """The other findings of a file with schema errors: one typo must not hide everything else.
+
+    The offending keys are set aside (so their preset/default value applies) and the rest is checked as usual;
+    findings about the set-aside keys are dropped (the schema error already speaks for them).
+    """
+    import copy
+
+    trial = copy.deepcopy(user)
+    bad = {f.key for f in schema}
+    for _ in range(4):
+        if not all(_drop_key(trial, k) for k in bad if k != source):
+            return []
+        try:
+            res = resolve(trial, source=source, detected_vram_gb=vram_gb)
+        except JobError as e:
+            new = {f.key for f in e.findings} - bad
+            if not new:
+                return []
+            bad |= new
+            continue
+        found = res.findings + validate_job(res.job, check_files=True, vram_gb=res.detected_vram_gb)
+        return [f for f in found if f.key not in bad and f.level != "info"]
+    return []
+
+
 def check_file(path: Path | str, *, vram_gb: float | None = None, output_roots: list[Path] | None = None,
-               text: str | None = None) -> tuple[Resolved | None, list[Finding]]:
+               text: str | None = None, machine: Machine | bool | None = None) -> tuple[Resolved | None, list[Finding]]:
     """Parse + schema + presets + every check of a job file; never raises for a bad job.
 
     Returns ``(Resolved, findings)``, or ``(None, findings)`` when the file cannot become a job at all.
     ``text``: the file's content, already read safely by the caller (the daemon's intake); ``path`` then only names it.
+    ``machine``: None/True = also check that *this* machine can run it (``engine.config.machine``; skipped when
+    ``WANLORA_VALIDATE_ANYWHERE`` is set), a :class:`Machine` = check against that one, False = skip.
     """
     try:
         user = parse_toml(text, str(path)) if text is not None else read_toml(Path(path))
-        resolved = resolve(user, source=str(path), detected_vram_gb=vram_gb)
     except JobError as e:
         return None, e.findings
+    try:
+        resolved = resolve(user, source=str(path), detected_vram_gb=vram_gb)
+    except JobError as e:
+        return None, e.findings + _beyond_schema_errors(user, e.findings, str(path), vram_gb)
     vram = resolved.detected_vram_gb
-    return resolved, sort_findings(resolved.findings + validate_job(resolved.job, check_files=True, vram_gb=vram,
-                                                                     output_roots=output_roots))
+    found = resolved.findings + validate_job(resolved.job, check_files=True, vram_gb=vram, output_roots=output_roots)
+    if machine is not False and not (machine is None and skip_requested()):
+        found += machine_findings(resolved.job, machine if isinstance(machine, Machine) else None)
+    return resolved, sort_findings(found)

@@ -49,13 +49,13 @@ def _fmt(v: float) -> str:
 
 
 def render_plot(steps: Sequence[int], losses: Sequence[float], width: int, height: int,
-                smoothing: float = 0.9) -> list[Text]:
+                smoothing: float = 0.9, empty: str = "waiting for the first step…") -> list[Text]:
     """``height`` lines of ``width`` cells: y labels on the left, x range on the bottom line."""
     if width < 12 or height < 3:
         return [Text("")] * max(height, 0)
     if not losses:
         blank = [Text(" " * width) for _ in range(height)]
-        blank[height // 2] = Text("waiting for the first step…".center(width)[:width], style="dim")
+        blank[height // 2] = Text(empty.center(width)[:width], style="dim")
         return blank
     label_w = 8
     cols, rows = width - label_w, height - 1
@@ -150,7 +150,11 @@ class LossPlot(Widget):
         self._version = 0
         self.drawn_points = 0  # how many points the last render drew (the attach benchmark waits on it)
 
-    def set_data(self, steps: Sequence[int], losses: Sequence[float]) -> None:
+    empty_text = "waiting for the first step…"  # what an empty plot says (a failed job: no step was trained)
+
+    def set_data(self, steps: Sequence[int], losses: Sequence[float], empty: str | None = None) -> None:
+        if empty is not None:
+            self.empty_text = empty
         self._steps, self._losses = steps, losses
         self._version += 1
         self.refresh()
@@ -166,6 +170,6 @@ class LossPlot(Widget):
 
     def render(self) -> Text:
         w, h = self.content_size.width, self.content_size.height
-        lines = render_plot(self._steps, self._losses, w, h, self.smoothing)
+        lines = render_plot(self._steps, self._losses, w, h, self.smoothing, self.empty_text)
         self.drawn_points = len(self._losses)
         return Text("\n").join(lines)
