@@ -176,7 +176,7 @@ def training_previews(*, job: Any, parts: Any, experts: dict[str, Any], embed: C
     An expert that is not trained is loaded from the model for the preview (base weights, no LoRA) and
     dropped after; a VAE freed by the latent cache is loaded back for the preview and dropped after.
     """
-    from wanlora.engine.model.load import load_expert, load_vae
+    from wanlora.engine.model.part_sources import load_expert_part, load_vae_part
 
     specs = preview_specs(job.sample, job.job.trigger_word)
     if not specs:
@@ -185,9 +185,9 @@ def training_previews(*, job: Any, parts: Any, experts: dict[str, Any], embed: C
     loaded: list[str] = []
     for n in (HIGH, LOW):
         if n not in models:
-            models[n] = load_expert(parts.root, n, dtype, device)
+            models[n] = load_expert_part(parts, n, dtype, device)
             loaded.append(n)
-    vae = parts.vae if parts.vae is not None else load_vae(parts.root, torch.float32, device)
+    vae = parts.vae if parts.vae is not None else load_vae_part(parts, torch.float32, device)
     low_vram = bool(job.model.low_vram) and device.type == "cuda"
     placement = {n: next(m.parameters()).device for n, m in models.items()}
     modes = {n: m.training for n, m in models.items()}

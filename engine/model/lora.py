@@ -42,6 +42,7 @@ def add_lora(transformer, rank: int, alpha: float, modules: str = "attn+ffn",
     transformer.requires_grad_(False)
     cfg = LoraConfig(r=int(rank), lora_alpha=float(alpha), target_modules=target_regex(modules),
                      init_lora_weights=True)
+    _wrap_fp8_bases(transformer, cfg)
     transformer.add_adapter(cfg, adapter_name=ADAPTER_NAME)
     params = [p for n, p in transformer.named_parameters() if "lora_" in n]
     for p in params:
@@ -51,6 +52,16 @@ def add_lora(transformer, rank: int, alpha: float, modules: str = "attn+ffn",
     if not params:
         raise RuntimeError(f"no Linear layer matched target.modules={modules!r}; is this a Wan transformer?")
     return params
+
+
+def _wrap_fp8_bases(transformer, cfg) -> None:
+    """An expert loaded from an fp8-scaled file already holds :class:`Fp8Linear` bases: let peft wrap them too."""
+    from wanlora.engine.model.fp8_linear import Fp8Linear
+
+    if any(isinstance(m, Fp8Linear) for m in transformer.modules()):
+        from peft.tuners.lora.layer import Linear as LoraLinear
+
+        cfg._register_custom_module({Fp8Linear: LoraLinear})
 
 
 def lora_state_dict(transformer) -> dict[str, torch.Tensor]:
