@@ -477,9 +477,9 @@ def check_files(files: dict[str, Path], root: Path | None = None) -> tuple[list[
     for part, rep in experts.items():
         other = LOW if part == HIGH else HIGH
         if rep.expert_hint == other:
-            msg = (f"{FILE_KEY[part]}: {rep.path.name} is {PART_LABEL[other]} by its {rep.hint_source}, given as "
-                   f"{PART_LABEL[part]}; swap model.high_noise_file and model.low_noise_file")
-            (errors if rep.hint_source == "metadata" else warnings).append(msg)
+            renamed = " (or, if the name is wrong, rename the file)" if rep.hint_source == "file name" else ""
+            errors.append(f"{FILE_KEY[part]}: {rep.path.name} is {PART_LABEL[other]} by its {rep.hint_source}, given as "
+                          f"{PART_LABEL[part]}; swap model.high_noise_file and model.low_noise_file{renamed}")
         elif rep.expert_hint is None:
             warnings.append(f"{FILE_KEY[part]}: neither the metadata nor the name of {rep.path.name} says which "
                             f"expert it is, so a high/low swap cannot be verified; make sure it is {PART_LABEL[part]}")
