@@ -45,10 +45,21 @@ class Found:
         return sorted(out, key=lambda c: (c.part is None, _PREC_ORDER.get(c.report.precision, 9), str(c.path)))
 
 
+COMFY_MODEL_DIRS = ("diffusion_models", "unet", "text_encoders", "clip", "vae", "checkpoints")
+
+
 def default_roots() -> list[Path]:
-    """$HF_HOME (or ~/.cache/huggingface), /workspace and the home folder."""
-    hf = Path(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface")
-    return [p for p in (hf, Path("/workspace"), Path.home()) if p.is_dir()]
+    """The usual places, not whole disks: ``$HF_HOME/hub`` and ComfyUI ``models/`` folders under /workspace and ~
+    (``<base>/ComfyUI/models``, ``<base>/*/ComfyUI/models``, ``<base>/models``)."""
+    hf = Path(os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME") or Path.home() / ".cache/huggingface") / "hub")
+    out = [hf] if hf.is_dir() else []
+    for base in (Path("/workspace"), Path.home()):
+        if not base.is_dir():
+            continue
+        for models in [base / "ComfyUI" / "models", *sorted(base.glob("*/ComfyUI/models")), base / "models"]:
+            if models.is_dir() and any((models / d).is_dir() for d in COMFY_MODEL_DIRS):
+                out += [models / d for d in COMFY_MODEL_DIRS if (models / d).is_dir()]
+    return out
 
 
 def _walk(root: Path, depth: int = 0):
@@ -125,11 +136,11 @@ def _toml_str(p: Path) -> str:
     return '"' + str(p).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def job_lines(found: Found) -> list[str]:
-    """The ``[model]`` lines that use the best file found for each part (fp8 experts add the quantization line)."""
-    lines = ["[model]"]
+def suggestions(found: Found) -> dict[str, str]:
+    """Dotted job keys → values that use the best file found for each part (the wizard's "use these")."""
+    out: dict[str, str] = {}
     if found.diffusers_folders:
-        lines.append(f"name_or_path = {_toml_str(found.diffusers_folders[0])}")
+        out["model.name_or_path"] = str(found.diffusers_folders[0])
     fp8 = False
     for part in wf.FILE_PARTS:
         best = found.for_part(part)
@@ -137,11 +148,23 @@ def job_lines(found: Found) -> list[str]:
             other = wf.LOW if part == wf.HIGH else wf.HIGH
             best = [c for c in best if c.part == part] or [c for c in best if c.part is None and not found.for_part(other)]
         if best:
-            lines.append(f"{part}_file = {_toml_str(best[0].path)}")
+            out[wf.FILE_KEY[part]] = str(best[0].path)
             fp8 |= part in wf.EXPERTS and best[0].report.precision in ("fp8_scaled", "fp8")
     if fp8:
+        out["quantization.transformer"] = "fp8"
+    return out
+
+
+def job_lines(found: Found) -> list[str]:
+    """The ``[model]`` lines that use the best file found for each part (fp8 experts add the quantization line)."""
+    s = suggestions(found)
+    model = [f"{k.split('.', 1)[1]} = {_toml_str(Path(v))}" for k, v in s.items() if k.startswith("model.")]
+    if not model:
+        return []
+    lines = ["[model]", *model]
+    if "quantization.transformer" in s:
         lines += ["", "[quantization]", 'transformer = "fp8"   # the fp8-scaled experts are used as the fp8 base']
-    return lines if len(lines) > 1 else []
+    return lines
 
 
 def render(found: Found) -> str:

@@ -484,3 +484,37 @@ def check_files(files: dict[str, Path], root: Path | None = None) -> tuple[list[
             warnings.append(f"{FILE_KEY[part]}: neither the metadata nor the name of {rep.path.name} says which "
                             f"expert it is, so a high/low swap cannot be verified; make sure it is {PART_LABEL[part]}")
     return errors, warnings, reports
+
+
+def source_notes(model: Any) -> list[str]:
+    """Where each part and the boundary come from, for ``wanlora show`` (reads headers only)."""
+    files = {p: str(getattr(model, f"{p}_file", "") or "").strip() for p in FILE_PARTS}
+    name = str(model.name_or_path).strip()
+    local = Path(name).expanduser()
+    notes = []
+    for p in FILE_PARTS:
+        if files[p]:
+            try:
+                r = identify(files[p])
+                what = f"{_layout_words(r)}, {r.precision}"
+            except WeightFileError as e:
+                what = f"unreadable: {e}"
+            notes.append(f"{PART_LABEL[p]}: {FILE_KEY[p]} = {files[p]} ({what})")
+        else:
+            notes.append(f"{PART_LABEL[p]}: {name}/{SUBFOLDER[p]}")
+    if model.boundary_ratio == "auto":
+        index = local / "model_index.json"
+        src, value = f"{bundled_config_dir().name} configs bundled with wanlora", 0.9
+        if index.is_file():
+            try:
+                value = float(json.loads(index.read_text()).get("boundary_ratio", 0.9))
+                src = str(index)
+            except (OSError, ValueError, TypeError):
+                pass
+        elif not all(files.values()):
+            src = f"{name}/model_index.json (0.9 for Wan 2.2 I2V A14B)"
+        notes.append(f"model.boundary_ratio = auto → {value} from {src}: t ≥ {value * 1000:g} trains the "
+                     "high-noise expert; set model.boundary_ratio to override")
+    else:
+        notes.append(f"model.boundary_ratio = {model.boundary_ratio} (set by the job; Wan 2.2 I2V A14B's own is 0.9)")
+    return notes

@@ -86,6 +86,10 @@ def run(args: argparse.Namespace) -> int:
     print("# origin: default = schema default, recipe = presets/<recipe>.toml, tier = presets/tiers.toml, user = your file")
     for f in r.findings:
         print(f"# {f.message}")
+    from wanlora.engine.model.weight_files import source_notes
+
+    for line in source_notes(r.job.model):
+        print(f"# model source: {line}")
     print()
     print(render(dump, r.origins), end="")
     return 0
