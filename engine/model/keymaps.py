@@ -149,3 +149,29 @@ def te_to_transformers(file_keys: Iterable[str], prefix: str) -> dict[str, str]:
             continue
         out[k] = name
     return out
+
+
+def wan_t5_to_transformers(file_keys: Iterable[str]) -> dict[str, str]:
+    """The original Wan release's UMT5 encoder (``models_t5_umt5-xxl-enc-bf16.pth``: ``blocks.N.attn.q``,
+    ``ffn.gate.0`` / ``fc1`` / ``fc2``, per-block ``pos_embedding``) → ``UMT5EncoderModel`` names.
+
+    Wan's feed-forward is ``fc2(fc1(x) * gelu(gate(x)))``; transformers' gated-gelu is
+    ``wo(gelu(wi_0(x)) * wi_1(x))``, so gate.0 → wi_0 and fc1 → wi_1.
+    """
+    inner = {"norm1.weight": "layer.0.layer_norm.weight", "attn.q.weight": "layer.0.SelfAttention.q.weight",
+             "attn.k.weight": "layer.0.SelfAttention.k.weight", "attn.v.weight": "layer.0.SelfAttention.v.weight",
+             "attn.o.weight": "layer.0.SelfAttention.o.weight",
+             "pos_embedding.embedding.weight": "layer.0.SelfAttention.relative_attention_bias.weight",
+             "norm2.weight": "layer.1.layer_norm.weight", "ffn.gate.0.weight": "layer.1.DenseReluDense.wi_0.weight",
+             "ffn.fc1.weight": "layer.1.DenseReluDense.wi_1.weight", "ffn.fc2.weight": "layer.1.DenseReluDense.wo.weight"}
+    out = {}
+    for k in file_keys:
+        if k == "token_embedding.weight":
+            out[k] = "shared.weight"
+        elif k == "norm.weight":
+            out[k] = "encoder.final_layer_norm.weight"
+        else:
+            m = re.match(r"blocks\.(\d+)\.(.+)$", k)
+            if m and m.group(2) in inner:
+                out[k] = f"encoder.block.{m.group(1)}.{inner[m.group(2)]}"
+    return out

@@ -58,17 +58,33 @@ def _dev(device: torch.device | str) -> str:
     return f"cuda:{d.index if d.index is not None else torch.cuda.current_device()}" if d.type == "cuda" else str(d)
 
 
-def _scales(h: wf.Header) -> dict[str, torch.Tensor]:
-    """Every ``*.scale_weight`` / ``*.weight_scale`` tensor (scalars; a few KB in all), keyed by its weight's name."""
+def _tensors(f: Path, device: str, keep: Callable[[str], bool]):
+    """(key, tensor) of one file, one tensor at a time on ``device``: safetensors through ``safe_open``, a torch
+    zip checkpoint (.pth) memory-mapped (``weights_only``: plain tensors only, no code runs)."""
+    if f.suffix in wf.PICKLE_SUFFIXES:
+        sd = torch.load(f, map_location="cpu", mmap=True, weights_only=True)
+        for key in ("state_dict", "model", "module"):
+            if isinstance(sd.get(key), dict):
+                sd = sd[key]
+        for k in list(sd):
+            if keep(k):
+                yield k, sd.pop(k).to(device)
+        return
     from safetensors import safe_open
 
+    with safe_open(str(f), framework="pt", device=device) as sf:
+        for k in sf.keys():
+            if keep(k):
+                yield k, sf.get_tensor(k)
+
+
+def _scales(h: wf.Header) -> dict[str, torch.Tensor]:
+    """Every ``*.scale_weight`` / ``*.weight_scale`` tensor (scalars; a few KB in all), keyed by its weight's name."""
     out: dict[str, torch.Tensor] = {}
-    for f in h.files:
-        with safe_open(str(f), framework="pt", device="cpu") as sf:
-            for k in sf.keys():
-                for suf in wf.SCALE_SUFFIXES:
-                    if k.endswith(suf):
-                        out[k[: -len(suf)] + ".weight"] = sf.get_tensor(k).float()
+    for f in sorted({h.where[k] for k in h.tensors if k.endswith(wf.SCALE_SUFFIXES)}):
+        for k, t in _tensors(f, "cpu", lambda k: k.endswith(wf.SCALE_SUFFIXES)):
+            suf = next(x for x in wf.SCALE_SUFFIXES if k.endswith(x))
+            out[k[: -len(suf)] + ".weight"] = t.float()
     return out
 
 
@@ -82,35 +98,29 @@ def stream_into(model: nn.Module, h: wf.Header, key_map: Mapping[str, str], *, d
     an :class:`Fp8Linear` (bytes as in the file).  Returns how many Linears stayed fp8.  Raises
     :class:`SingleFileError` if the file lacks tensors the model needs.
     """
-    from safetensors import safe_open
-
     wanted = set(model.state_dict())
     scales = _scales(h) if any(t.dtype.startswith("F8") for t in h.tensors.values()) else {}
     dev = _dev(device)
     pending: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     loaded: set[str] = set()
     for f in h.files:
-        with safe_open(str(f), framework="pt", device=dev) as sf:
-            for k in sf.keys():
-                name = key_map.get(k)
-                if name is None or name not in wanted:
+        for k, t in _tensors(f, dev, lambda k: key_map.get(k) in wanted):
+            name = key_map[k]
+            if t.dtype in (torch.float8_e4m3fn, torch.float8_e5m2):
+                scale = scales.get(k, torch.ones(()))
+                mod = name.rpartition(".")[0]
+                if (t.dtype == E4M3 and scale.numel() == 1 and name.endswith(".weight") and fp8_module is not None
+                        and fp8_module(mod)):
+                    pending[mod] = (t, scale.reshape(()).to(t.device))
+                    loaded.add(name)
                     continue
-                t = sf.get_tensor(k)
-                if t.dtype in (torch.float8_e4m3fn, torch.float8_e5m2):
-                    scale = scales.get(k, torch.ones(()))
-                    mod = name.rpartition(".")[0]
-                    if (t.dtype == E4M3 and scale.numel() == 1 and name.endswith(".weight") and fp8_module is not None
-                            and fp8_module(mod)):
-                        pending[mod] = (t, scale.reshape(()).to(t.device))
-                        loaded.add(name)
-                        continue
-                    shape = (-1,) + (1,) * (t.dim() - 1) if scale.numel() > 1 else ()
-                    t = t.to(torch.float32) * scale.to(t.device).reshape(shape)
-                want = dtype_of(name)
-                if want is not None and t.is_floating_point() and t.dtype != want:
-                    t = t.to(want)
-                _assign(model, name, t)
-                loaded.add(name)
+                shape = (-1,) + (1,) * (t.dim() - 1) if scale.numel() > 1 else ()
+                t = t.to(torch.float32) * scale.to(t.device).reshape(shape)
+            want = dtype_of(name)
+            if want is not None and t.is_floating_point() and t.dtype != want:
+                t = t.to(want)
+            _assign(model, name, t)
+            loaded.add(name)
     for mod, (q, scale) in pending.items():
         parent_name, _, child = mod.rpartition(".")
         parent = model.get_submodule(parent_name)
@@ -190,7 +200,8 @@ def load_expert_file(path: Path | str, cfg: dict[str, Any], *, dtype: torch.dtyp
 
 
 def load_vae_file(path: Path | str, cfg: dict[str, Any], *, dtype: torch.dtype, device: torch.device | str):
-    """The Wan VAE from ComfyUI's ``wan_2.1_vae.safetensors`` (original keys) or a diffusers-keyed file."""
+    """The Wan VAE from ComfyUI's ``wan_2.1_vae.safetensors`` / the release's ``Wan2.1_VAE.pth`` (original keys)
+    or a diffusers-keyed file."""
     from diffusers import AutoencoderKLWan
 
     h = wf.read_header(path)
@@ -210,18 +221,21 @@ def load_vae_file(path: Path | str, cfg: dict[str, Any], *, dtype: torch.dtype, 
 
 
 def load_text_encoder_file(path: Path | str, cfg: dict[str, Any], *, dtype: torch.dtype, device: torch.device | str):
-    """UMT5-XXL from ComfyUI's ``umt5_xxl_{fp16,fp8_e4m3fn_scaled}.safetensors`` (transformers names)."""
+    """UMT5-XXL from ComfyUI's ``umt5_xxl_{fp16,fp8_e4m3fn_scaled}.safetensors`` (transformers names) or the
+    original release's ``models_t5_umt5-xxl-enc-bf16.pth`` (Wan's own names)."""
     from transformers import UMT5Config, UMT5EncoderModel
 
     h = wf.read_header(path)
     rep = wf.identify(path, h)
-    if rep.kind != "text_encoder" or rep.layout != "hf":
-        what = rep.description + (" in the original Wan layout (a .pth export)" if rep.layout == "wan" else "")
-        raise SingleFileError(f"{wf.FILE_KEY[wf.TEXT_ENCODER]}: {Path(path).name} is {what}; expected "
-                              f"{wf.PART_LABEL[wf.TEXT_ENCODER]} with transformers/ComfyUI keys (umt5_xxl_fp16.safetensors)")
+    if rep.kind != "text_encoder":
+        raise SingleFileError(f"{wf.FILE_KEY[wf.TEXT_ENCODER]}: {Path(path).name} is {rep.description}; expected "
+                              f"{wf.PART_LABEL[wf.TEXT_ENCODER]}")
     config = UMT5Config.from_dict(_config(cfg))
     model = _empty(lambda: UMT5EncoderModel(config))
-    key_map = keymaps.te_to_transformers(h.tensors, rep.facts["prefix"])
+    if rep.layout == "wan":
+        key_map = keymaps.wan_t5_to_transformers(h.tensors)
+    else:
+        key_map = keymaps.te_to_transformers(h.tensors, rep.facts["prefix"])
     keep = model._keep_in_fp32_modules if dtype == torch.float16 else None
     stream_into(model, h, key_map, device=device, dtype_of=_keep_fp32(list(keep or []), dtype),
                 label=wf.PART_LABEL[wf.TEXT_ENCODER])

@@ -74,7 +74,60 @@ class Header:
         return sum(t.nbytes for t in self.tensors.values())
 
 
+PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+_STORAGE = {"FloatStorage": "F32", "HalfStorage": "F16", "BFloat16Storage": "BF16", "DoubleStorage": "F64",
+            "LongStorage": "I64", "IntStorage": "I32", "ShortStorage": "I16", "CharStorage": "I8", "ByteStorage": "U8",
+            "BoolStorage": "BOOL", "Float8_e4m3fnStorage": "F8_E4M3", "Float8_e5m2Storage": "F8_E5M2"}
+
+
+def _read_pickle(path: Path) -> dict[str, TensorInfo]:
+    """Names and shapes in a torch zip checkpoint (the original release's ``Wan2.1_VAE.pth``, the UMT5 ``.pth``)
+    without torch: its ``data.pkl`` is unpickled with stubs for the few torch names a state dict uses — nothing
+    else is allowed, so no code from the file runs."""
+    import collections
+    import pickle
+    import zipfile
+
+    def rebuild(storage: Any, _offset: Any, size: Any, *_rest: Any) -> TensorInfo:
+        return TensorInfo(storage, tuple(int(x) for x in size))
+
+    class Stubs(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> Any:
+            if (module, name) == ("collections", "OrderedDict"):
+                return collections.OrderedDict
+            if module == "torch._utils" and name == "_rebuild_tensor_v2":
+                return rebuild
+            if module == "torch._utils" and name == "_rebuild_parameter":
+                return lambda data, *_: data
+            if module == "torch" and name in _STORAGE:
+                return _STORAGE[name]
+            raise WeightFileError(f"{path} holds {module}.{name}, not a plain state dict; give a .safetensors file")
+
+        def persistent_load(self, pid: Any) -> Any:
+            return pid[1]  # ('storage', <dtype word from find_class>, key, location, numel)
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            name = next((n for n in zf.namelist() if n.endswith("data.pkl")), None)
+            if name is None:
+                raise WeightFileError(f"{path} is not a torch checkpoint (no data.pkl)")
+            obj = Stubs(zf.open(name)).load()
+    except zipfile.BadZipFile:
+        raise WeightFileError(f"{path} is a legacy (non-zip) torch file or not a checkpoint; "
+                              "give a .safetensors file") from None
+    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError) as e:
+        raise WeightFileError(f"{path} cannot be read as a state dict ({e})") from None
+    for key in ("state_dict", "model", "module"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, TensorInfo) for v in obj.values()):
+        raise WeightFileError(f"{path} is not a plain state dict of tensors; give a .safetensors file")
+    return {str(k): v for k, v in obj.items()}
+
+
 def _read_one(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
+    if path.suffix in PICKLE_SUFFIXES:
+        return _read_pickle(path), {}
     try:
         with open(path, "rb") as f:
             raw = f.read(8)
@@ -129,9 +182,6 @@ def shard_files(path: Path) -> list[Path]:
         return [path.parent / n for n in names]
     if not path.exists():
         raise WeightFileError(f"{path} does not exist; check the path (`wanlora model find` lists what is on this machine)")
-    if path.suffix in (".pth", ".pt", ".ckpt", ".bin"):
-        raise WeightFileError(f"{path} is a pickle checkpoint ({path.suffix}); give a .safetensors file "
-                              "(ComfyUI's repackaged files, or convert it once with safetensors)")
     return [path]
 
 

@@ -375,3 +375,44 @@ def test_bundled_configs_are_the_wan22_i2v_a14b_ones() -> None:
         assert (c["in_channels"], c["num_layers"], c["num_attention_heads"] * c["attention_head_dim"]) == (36, 40, 5120)
     assert wf.config_for(wf.VAE)["z_dim"] == 16 and wf.config_for(wf.TEXT_ENCODER)["vocab_size"] == 256384
     assert json.loads((root / "scheduler" / "scheduler_config.json").read_text())["use_flow_sigmas"] is True
+
+
+def test_original_release_pth_vae_and_t5_load_as_the_folders(tmp_path: Path, tiny_model: Path) -> None:
+    """Wan2.1_VAE.pth and models_t5_umt5-xxl-enc-bf16.pth (Wan's own names) read torch-free and load exactly;
+    the T5 feed-forward computed by hand in Wan's form equals transformers' on the loaded weights."""
+    import torch.nn.functional as F
+
+    vae = load_vae(tiny_model, torch.float32, CPU)
+    vp = tmp_path / "Wan2.1_VAE.pth"
+    torch.save({keymaps.diffusers_to_wan_vae(k, vae.config): v for k, v in vae.state_dict().items()}, vp)
+    assert wf.check_part(wf.VAE, vp, tiny_model).errors == []
+    v2 = sf.load_vae_file(vp, wf.config_for(wf.VAE, tiny_model), dtype=torch.float32, device=CPU)
+    assert all(torch.equal(a, b) for a, b in zip(vae.state_dict().values(), v2.state_dict().values(), strict=True))
+    _, te = load_text_encoder(tiny_model, torch.float32, CPU)
+    sd = te.state_dict()
+    wan_names = {"layer.0.layer_norm.weight": "norm1.weight", "layer.0.SelfAttention.q.weight": "attn.q.weight",
+                 "layer.0.SelfAttention.k.weight": "attn.k.weight", "layer.0.SelfAttention.v.weight": "attn.v.weight",
+                 "layer.0.SelfAttention.o.weight": "attn.o.weight",
+                 "layer.0.SelfAttention.relative_attention_bias.weight": "pos_embedding.embedding.weight",
+                 "layer.1.layer_norm.weight": "norm2.weight", "layer.1.DenseReluDense.wi_0.weight": "ffn.gate.0.weight",
+                 "layer.1.DenseReluDense.wi_1.weight": "ffn.fc1.weight", "layer.1.DenseReluDense.wo.weight": "ffn.fc2.weight"}
+    orig = {"token_embedding.weight": sd["shared.weight"], "norm.weight": sd["encoder.final_layer_norm.weight"]}
+    for k, v in sd.items():
+        if k.startswith("encoder.block."):
+            i, rest = k.split(".", 3)[2], k.split(".", 3)[3]
+            orig[f"blocks.{i}.{wan_names[rest]}"] = v
+    tp = tmp_path / "models_t5_umt5-xxl-enc-bf16.pth"
+    torch.save(orig, tp)
+    code = ("import sys; from wanlora.engine.model.weight_files import identify\n"
+            f"r = identify({str(tp)!r}); print(r.kind, r.layout, r.facts['umt5'])\n"
+            "assert 'torch' not in sys.modules\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert r.returncode == 0 and r.stdout.split() == ["text_encoder", "wan", "True"], r.stderr
+    t2 = sf.load_text_encoder_file(tp, wf.config_for(wf.TEXT_ENCODER, tiny_model), dtype=torch.float32, device=CPU)
+    assert all(torch.equal(sd[k], t2.state_dict()[k]) for k in sd)
+    x = torch.randn(3, 32)
+    wan_ffn = F.linear(F.linear(x, orig["blocks.0.ffn.fc1.weight"])
+                       * F.gelu(F.linear(x, orig["blocks.0.ffn.gate.0.weight"]), approximate="tanh"),
+                       orig["blocks.0.ffn.fc2.weight"])
+    with torch.no_grad():
+        assert torch.allclose(t2.encoder.block[0].layer[1].DenseReluDense(x), wan_ffn, atol=1e-6)
