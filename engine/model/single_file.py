@@ -343,3 +343,79 @@ def save_text_encoder_file(state: Mapping[str, torch.Tensor], path: Path | str, 
     if precision == "fp8_scaled":
         out["scaled_fp8"] = torch.zeros(0, dtype=E4M3)
     return write_safetensors(out, path)
+
+
+# ---------------------------------------------------------------- streaming writer (full-size files, GPU trials)
+_ST_DTYPE = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16", E4M3: "F8_E4M3"}
+
+
+def write_safetensors_streaming(path: Path | str, specs: list[tuple[str, torch.dtype, tuple[int, ...]]],
+                                make: Callable[[str], torch.Tensor], metadata: dict[str, str] | None = None) -> Path:
+    """A safetensors file written one tensor at a time: the header from ``specs`` first, then ``make(name)``'s
+    bytes in order — a 14B expert is written with one tensor in memory (safetensors' own writer needs them all)."""
+    import json
+    import os
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header: dict[str, Any] = {"__metadata__": metadata} if metadata else {}
+    offset = 0
+    for name, dtype, shape in specs:
+        n = torch.Size(shape).numel() * torch.empty((), dtype=dtype).element_size()
+        header[name] = {"dtype": _ST_DTYPE[dtype], "shape": list(shape), "data_offsets": [offset, offset + n]}
+        offset += n
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    tmp = path.with_name(path.name + ".part")
+    with open(tmp, "wb") as f:
+        f.write(len(raw).to_bytes(8, "little"))
+        f.write(raw)
+        for name, dtype, shape in specs:
+            t = make(name)
+            if t.dtype != dtype or tuple(t.shape) != tuple(shape):
+                raise ValueError(f"{name}: made {t.dtype} {tuple(t.shape)}, header says {dtype} {shape}")
+            f.write(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def write_random_expert(path: Path | str, cfg: dict[str, Any] | None = None, *, layout: str = "comfyui",
+                        precision: str = "fp8_scaled", seed: int = 0, expert: str | None = None,
+                        std: float = 0.02) -> Path:
+    """A random-weight Wan 2.2 expert (default: the full-size A14B config) written as ComfyUI / the original
+    release would store it, streamed tensor by tensor — the file a GPU trial loads to time the single-file path."""
+    import zlib
+
+    cfg = cfg or wf.config_for(wf.HIGH)
+    prefix = COMFY_PREFIX if layout == "comfyui" else ""
+    base = _DT.get(precision, torch.bfloat16)
+    specs: list[tuple[str, torch.dtype, tuple[int, ...]]] = []
+    for k, shape in wf.expected_transformer_shapes(cfg).items():
+        if precision == "fp8_scaled" and k.startswith("blocks.") and k.endswith(_FP8_BLOCK_LINEAR):
+            specs += [(prefix + k, E4M3, shape), (prefix + k.removesuffix(".weight") + ".scale_weight", torch.float32, ())]
+        else:
+            specs.append((prefix + k, base, shape))
+    if precision == "fp8_scaled":
+        specs.append((prefix + "scaled_fp8", E4M3, (0,)))
+    shapes = {n: (d, s) for n, d, s in specs}
+
+    def make(name: str) -> torch.Tensor:
+        dtype, shape = shapes[name]
+        g = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
+        short = name[len(prefix):]
+        if name.endswith(".scale_weight"):
+            return torch.tensor(std * 4 / 448.0, dtype=torch.float32)  # ±4σ maps to e4m3's ±448
+        if short.endswith((".bias", "scaled_fp8")):
+            return torch.zeros(shape, dtype=dtype)
+        if "norm" in short:
+            return torch.ones(shape, dtype=dtype)
+        w = torch.randn(shape, generator=g) * std
+        if dtype == E4M3:
+            return (w / (std * 4 / 448.0)).clamp(-448, 448).to(E4M3)
+        return w.to(dtype)
+
+    if layout == "wan" or layout == "comfyui":
+        return write_safetensors_streaming(path, specs, make, {wf.METADATA_EXPERT: expert} if expert else None)
+    raise ValueError("write_random_expert writes the comfyui or wan layout")

@@ -416,3 +416,21 @@ def test_original_release_pth_vae_and_t5_load_as_the_folders(tmp_path: Path, tin
                        orig["blocks.0.ffn.fc2.weight"])
     with torch.no_grad():
         assert torch.allclose(t2.encoder.block[0].layer[1].DenseReluDense(x), wan_ffn, atol=1e-6)
+
+
+def test_random_full_layout_expert_streams_to_disk_and_loads(tmp_path: Path) -> None:
+    """The GPU trial's file (a random expert in ComfyUI's fp8-scaled layout) is a valid safetensors file written
+    one tensor at a time; safetensors itself reads it, and our loader keeps its fp8 bytes."""
+    from wanlora.engine.model.tiny import TRANSFORMER_CONFIG
+
+    cfg = {**TRANSFORMER_CONFIG, "attention_head_dim": 16, "ffn_dim": 64}
+    p = sf.write_random_expert(tmp_path / "wan2.2_i2v_high_noise_14B_fp8_scaled.safetensors", cfg, expert=wf.HIGH)
+    raw = load_file(str(p))  # safetensors' own reader agrees with our header and offsets
+    assert raw["model.diffusion_model.blocks.1.ffn.2.weight"].dtype == torch.float8_e4m3fn
+    assert wf.check_files({wf.HIGH: p}, None)[0][0].endswith("expected 40 blocks of dim 5120 (Wan 2.2 I2V A14B)")
+    rep = wf.check_part(wf.HIGH, p)
+    assert rep.precision == "fp8_scaled" and rep.expert_hint == wf.HIGH
+    m = sf.load_expert_file(p, cfg, dtype=torch.bfloat16, device=CPU, fp8_base=True)
+    q = raw["model.diffusion_model.blocks.1.ffn.2.weight"]
+    assert torch.equal(m.blocks[1].ffn.net[2].weight_q.view(torch.uint8), q.view(torch.uint8))
+    assert m.blocks[1].norm1.__class__.__name__ == "FP32LayerNorm" and m.proj_out.weight.dtype == torch.bfloat16
