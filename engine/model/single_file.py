@@ -143,10 +143,8 @@ def _tied(model: nn.Module, name: str, loaded: set[str]) -> bool:
     other = pair.get(name)
     if other is None or other not in loaded:
         return False
-    src = model.get_parameter(other)
-    _assign(model, name, src.data)
     mod_name, _, attr = name.rpartition(".")
-    model.get_submodule(mod_name)._parameters[attr] = src  # the same Parameter, as transformers ties them
+    model.get_submodule(mod_name)._parameters[attr] = model.get_parameter(other)  # one Parameter, as transformers ties
     return True
 
 
