@@ -71,8 +71,9 @@ def _walk(root: Path, depth: int = 0):
     index = [e for e in entries if e.name.endswith(".safetensors.index.json")]
     if index:  # a shard set (the original release's high_noise_model/): one candidate, not each shard
         yield Path(index[0].path)
-    if "model_index.json" in names:
+    if "model_index.json" in names:  # a diffusers folder: a name_or_path candidate as a whole, not its shards
         yield Path(root)
+        return
     for e in entries:
         if e.name.startswith(".") and e.name not in (".cache",):
             continue

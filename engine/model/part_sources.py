@@ -134,7 +134,8 @@ def load_text_encoder_part(parts: Any, dtype: torch.dtype, device: torch.device 
     if path is None:
         return L.load_text_encoder(parts.root, dtype, device, quant)
     tok = AutoTokenizer.from_pretrained(parts.root / "tokenizer")
+    fp8_file = quant == "fp8" and wf.identify(path).precision == "fp8_scaled"  # already the fp8 base: no host copy
     te = sf.load_text_encoder_file(path, wf.config_for(wf.TEXT_ENCODER, _config_root(parts)), dtype=dtype,
-                                   device="cpu" if quant != "none" else device)
+                                   device="cpu" if quant != "none" and not fp8_file else device, fp8_base=fp8_file)
     quantize_text_encoder(te, quant, torch.device(device))  # type: ignore[arg-type]
     return tok, te

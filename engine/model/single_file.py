@@ -90,7 +90,7 @@ def _scales(h: wf.Header) -> dict[str, torch.Tensor]:
 
 def stream_into(model: nn.Module, h: wf.Header, key_map: Mapping[str, str], *, device: torch.device | str,
                 dtype_of: Callable[[str], torch.dtype | None], fp8_module: Callable[[str], bool] | None = None,
-                label: str = "") -> int:
+                label: str = "", fp8_compute: bool = True) -> int:
     """Fill ``model``'s empty tensors from the file(s) of ``h``, one tensor at a time, on ``device``.
 
     ``key_map``: file key → model name.  ``dtype_of(name)``: the dtype to hold it in (None = as stored).
@@ -128,7 +128,7 @@ def stream_into(model: nn.Module, h: wf.Header, key_map: Mapping[str, str], *, d
         bias = lin.bias
         if bias is not None and bias.device.type != "meta":
             bias = bias.detach().to(torch.bfloat16 if q.is_cuda else bias.dtype)
-        setattr(parent, child, Fp8Linear(q, scale.float(), bias))
+        setattr(parent, child, Fp8Linear(q, scale.float(), bias, fp8_compute=fp8_compute))
     missing = sorted(n for n in wanted - loaded if not _tied(model, n, loaded))
     if missing:
         raise SingleFileError(f"{h.path} lacks {len(missing)} tensors of {label or type(model).__name__} "
@@ -218,9 +218,14 @@ def load_vae_file(path: Path | str, cfg: dict[str, Any], *, dtype: torch.dtype, 
     return _finish(model, device)
 
 
-def load_text_encoder_file(path: Path | str, cfg: dict[str, Any], *, dtype: torch.dtype, device: torch.device | str):
+def load_text_encoder_file(path: Path | str, cfg: dict[str, Any], *, dtype: torch.dtype, device: torch.device | str,
+                           fp8_base: bool = False):
     """UMT5-XXL from ComfyUI's ``umt5_xxl_{fp16,fp8_e4m3fn_scaled}.safetensors`` (transformers names) or the
-    original release's ``models_t5_umt5-xxl-enc-bf16.pth`` (Wan's own names)."""
+    original release's ``models_t5_umt5-xxl-enc-bf16.pth`` (Wan's own names).
+
+    ``fp8_base`` (the job's ``quantization.text_encoder = "fp8"``): an fp8-scaled file's Linears stay fp8 as
+    stored (weight-only :class:`Fp8Linear`, as ``quant.quantize_text_encoder`` would make them).
+    """
     from transformers import UMT5Config, UMT5EncoderModel
 
     h = wf.read_header(path)
@@ -235,7 +240,9 @@ def load_text_encoder_file(path: Path | str, cfg: dict[str, Any], *, dtype: torc
     else:
         key_map = keymaps.te_to_transformers(h.tensors, rep.facts["prefix"])
     keep = model._keep_in_fp32_modules if dtype == torch.float16 else None
+    modules = dict(model.named_modules())
     stream_into(model, h, key_map, device=device, dtype_of=_keep_fp32(list(keep or []), dtype),
+                fp8_module=lambda mod: fp8_base and fp8_eligible(modules.get(mod)), fp8_compute=False,
                 label=wf.PART_LABEL[wf.TEXT_ENCODER])
     return _finish(model, device)
 

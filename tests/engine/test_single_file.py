@@ -434,3 +434,63 @@ def test_random_full_layout_expert_streams_to_disk_and_loads(tmp_path: Path) -> 
     q = raw["model.diffusion_model.blocks.1.ffn.2.weight"]
     assert torch.equal(m.blocks[1].ffn.net[2].weight_q.view(torch.uint8), q.view(torch.uint8))
     assert m.blocks[1].norm1.__class__.__name__ == "FP32LayerNorm" and m.proj_out.weight.dtype == torch.bfloat16
+
+
+def test_show_says_where_parts_and_the_boundary_come_from(tmp_path: Path, clips: Path, tiny_model: Path) -> None:
+    from wanlora.engine.model.part_sources import fp8_files_direct
+
+    hi = sf.save_expert_file(_expert_state(tiny_model, wf.HIGH), tmp_path / "wan2.2_i2v_high_noise_14B_fp8_scaled.safetensors",
+                             precision="fp8_scaled")
+    job = tmp_path / "job.toml"
+    job.write_text(f'[job]\nname = "x"\n[model]\nhigh_noise_file = "{hi}"\n[[datasets]]\nfolder = "{clips}"\n')
+    r = subprocess.run([sys.executable, "-m", "wanlora.tui.cli", "show", str(job)], capture_output=True, text=True,
+                       cwd=REPO, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert f"the high-noise expert: model.high_noise_file = {hi} (ComfyUI keys" in r.stdout
+    assert "the low-noise expert: Wan-AI/Wan2.2-I2V-A14B-Diffusers/transformer_2" in r.stdout
+    assert "model.boundary_ratio = auto → 0.9" in r.stdout and "t ≥ 900 trains the high-noise expert" in r.stdout
+    job.write_text(job.read_text().replace('name = "x"\n', 'name = "x"\n').replace("[model]\n", "[model]\nboundary_ratio = 0.875\n"))
+    r = subprocess.run([sys.executable, "-m", "wanlora.tui.cli", "show", str(job)], capture_output=True, text=True,
+                       cwd=REPO, timeout=120)
+    assert "model.boundary_ratio = 0.875 (set by the job" in r.stdout
+    # an fp8 job whose trained experts are all fp8-scaled files loads them straight onto the GPU
+    assert fp8_files_direct({wf.HIGH: hi}, [wf.HIGH], "fp8", low_vram=False)
+    assert not fp8_files_direct({wf.HIGH: hi}, [wf.HIGH, wf.LOW], "fp8", low_vram=False)
+    assert not fp8_files_direct({wf.HIGH: hi}, [wf.HIGH], "nf4", low_vram=False)
+    assert not fp8_files_direct({wf.HIGH: hi}, [wf.HIGH], "fp8", low_vram=True)
+
+
+def test_model_find_lists_a_diffusers_folder_as_a_whole(tmp_path: Path, tiny_model: Path) -> None:
+    from wanlora.engine.model.find import find_parts, suggestions
+
+    hub = tmp_path / "hf" / "hub" / "models--Wan-AI--Wan2.2-I2V-A14B-Diffusers" / "snapshots" / "abc"
+    shutil.copytree(tiny_model, hub)
+    found = find_parts([tmp_path / "hf"])
+    assert found.diffusers_folders == [hub] and found.candidates == []  # its transformer/ files are not listed apart
+    assert suggestions(found) == {"model.name_or_path": str(hub)}
+
+
+def test_fp8_scaled_text_encoder_is_kept_fp8_and_encodes_like_its_dequantised_weights(tmp_path: Path,
+                                                                                     tiny_model: Path) -> None:
+    from transformers import UMT5Config, UMT5EncoderModel
+    from wanlora.engine.model.fp8_linear import Fp8Linear
+    from wanlora.engine.model.text import encode_prompts
+    from wanlora.engine.model.tiny import build_tokenizer
+
+    cfg = {**wf.config_for(wf.TEXT_ENCODER, tiny_model), "d_model": 32, "d_ff": 64, "d_kv": 8, "num_heads": 4}
+    torch.manual_seed(0)
+    te = UMT5EncoderModel(UMT5Config.from_dict({k: v for k, v in cfg.items() if not k.startswith("_")})).eval()
+    p = sf.save_text_encoder_file(te.state_dict(), tmp_path / "umt5_xxl_fp8_e4m3fn_scaled.safetensors",
+                                  precision="fp8_scaled")
+    fp8 = sf.load_text_encoder_file(p, cfg, dtype=torch.float32, device=CPU, fp8_base=True)
+    plain = sf.load_text_encoder_file(p, cfg, dtype=torch.float32, device=CPU)
+    lin = fp8.encoder.block[0].layer[0].SelfAttention.q
+    raw = load_file(str(p))
+    assert isinstance(lin, Fp8Linear) and not lin.fp8_compute
+    assert torch.equal(lin.weight_q.view(torch.uint8), raw["encoder.block.0.layer.0.SelfAttention.q.weight"].view(torch.uint8))
+    assert not isinstance(plain.encoder.block[0].layer[0].SelfAttention.q, Fp8Linear)
+    tok = build_tokenizer()
+    with torch.no_grad():
+        a = encode_prompts(tok, fp8, ["a red square moving right"], device=CPU, dtype=torch.float32)
+        b = encode_prompts(tok, plain, ["a red square moving right"], device=CPU, dtype=torch.float32)
+    assert torch.allclose(a, b, atol=1e-6) and a.abs().sum() > 0
