@@ -83,18 +83,43 @@ def to_uint8(frames: np.ndarray) -> np.ndarray:
     return (np.clip(frames, 0.0, 1.0) * 255.0).round().astype(np.uint8)
 
 
-def write_mp4(frames: np.ndarray, path: Path, fps: int) -> Path:
-    """H.264 yuv420p mp4 (plays everywhere), written to a temp name then renamed."""
+def _encode_imageio(frames: np.ndarray, path: Path, fps: int) -> None:
     import imageio.v2 as imageio
 
+    with imageio.get_writer(str(path), fps=fps, codec="libx264", quality=8, pixelformat="yuv420p",
+                            macro_block_size=16, ffmpeg_log_level="error") as w:
+        for f in frames:
+            w.append_data(f)
+
+
+def _encode_pyav(frames: np.ndarray, path: Path, fps: int) -> None:
+    import av
+
+    with av.open(str(path), "w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.height, stream.width = frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2
+        stream.pix_fmt = "yuv420p"
+        for f in frames:
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(f[: stream.height, : stream.width], format="rgb24")))
+        out.mux(stream.encode())
+
+
+def write_mp4(frames: np.ndarray, path: Path, fps: int) -> Path:
+    """H.264 yuv420p mp4 (plays everywhere), written to a temp name then renamed.
+
+    imageio-ffmpeg's bundled ffmpeg first; PyAV (already a dependency for reading) where that binary is
+    missing, e.g. on a GPU box where only wheels could be installed.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
     try:
-        with imageio.get_writer(str(tmp), fps=fps, codec="libx264", quality=8, pixelformat="yuv420p",
-                                macro_block_size=16, ffmpeg_log_level="error") as w:
-            for f in frames:
-                w.append_data(f)
+        try:
+            import imageio_ffmpeg  # noqa: F401
+
+            _encode_imageio(frames, tmp, fps)
+        except ImportError:
+            _encode_pyav(frames, tmp, fps)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -176,8 +201,6 @@ def training_previews(*, job: Any, parts: Any, experts: dict[str, Any], embed: C
     An expert that is not trained is loaded from the model for the preview (base weights, no LoRA) and
     dropped after; a VAE freed by the latent cache is loaded back for the preview and dropped after.
     """
-    from wanlora.engine.model.part_sources import load_expert_part, load_vae_part
-
     specs = preview_specs(job.sample, job.job.trigger_word)
     if not specs:
         return []
@@ -185,9 +208,9 @@ def training_previews(*, job: Any, parts: Any, experts: dict[str, Any], embed: C
     loaded: list[str] = []
     for n in (HIGH, LOW):
         if n not in models:
-            models[n] = load_expert_part(parts, n, dtype, device)
+            models[n] = parts.expert(n, dtype, device)
             loaded.append(n)
-    vae = parts.vae if parts.vae is not None else load_vae_part(parts, torch.float32, device)
+    vae = parts.vae if parts.vae is not None else parts.fresh_vae(torch.float32, device)
     low_vram = bool(job.model.low_vram) and device.type == "cuda"
     placement = {n: next(m.parameters()).device for n, m in models.items()}
     modes = {n: m.training for n, m in models.items()}

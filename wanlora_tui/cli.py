@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "demo": "demo",
     "cache": "cache",
     "sample": "sample",
+    "trial": "trial",
     "model": "model",
     # daemon control
     "submit": "submit",

@@ -92,7 +92,7 @@ def _free(parts: Any, name: str) -> None:
 
 def prepare_inputs(job: Any, parts: Any, dataset: Any, *, device: torch.device, dtype: torch.dtype,
                    emit: Emit | None = None, warn: Callable[..., None] | None = None,
-                   fallback_root: Path | None = None, free: bool = True) -> Inputs:
+                   fallback_root: Path | None = None, free: bool = True, only_root: bool = False) -> Inputs:
     """Fill the caches the job turns on; returns the per-step :class:`Inputs` (see the module docstring)."""
     tr = job.training
     use_text = tr.cache_text_embeddings or tr.unload_text_encoder
@@ -100,7 +100,7 @@ def prepare_inputs(job: Any, parts: Any, dataset: Any, *, device: torch.device, 
     dirs: dict[int, Path] = {}
     for d, ds in enumerate(job.datasets):
         if ds.cache_latents or (use_text and (d == 0 or not tr.unload_text_encoder)):
-            dirs[d] = cache_dir_for(ds.folder, fallback_root)
+            dirs[d] = cache_dir_for(ds.folder, fallback_root, only_root=only_root)
 
     caches: dict[int, LatentCache] = {}
     stats = None

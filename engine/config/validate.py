@@ -193,8 +193,6 @@ def _check_part_files(job: Job) -> list[Finding]:
     m = job.model
     files = {p: Path(str(getattr(m, f"{p}_file")).strip()).expanduser()
              for p in wf.FILE_PARTS if str(getattr(m, f"{p}_file")).strip()}
-    trained = {wf.HIGH: job.multistage.high_noise, wf.LOW: job.multistage.low_noise}
-    files = {p: f for p, f in files.items() if trained.get(p, True)}  # an untrained expert's file is not read
     if not files:
         return []
     local = Path(m.name_or_path.strip()).expanduser()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,16 @@ class WanParts:
     text_encoder: Any = None
     tokenizer: Any = None
     files: dict[str, Path] = field(default_factory=dict)  # parts loaded from single files (part_sources)
+    # How previews get an expert that is not trained, or a VAE the latent cache freed: (dtype, device) → module.
+    # None = from ``root`` (a diffusers folder); a model source without files (the trial's) sets its own.
+    load_expert: Callable[..., Any] | None = None
+    load_vae: Callable[..., Any] | None = None
+
+    def expert(self, name: str, dtype: torch.dtype, device: torch.device | str) -> Any:
+        return (self.load_expert or (lambda n, dt, dev: load_expert(self.root, n, dt, dev)))(name, dtype, device)
+
+    def fresh_vae(self, dtype: torch.dtype, device: torch.device | str) -> Any:
+        return (self.load_vae or (lambda dt, dev: load_vae(self.root, dt, dev)))(dtype, device)
 
 
 def split_hub_id(name: str) -> tuple[str, str | None]:

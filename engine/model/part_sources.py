@@ -79,12 +79,14 @@ def load_parts_with_files(name_or_path: str, experts: list[str], files: dict[str
         L.read_model_index(root)
     L.check_parts(root, from_folder)
     config_root = None if root == wf.bundled_config_dir() else root
-    errors, _warnings, _ = wf.check_files(used, config_root)
+    errors, _warnings, _ = wf.check_files(files, config_root)  # every given file: a swap needs both to be seen
     if errors:
         raise L.ModelLoadError("; ".join(errors))
     index_root = root if (root / "model_index.json").is_file() else wf.bundled_config_dir()
     parts = L.WanParts(root=root, boundary_ratio=L.boundary_ratio(index_root, boundary_override))
-    parts.files = used
+    parts.files = dict(files)  # an untrained expert's file too: previews read it
+    parts.load_expert = lambda name, dt, dev: load_expert_part(parts, name, dt, dev)  # previews of an untrained expert
+    parts.load_vae = lambda dt, dev: load_vae_part(parts, dt, dev)
     try:
         for e in experts:
             dev = device if expert_device is None else expert_device

@@ -102,8 +102,12 @@ class Trainer:
 
     def __init__(self, job: Job, job_dir: Path, events: EventLog, status: Status,
                  device: torch.device | None = None, stop: StopSignal | None = None,
-                 dist: distributed.DistContext | None = None) -> None:
+                 dist: distributed.DistContext | None = None, *, model_source: Any = load_parts,
+                 cache_root: Path | None = None) -> None:
         self.job, self.job_dir, self.events, self.status = job, Path(job_dir), events, status
+        # ``load_parts`` unless a trial swaps in random full-size weights; a trial also keeps its caches apart
+        self.model_source, self.cache_root = model_source, cache_root
+        self.plan_override: str | None = None  # "greedy" | "frugal": a trial forcing a plan (OOM fallback check)
         self.dist = dist or distributed.SINGLE  # rank 0 of 1 unless launched by torchrun
         self.device = device or (self.dist.device if self.dist.enabled else pick_device())
         self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
@@ -138,11 +142,12 @@ class Trainer:
             check_available(quant, self.device)
         files = job_files(job.model)  # single-file parts (ComfyUI / original Wan), streamed to the device
         stage_on_cpu = quant != "none" and not fp8_files_direct(files, self.trained, quant, job.model.low_vram)
-        self.parts = load_parts(job.model.name_or_path, self.trained, dtype=self.dtype, device=self.device,
+        extra = {"files": files, "transformer_quant": quant} if files else {}  # sources without files: unchanged
+        self.parts = self.model_source(job.model.name_or_path, self.trained, dtype=self.dtype, device=self.device,
                                 boundary_override=job.model.boundary_ratio, vae_dtype=torch.float32,
                                 expert_device="cpu" if stage_on_cpu or job.advanced.fsdp or self._offloading else None,
                                 text_encoder_quant=job.quantization.text_encoder if self.device.type == "cuda" else "none",
-                                files=files, transformer_quant=quant)
+                                **extra)
         self._warn_unsupported()
         for name in self.trained:
             self.experts[name] = self._prepare_expert(name)
@@ -154,7 +159,8 @@ class Trainer:
                                       prefetch=2 if self.device.type == "cuda" else 0,
                                       rank=self.dist.rank, world_size=self.dist.world_size)
         self.inputs = prepare_inputs(job, self.parts, self.data, device=self.device, dtype=self.dtype,
-                                     emit=self.events.emit, warn=self._data_warning)
+                                     emit=self.events.emit, warn=self._data_warning,
+                                     fallback_root=self.cache_root, only_root=self.cache_root is not None)
         if job.training.ema:
             ema_mod.attach(self.experts, job.training.ema_decay)
         latest = distributed.broadcast_object(self.dist, train_state.latest_state(self.job_dir))  # rank 0's pick
@@ -184,6 +190,10 @@ class Trainer:
             if cuda and n:
                 n, keep = acc.plan_checkpointing(ex.model, tokens, job.training.batch_size, self.device,
                                                  save_attention=True)
+            if self.plan_override == "greedy":
+                n = keep = 0
+            elif self.plan_override == "frugal":
+                n, keep = len(ex.model.blocks), 0
             acc.set_checkpointing(ex.model, n, save_attention=cuda, keep_attention=keep)
             # CPU: the warm-up costs more than it saves; nf4: bitsandbytes kernels are not measured compiled
             if job.advanced.compile and cuda and job.quantization.transformer != "nf4":

@@ -494,3 +494,20 @@ def test_fp8_scaled_text_encoder_is_kept_fp8_and_encodes_like_its_dequantised_we
         a = encode_prompts(tok, fp8, ["a red square moving right"], device=CPU, dtype=torch.float32)
         b = encode_prompts(tok, plain, ["a red square moving right"], device=CPU, dtype=torch.float32)
     assert torch.allclose(a, b, atol=1e-6) and a.abs().sum() > 0
+
+
+def test_preview_of_an_untrained_expert_comes_from_its_file(tmp_path: Path, clips: Path, tiny_model: Path) -> None:
+    """Training only the high expert, a preview needs the low one too: it is read from model.low_noise_file."""
+    import numpy as np
+    from PIL import Image
+
+    img = tmp_path / "ctrl.png"
+    Image.fromarray((np.random.default_rng(0).random((48, 64, 3)) * 255).astype("uint8")).save(img)
+    hi = sf.save_expert_file(_expert_state(tiny_model, wf.HIGH), tmp_path / "h.safetensors", expert=wf.HIGH, precision="fp32")
+    lo = sf.save_expert_file(_expert_state(tiny_model, wf.LOW), tmp_path / "l.safetensors", expert=wf.LOW, precision="fp32")
+    jd = make_job_dir(tmp_path, clips, _configs_only(tiny_model, tmp_path / "configs"), steps=1, save__every=100,
+                      multistage__low_noise=False, model__high_noise_file=str(hi), model__low_noise_file=str(lo),
+                      sample__enabled=True, sample__every=1, sample__width=64, sample__height=48,
+                      sample__num_frames=9, sample__steps=2, sample__prompts=[{"prompt": "a red square", "ctrl_img": str(img)}])
+    assert run(jd, device=CPU) == jobdir.EXIT_OK, (jd / "events.jsonl").read_text()[-1500:]
+    assert [e["step"] for e in jobdir.read_events(jd) if e["type"] == "sample"] == [1]
