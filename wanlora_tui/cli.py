@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "cache": "cache",
     "sample": "sample",
     "trial": "trial",
+    "model": "model",
     # daemon control
     "submit": "submit",
     "status": "status",

@@ -21,6 +21,7 @@ from wanlora.engine.cache.keys import HashIndex, cache_dir_for, model_identity
 from wanlora.engine.cache.latents import BatchLatents, FillStats, LatentCache, fill
 from wanlora.engine.cache.text import Embedder, TextCache
 from wanlora.engine.data.captions import sample_preservation_prompt, substitute_trigger, training_caption
+from wanlora.engine.model.part_sources import file_variant
 
 Emit = Callable[..., Any]  # emit("cache", **fields)
 
@@ -107,7 +108,7 @@ def prepare_inputs(job: Any, parts: Any, dataset: Any, *, device: torch.device, 
     stats = None
     if cached_d:
         vae_dtype = str(next(parts.vae.parameters()).dtype).removeprefix("torch.")
-        vae_id = model_identity(parts.root, ["vae"], dtype=vae_dtype)
+        vae_id = model_identity(parts.root, ["vae"], dtype=vae_dtype, variant=file_variant(parts, "vae"))
         hashes: dict[Path, HashIndex] = {}
         for d in cached_d:
             h = hashes.setdefault(dirs[d], HashIndex(dirs[d]))
@@ -124,7 +125,8 @@ def prepare_inputs(job: Any, parts: Any, dataset: Any, *, device: torch.device, 
         # the dtypes actually held (a quantised encoder holds fp8/int weights) identify how it computes
         held = [*parts.text_encoder.parameters(), *parts.text_encoder.buffers()]
         te_dtypes = ",".join(sorted({str(q.dtype).removeprefix("torch.") for q in held}))
-        te_id = model_identity(parts.root, ["text_encoder", "tokenizer"], dtype=te_dtypes)
+        te_id = model_identity(parts.root, ["text_encoder", "tokenizer"], dtype=te_dtypes,
+                               variant=file_variant(parts, "text_encoder"))
         wanted: dict[TextCache, set[str]] = {}
         by_dir: dict[Path, TextCache] = {}
         for d, prompts in job_prompts(job, dataset).items():
@@ -152,6 +154,7 @@ def cache_job(job: Any, *, device: torch.device | None = None, emit: Emit | None
     """``wanlora cache``: fill the job's latent and text caches without loading any expert."""
     from wanlora.engine.data.dataset import build_dataset
     from wanlora.engine.model.load import load_parts
+    from wanlora.engine.model.part_sources import job_files
 
     device = device or (torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32  # as the trainer loads them
@@ -160,7 +163,7 @@ def cache_job(job: Any, *, device: torch.device | None = None, emit: Emit | None
     try:
         parts = load_parts(job.model.name_or_path, [], dtype=dtype, device=device,
                            boundary_override=job.model.boundary_ratio, text_encoder=use_text,
-                           vae_dtype=torch.float32)
+                           vae_dtype=torch.float32, files=job_files(job.model))
         return prepare_inputs(job, parts, dataset, device=device, dtype=dtype, emit=emit, warn=warn,
                               fallback_root=fallback_root, free=False)
     finally:

@@ -77,14 +77,25 @@ class JobSection(Section):
 class ModelSection(Section):
     arch: Literal["wan22_14b_i2v"] = F("wan22_14b_i2v", "Model family; Wan 2.2 I2V A14B (two 14B experts).")
     name_or_path: str = F(
-        "Wan-AI/Wan2.2-I2V-A14B-Diffusers", "Hub id (org/name[@revision]) or a local diffusers folder."
+        "Wan-AI/Wan2.2-I2V-A14B-Diffusers", "Hub id (org/name[@revision]) or a local diffusers folder; parts given "
+        "as *_file below come from those files instead (`wanlora model find` lists what this machine has)."
     )
+    high_noise_file: str = F(
+        "", "Single-file high-noise expert you already have (ComfyUI's wan2.2_i2v_high_noise_14B_*.safetensors, or "
+        "the original release's high_noise_model/ shards; bf16/fp16/fp8_scaled); empty = from name_or_path."
+    )
+    low_noise_file: str = F("", "Single-file low-noise expert (ComfyUI / original Wan keys); empty = from name_or_path.")
+    text_encoder_file: str = F(
+        "", "Single-file UMT5-XXL text encoder (ComfyUI's umt5_xxl_fp16 / fp8_e4m3fn_scaled); empty = from name_or_path."
+    )
+    vae_file: str = F("", "Single-file Wan 2.1 VAE (ComfyUI's wan_2.1_vae.safetensors); empty = from name_or_path.")
     low_vram: bool = F(False, "Keep only the active expert on the GPU and unload the text encoder/VAE after use (24-32 GB cards).")
     layer_offloading: bool = F(
         False, "Stream transformer blocks from pinned CPU memory (10-12 GB cards; needs about 64 GB of RAM)."
     )
     boundary_ratio: Literal["auto"] | float = F(
-        "auto", "Noise level where the high-noise expert hands over; auto = the model's own (0.9 for I2V A14B)."
+        "auto", "Noise level where the high-noise expert hands over; auto = the model's own model_index.json (0.9 for "
+        "I2V A14B, also with single files)."
     )
 
     @field_validator("boundary_ratio")

@@ -234,11 +234,47 @@ def _check_model(job: Job, check_files: bool) -> list[Finding]:
         elif not HUB_ID.match(name):
             out.append(Finding("error", "model.name_or_path", f"{name!r} is neither a local folder nor a hub id",
                                "use org/name[@revision], e.g. Wan-AI/Wan2.2-I2V-A14B-Diffusers, or an absolute path"))
+        out += _check_part_files(job)
         ra = q.recovery_adapter.strip()
         if ra and _looks_local(ra) and not Path(ra).expanduser().is_file():
             out.append(Finding("error", "quantization.recovery_adapter", f"recovery adapter file {ra} does not exist",
                                "give the .safetensors file's path, or clear recovery_adapter"))
     return out
+
+
+def _check_part_files(job: Job) -> list[Finding]:
+    """Single-file parts (model.*_file): read only their safetensors headers (torch-free) — wrong model, LoRA
+    given as a base, T2V expert, swapped experts — before any GPU is touched."""
+    from wanlora.engine.model import weight_files as wf
+
+    m = job.model
+    files = {p: Path(str(getattr(m, f"{p}_file")).strip()).expanduser()
+             for p in wf.FILE_PARTS if str(getattr(m, f"{p}_file")).strip()}
+    if not files:
+        return []
+    local = Path(m.name_or_path.strip()).expanduser()
+    root = local if (local / "model_index.json").is_file() else None
+    errors, warnings, reports = wf.check_files(files, root)
+    out = [Finding("error", _file_key(e), e.split(": ", 1)[-1], _part_fix(e)) for e in errors]
+    out += [Finding("warning", _file_key(w), w.split(": ", 1)[-1], "") for w in warnings]
+    fp8 = [p for p, r in reports.items() if p in wf.EXPERTS and r.precision == "fp8_scaled"]
+    if fp8 and job.quantization.transformer == "none":
+        out.append(Finding("warning", "quantization.transformer",
+                           f"{', '.join(wf.FILE_KEY[p] for p in fp8)} is fp8-scaled but quantization.transformer = "
+                           '"none": it is widened to bf16 at load (twice the memory, no accuracy gained)',
+                           'set quantization.transformer = "fp8" to train on the file\'s fp8 weights as they are'))
+    return out
+
+
+def _file_key(message: str) -> str:
+    head = message.split(":", 1)[0]
+    return head if head.startswith("model.") else "model"
+
+
+def _part_fix(message: str) -> str:
+    if "swap" in message:
+        return "swap the two file paths"
+    return "give the right file (`wanlora model find` lists the Wan 2.2 I2V parts on this machine)"
 
 
 def _check_recipe(job: Job) -> list[Finding]:

@@ -30,6 +30,7 @@ from wanlora.engine.model import lora_format
 from wanlora.engine.model.load import ModelLoadError, WanParts, load_parts
 from wanlora.engine.model.lora import add_lora, load_lora_state_dict, lora_state_dict
 from wanlora.engine.model.offload import BlockStreamer
+from wanlora.engine.model.part_sources import fp8_files_direct, job_files
 from wanlora.engine.model.quant import QuantizationUnavailable, check_available, quantize_and_place
 from wanlora.engine.sample import training_previews
 from wanlora.engine.train import acceleration as acc
@@ -145,10 +146,14 @@ class Trainer:
                 raise QuantizationUnavailable(f"quantization.transformer = \"{quant}\" needs a CUDA GPU; "
                                               "use \"none\" on this machine")
             check_available(quant, self.device)
+        files = job_files(job.model)  # single-file parts (ComfyUI / original Wan), streamed to the device
+        stage_on_cpu = quant != "none" and not fp8_files_direct(files, self.trained, quant, job.model.low_vram)
+        extra = {"files": files, "transformer_quant": quant} if files else {}  # sources without files: unchanged
         self.parts = self.model_source(job.model.name_or_path, self.trained, dtype=self.dtype, device=self.device,
                                 boundary_override=job.model.boundary_ratio, vae_dtype=torch.float32,
-                                expert_device="cpu" if quant != "none" or job.advanced.fsdp or self._offloading else None,
-                                text_encoder_quant=job.quantization.text_encoder if self.device.type == "cuda" else "none")
+                                expert_device="cpu" if stage_on_cpu or job.advanced.fsdp or self._offloading else None,
+                                text_encoder_quant=job.quantization.text_encoder if self.device.type == "cuda" else "none",
+                                **extra)
         self._warn_unsupported()
         for name in self.trained:
             self.experts[name] = self._prepare_expert(name)

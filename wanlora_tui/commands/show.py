@@ -110,6 +110,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"# {f.message}")
     for line in summary_lines(r.job, r.origins):
         print(line)
+    from wanlora.engine.model.weight_files import source_notes
+
+    for line in source_notes(r.job.model):
+        print(f"# model source: {line}")
     print()
     print(render(dump, r.origins), end="")
     return 0
