@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "demo": "demo",
     "cache": "cache",
     "sample": "sample",
+    "compare": "compare",
     # daemon control
     "submit": "submit",
     "status": "status",

@@ -103,7 +103,7 @@ def wants_eval(job: Any) -> bool:
     return any(d.is_eval or d.eval_fraction > 0 for d in job.datasets)
 
 
-def _plan(job: Any, warn: Warn) -> tuple[Any, list[tuple[Any, dict[str, Any]]]]:
+def plan_items(job: Any, warn: Warn) -> tuple[Any, list[tuple[Any, dict[str, Any]]]]:
     """The eval split and, per clip, how it is read (bucket, frames, caption)."""
     from wanlora.engine.data.buckets import bucket_for
     from wanlora.engine.data.captions import final_caption
@@ -161,7 +161,7 @@ def build_eval_set(job: Any, *, vae: Any, tokenizer: Any, text_encoder: Any, job
     if not wants_eval(job):
         return None
     try:
-        data, plan = _plan(job, warn)
+        data, plan = plan_items(job, warn)
     except DataExhausted as e:
         warn(f"eval loss: {e}; no eval loss is measured")
         return None
