@@ -168,9 +168,11 @@ class JobScreen(ControlMixin, Screen[None]):
             parts.append(f"lr {float(last['lr']):.1e}")
         if f.losses:
             parts.append(f"loss {f.losses[-1]:.4f}")
+        if f.eval_losses:
+            parts.append(f"[yellow]eval {f.eval_losses[-1]:.4f}[/]")
         self.query_one("#job-stats", Static).update(" · ".join(parts) or "[dim]no steps yet[/]")
         plot = self.query_one("#job-loss", LossPlot)
-        plot.set_data(f.steps, f.losses)
+        plot.set_data(f.steps, f.losses, f.eval_steps, f.eval_losses)
         gpus = (self._daemon_row or {}).get("gpus") or st.get("gpus")
         self.query_one("#job-gpu", GpuPanel).show(gpus, last.get("peak_vram_gb"))
         self.query_one("#job-files", Static).update(self._files_text())
