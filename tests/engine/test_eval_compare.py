@@ -332,3 +332,23 @@ def test_validation_refuses_all_eval_jobs_and_a_missing_accelerator(tmp_path: Pa
     d["sample"]["accelerator_lora"] = ["a.safetensors", "b.safetensors", "c.safetensors"]
     msgs = [f.message for f in validate_job(job_from_dict(d)) if f.key == "sample.accelerator_lora"]
     assert msgs and "lists 3 files" in msgs[0]
+
+
+def test_wanlora_compare_on_the_demo_job(tmp_path: Path, capsys) -> None:
+    """`wanlora demo` then `wanlora compare` on its job folder: sheet, grid and index, then all cells reused."""
+    from wanlora.tui.cli import main
+
+    assert main(["demo", "--home", str(tmp_path), "--steps", "4"]) == 0
+    job = tmp_path / "demo" / "job"
+    assert f"wanlora compare {job}" in capsys.readouterr().out
+    assert main(["compare", str(job), "--cpu", "--json"]) == 0
+    cap = capsys.readouterr()
+    index = json.loads(cap.out)
+    assert "[2/2]" in cap.err and Path(index["sheet"]).is_file() and Path(index["grid"]).is_file()
+    assert [c["step"] for c in index["checkpoints"]] == [2, 4]
+    assert all(set(c["eval"]) == {"high_noise", "low_noise"} for c in index["checkpoints"])
+    t = index["timing"]
+    assert t["rendered"] == 2 and t["reused"] == 0 and t["preview_s_mean"] > 0 and t["device"] == "cpu"
+    assert (job / "compare" / "index.md").is_file()
+    assert main(["compare", str(job), "--cpu", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["timing"]["reused"] == 2

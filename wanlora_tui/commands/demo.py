@@ -60,4 +60,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"  clips       {home / 'demo' / 'clips'}")
     print(f"  tiny model  {model}")
     print("load in diffusers: pipe.load_lora_weights(high); pipe.load_lora_weights(low, load_into_transformer_2=True)")
+    print(f"compare the checkpoints (eval loss, previews, a pick): wanlora compare {job_dir}")
     return 0
