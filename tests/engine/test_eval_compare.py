@@ -352,3 +352,30 @@ def test_wanlora_compare_on_the_demo_job(tmp_path: Path, capsys) -> None:
     assert (job / "compare" / "index.md").is_file()
     assert main(["compare", str(job), "--cpu", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["timing"]["reused"] == 2
+
+
+def test_training_previews_with_an_accelerator_are_labelled_and_leave_training_untouched(
+        tmp_path: Path, tiny_model: Path) -> None:
+    from wanlora.engine.model.lora import lora_state_dict
+    from wanlora.engine.train.events import EventLog, Status
+    from wanlora.engine.train.loop import Trainer
+
+    d = _eval_job_dict(tmp_path, tiny_model)
+    d["sample"].update({"accelerator_lora": [str(p) for p in sorted(_accel_pair(tmp_path / "acc", tiny_model).iterdir())],
+                        "accelerator_steps": 1, "accelerator_guidance_scale": 1.0})
+    d["sample"]["prompts"] = d["sample"]["prompts"][:1]
+    jd = write_job_dir(tmp_path / "job", d)
+    tr = Trainer(load_job(jd / "job.toml"), jd, EventLog(jd), Status(jd), device=CPU)
+    tr.setup()
+    tr.train_step()
+    before = {n: {k: v.clone() for k, v in lora_state_dict(ex.model).items()} for n, ex in tr.experts.items()}
+    trainable = {n: [p for p in ex.model.parameters() if p.requires_grad] for n, ex in tr.experts.items()}
+    assert tr.sample_previews()
+    ev = [e for e in jobdir.read_events(jd) if e["type"] == "sample"]
+    assert len(ev) == 1 and ev[0]["accelerated"] is True and ev[0]["steps"] == 1
+    for n, ex in tr.experts.items():
+        assert ex.model.active_adapters() == ["default"] and "accelerator" not in ex.model.peft_config
+        assert all(torch.equal(before[n][k], v) for k, v in lora_state_dict(ex.model).items())
+        assert [p for p in ex.model.parameters() if p.requires_grad] == trainable[n]
+        assert all(any(p is q for q in ex.params) for p in trainable[n])  # the optimizer's own parameters
+    tr.train_step()  # training goes on with the trained adapter alone
