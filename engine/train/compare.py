@@ -358,6 +358,7 @@ def _render_cells(job: Job, rows: list[Checkpoint], specs: list[Any], todo: list
                   timing: dict[str, Any], say: Say) -> int:
     from wanlora.engine.sample import attach_accelerator, build_pipeline, make_scheduler, render
 
+    embed = _embed_prompts(m, specs)  # then the text encoder is freed: more room for both experts
     if accel is not None:
         attach_accelerator(m.models, accel)
     if not m.low_vram:
@@ -365,8 +366,7 @@ def _render_cells(job: Job, rows: list[Checkpoint], specs: list[Any], todo: list
             mod.to(m.device)
     pipe = build_pipeline(m.parts.root, high=m.models[HIGH], low=m.models[LOW], vae=m.parts.vae,
                           scheduler=make_scheduler(job.sample.sampler, m.parts.root),
-                          boundary_ratio=m.parts.boundary_ratio, tokenizer=m.parts.tokenizer,
-                          text_encoder=m.parts.text_encoder)
+                          boundary_ratio=m.parts.boundary_ratio)
     total = len(rows) * len(specs)
     done = 0
     current = None
@@ -377,7 +377,7 @@ def _render_cells(job: Job, rows: list[Checkpoint], specs: list[Any], todo: list
             current = ri
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory(dir=cell_dir) as tmp, torch.no_grad():
-            mp4 = render(pipe, [s], Path(tmp), r.step, low_vram=m.low_vram)[0]
+            mp4 = render(pipe, [s], Path(tmp), r.step, embed=embed, low_vram=m.low_vram)[0]
             png = mp4.with_suffix(".png")
             shutil.move(str(png), cell_dir / f"{key}.png")
             shutil.move(str(mp4), cell_dir / f"{key}.mp4")  # the mp4 last: its presence marks a complete cell
@@ -393,6 +393,24 @@ def _render_cells(job: Job, rows: list[Checkpoint], specs: list[Any], todo: list
         say(f"[{ri * len(specs) + ci + 1}/{total}] {r.label} × prompt {ci}: rendered in {dt:.1f} s"
             + (" (accelerated)" if s.accelerated else ""))
     return done
+
+
+def _embed_prompts(m: Models, specs: list[Any]) -> Callable[[list[str]], torch.Tensor]:
+    """Every prompt and negative embedded once, as the trainer's previews embed them; the encoder is freed."""
+    import gc
+
+    from wanlora.engine.model.text import encode_prompts
+
+    table: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        for text in dict.fromkeys(t for s in specs for t in (s.prompt, s.negative)):
+            table[text] = encode_prompts(m.parts.tokenizer, m.parts.text_encoder, [text], device=m.device,
+                                         dtype=m.dtype)
+    m.parts.text_encoder = None
+    gc.collect()
+    if m.device.type == "cuda":
+        torch.cuda.empty_cache()
+    return lambda prompts: torch.cat([table[p] for p in prompts])
 
 
 def _row_labels(r: Checkpoint, picks: dict[str, pick.Pick]) -> list[str]:

@@ -206,26 +206,22 @@ def expert_loss(model: Any, es: EvalSet, expert: str, boundary_ratio: float, *, 
     """``{loss, bands: [{lo, hi, t, loss}]}`` of one expert on the eval set (model as it is now)."""
     from wanlora.engine.cache.text import pad_rows
 
-    was_training = model.training
-    model.eval()
-    try:
-        bands = []
-        for band in expert_bands(expert, boundary_ratio):
-            total = 0.0
-            for it in es.items:
-                x0 = it.x0[None].to(device)
-                noise = fixed_noise(it.key, tuple(x0.shape)).to(device)
-                t = torch.tensor([band.t], dtype=torch.float32, device=device)
-                xt = noisy_latents(x0, noise, t / 1000.0)
-                inp = model_input(xt, it.cond[None].to(device), dtype)
-                emb = pad_rows([it.rows], max_length, device=device, dtype=dtype)
-                pred = model(inp, timestep=t, encoder_hidden_states=emb, return_dict=False)[0]
-                total += float(mse_loss(pred, flow_target(x0, noise)).item())
-            bands.append({"lo": round(band.lo, 3), "hi": round(band.hi, 3), "t": round(band.t, 3),
-                          "loss": total / len(es.items)})
-        return {"loss": sum(b["loss"] for b in bands) / len(bands), "bands": bands}
-    finally:
-        model.train(was_training)
+    # the model's mode is left as it is (Wan has no dropout; a mode switch would recompile compiled blocks)
+    bands = []
+    for band in expert_bands(expert, boundary_ratio):
+        total = 0.0
+        for it in es.items:
+            x0 = it.x0[None].to(device)
+            noise = fixed_noise(it.key, tuple(x0.shape)).to(device)
+            t = torch.tensor([band.t], dtype=torch.float32, device=device)
+            xt = noisy_latents(x0, noise, t / 1000.0)
+            inp = model_input(xt, it.cond[None].to(device), dtype)
+            emb = pad_rows([it.rows], max_length, device=device, dtype=dtype)
+            pred = model(inp, timestep=t, encoder_hidden_states=emb, return_dict=False)[0]
+            total += float(mse_loss(pred, flow_target(x0, noise)).item())
+        bands.append({"lo": round(band.lo, 3), "hi": round(band.hi, 3), "t": round(band.t, 3),
+                      "loss": total / len(es.items)})
+    return {"loss": sum(b["loss"] for b in bands) / len(bands), "bands": bands}
 
 
 def file_state(path: Path) -> dict[str, torch.Tensor]:
