@@ -325,7 +325,7 @@ def _check_data(job: Job, check_files: bool) -> tuple[list[Finding], dict[int, F
 
 
 def _check_counts(job: Job, reports: dict[int, FolderReport]) -> list[Finding]:
-    main = [i for i, d in enumerate(job.datasets) if not d.is_regularization and i in reports]
+    main = [i for i, d in enumerate(job.datasets) if not d.is_regularization and not d.is_eval and i in reports]
     if not main:
         return []
     n = sum(len(reports[i].usable) for i in main)
