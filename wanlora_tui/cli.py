@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "sample": "sample",
     "trial": "trial",
     "model": "model",
+    "compare": "compare",
     # daemon control
     "submit": "submit",
     "status": "status",

@@ -245,6 +245,10 @@ class DatasetSection(Section):
     caption_dropout: float = F(0.05, "Share of steps trained with an empty caption (0.05-0.1).", ge=0.0, le=1.0)
     weight: float = F(1.0, "Relative sampling weight between datasets.", gt=0.0, le=1000.0)
     is_regularization: bool = F(False, "Regularization data: keeps the base model's behaviour.")
+    is_eval: bool = F(False, "Held-out evaluation data: never trained on; its loss at fixed timesteps is measured at every save.")
+    eval_fraction: float = F(
+        0.0, "Share of this dataset's clips held out for evaluation (0-0.5), picked by file name; 0 = none.", ge=0.0, le=0.5
+    )
     cache_latents: bool = F(False, "Encode clips through the VAE once and reuse them (video too).")
     flip_x: bool = F(False, "Mirror frames horizontally; off for motion and character LoRAs.")
     flip_y: bool = F(False, "Mirror frames vertically; rarely useful.")
@@ -296,6 +300,11 @@ class SampleSection(Section):
     walk_seed: bool = F(True, "Add the prompt's index to the seed so each prompt differs.")
     negative_prompt: str = F("", "Negative prompt for all previews.")
     prompts: list[SamplePrompt] = Field(default_factory=list, description="Preview prompts, each with its ctrl_img.")
+    accelerator_lora: str | list[str] = F(
+        "", "Step-distilled LoRA pair for fast previews only (e.g. LightX2V 4-step): a folder, [high, low] files, or one file for both."
+    )
+    accelerator_steps: int = F(4, "Denoising steps when accelerator_lora is set (4 for LightX2V's 4-step LoRAs).", ge=1, le=200)
+    accelerator_guidance_scale: float = F(1.0, "CFG scale when accelerator_lora is set (distilled LoRAs run without CFG: 1).", ge=0.0, le=30.0)
 
 
 class Job(Section):

@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from wanlora.engine.config.accelerator import AcceleratorError, accelerator_files, is_set
 from wanlora.engine.config.findings import Finding, JobError
 from wanlora.engine.config.io import parse_toml, read_toml
 from wanlora.engine.config.machine import Machine, machine_findings, skip_requested
@@ -74,6 +75,14 @@ def _check_structure(job: Job) -> list[Finding]:
     elif all(d.is_regularization for d in job.datasets):
         out.append(Finding("warning", "datasets", "every dataset is a regularization dataset, so there is nothing new to learn",
                            "set is_regularization = false on your main dataset"))
+    if job.datasets and all(d.is_eval for d in job.datasets):
+        out.append(Finding("error", "datasets", "every dataset has is_eval = true, so nothing is left to train on",
+                           "set is_eval = false on your training dataset (eval datasets are only measured)"))
+    for i, d in enumerate(job.datasets):
+        if d.is_eval and (d.is_regularization or d.eval_fraction):
+            out.append(Finding("warning", f"datasets[{i}].is_eval",
+                               "an is_eval dataset is only measured, never trained on; is_regularization and "
+                               "eval_fraction do nothing here", "remove is_regularization / eval_fraction from it"))
     ms = job.multistage
     if not ms.high_noise and not ms.low_noise:
         out.append(Finding("error", "multistage.high_noise.train", "neither the high-noise nor the low-noise expert is trained",
@@ -116,6 +125,12 @@ def _check_sample(job: Job, check_files: bool) -> list[Finding]:
     if s.enabled and not s.prompts:
         out.append(Finding("warning", "sample.prompts", "sampling is on but there are no [[sample.prompts]]",
                            "add prompts with a ctrl_img each, or set sample.enabled = false"))
+    if check_files and is_set(s.accelerator_lora):
+        try:
+            accelerator_files(s.accelerator_lora)
+        except AcceleratorError as e:
+            out.append(Finding("error", "sample.accelerator_lora", str(e),
+                               "download the step-distilled LoRA pair and point the key at it, or remove the key"))
     for i, p in enumerate(s.prompts):
         key = f"sample.prompts[{i}].ctrl_img"
         if not p.ctrl_img.strip():
@@ -459,7 +474,7 @@ def _check_data(job: Job, check_files: bool) -> tuple[list[Finding], dict[int, F
 
 
 def _check_counts(job: Job, reports: dict[int, FolderReport]) -> list[Finding]:
-    main = [i for i, d in enumerate(job.datasets) if not d.is_regularization and i in reports]
+    main = [i for i, d in enumerate(job.datasets) if not d.is_regularization and not d.is_eval and i in reports]
     if not main:
         return []
     n = sum(len(reports[i].usable) for i in main)

@@ -34,7 +34,7 @@ from wanlora.engine.model.part_sources import fp8_files_direct, job_files
 from wanlora.engine.model.quant import QuantizationUnavailable, check_available, quantize_and_place
 from wanlora.engine.sample import training_previews
 from wanlora.engine.train import acceleration as acc
-from wanlora.engine.train import distributed, dop
+from wanlora.engine.train import distributed, dop, evaluate
 from wanlora.engine.train import ema as ema_mod
 from wanlora.engine.train import state as train_state
 from wanlora.engine.train.batches import Batch, BatchSource, DataExhausted, make_batch_source
@@ -129,6 +129,7 @@ class Trainer:
         self.inputs: Inputs | None = None  # per-step latents + embeddings (caches or live), set by setup()
         self.last_dop: torch.Tensor | None = None
         self.step_reg = 0  # regularization samples in the current step (reported, then reset)
+        self.eval_set: evaluate.EvalSet | None = None  # held-out clips (engine.train.evaluate), rank 0
 
     # ---------------------------------------------------------------- setup
     def setup(self) -> None:
@@ -164,6 +165,7 @@ class Trainer:
         self.data = make_batch_source(job, seed=job.training.seed, warn=self._data_warning,
                                       prefetch=2 if self.device.type == "cuda" else 0,
                                       rank=self.dist.rank, world_size=self.dist.world_size)
+        self.eval_set = evaluate.setup_eval(self)  # held-out clips, encoded before the caches free VAE/TE
         self.inputs = prepare_inputs(job, self.parts, self.data, device=self.device, dtype=self.dtype,
                                      emit=self.events.emit, warn=self._data_warning,
                                      fallback_root=self.cache_root, only_root=self.cache_root is not None)
@@ -316,6 +318,7 @@ class Trainer:
         self.last_checkpoint = str(written[0])
         self.events.emit("checkpoint", step=self.step, files=[str(p) for p in written], final=final)
         self.status.update(last_checkpoint=self.last_checkpoint)
+        evaluate.eval_at_save(self, written, final)  # the pair's eval loss per expert (eval datasets only)
         return written
 
     # ---------------------------------------------------------------- one step

@@ -73,4 +73,5 @@ def run(args: argparse.Namespace) -> int:
     print("next: README's \"From the demo to your first real job\" — e.g. render the pair at the default size:\n"
           f"  wanlora sample {ckpt / 'wanlora_demo_high_noise.safetensors'} "
           f"{ckpt / 'wanlora_demo_low_noise.safetensors'} --image FIRST_FRAME.png --prompt \"a red square moving right\"")
+    print(f"compare the checkpoints (eval loss, previews, a pick): wanlora compare {job_dir}")
     return 0
