@@ -511,3 +511,14 @@ def test_preview_of_an_untrained_expert_comes_from_its_file(tmp_path: Path, clip
                       sample__num_frames=9, sample__steps=2, sample__prompts=[{"prompt": "a red square", "ctrl_img": str(img)}])
     assert run(jd, device=CPU) == jobdir.EXIT_OK, (jd / "events.jsonl").read_text()[-1500:]
     assert [e["step"] for e in jobdir.read_events(jd) if e["type"] == "sample"] == [1]
+
+
+def test_a_text_encoder_file_without_a_tokenizer_says_how_to_get_one(tmp_path: Path, tiny_model: Path) -> None:
+    from wanlora.engine.model.load import ModelLoadError, load_parts
+
+    _, te = load_text_encoder(tiny_model, torch.float32, CPU)
+    tf = sf.save_text_encoder_file(te.state_dict(), tmp_path / "umt5_xxl_fp16.safetensors", precision="fp32")
+    folder = _configs_only(tiny_model, tmp_path / "configs")
+    shutil.rmtree(folder / "tokenizer")
+    with pytest.raises(ModelLoadError, match=r"missing tokenizer/.*wanlora model pull --parts tokenizer"):
+        load_parts(str(folder), [], dtype=torch.float32, device=CPU, files={wf.TEXT_ENCODER: tf})
