@@ -522,3 +522,21 @@ def test_a_text_encoder_file_without_a_tokenizer_says_how_to_get_one(tmp_path: P
     shutil.rmtree(folder / "tokenizer")
     with pytest.raises(ModelLoadError, match=r"missing tokenizer/.*wanlora model pull --parts tokenizer"):
         load_parts(str(folder), [], dtype=torch.float32, device=CPU, files={wf.TEXT_ENCODER: tf})
+
+
+def test_a_file_sourced_vae_gets_its_own_cache_identity(tmp_path: Path, tiny_model: Path) -> None:
+    """Latents cached with the folder's VAE are not reused for a VAE file (and a changed file is a new identity)."""
+    import os
+    from types import SimpleNamespace
+
+    from wanlora.engine.cache.keys import model_identity
+    from wanlora.engine.model.part_sources import file_variant
+
+    vae = load_vae(tiny_model, torch.float32, CPU)
+    vf = sf.save_vae_file(vae.state_dict(), vae.config, tmp_path / "wan_2.1_vae.safetensors", precision="fp32")
+    folder = SimpleNamespace(root=tiny_model, files={})
+    from_file = SimpleNamespace(root=tiny_model, files={wf.VAE: vf})
+    ids = [model_identity(p.root, ["vae"], dtype="float32", variant=file_variant(p, wf.VAE)) for p in (folder, from_file)]
+    assert file_variant(folder, wf.VAE) == "" and ids[0] != ids[1]
+    os.utime(vf, ns=(1, 1))
+    assert model_identity(tiny_model, ["vae"], dtype="float32", variant=file_variant(from_file, wf.VAE)) != ids[1]
