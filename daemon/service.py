@@ -54,6 +54,10 @@ def start(home: Home, *, timeout_s: float = START_TIMEOUT_S) -> tuple[int, bool]
         return pid, False
     home.ensure()
     home.check_socket_path()
+    try:
+        DaemonConfig.load(home.config)  # refuse an untrusted/broken config here, with its message
+    except ConfigError as e:
+        raise ServiceError(str(e)) from None
     _trim_log(home.log)
     first = os.fork()
     if first == 0:  # child: new session, fork again so the daemon is no session leader and not our child
@@ -154,7 +158,10 @@ def install_service(home: Home, path: Path | None = None) -> tuple[Path, list[st
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(unit_text(home))
     user = os.environ.get("USER") or "$USER"
-    hints = ["systemctl --user daemon-reload", f"systemctl --user enable --now {UNIT_NAME}",
+    default = path.resolve() == unit_path().resolve()
+    # systemd finds units by name only in its own folders; a unit written elsewhere is enabled by its path
+    enable = f"systemctl --user enable --now {UNIT_NAME if default else path.resolve()}"
+    hints = ["systemctl --user daemon-reload", enable,
              f"loginctl enable-linger {user}   # keeps it running after you log out"]
     if not shutil.which("systemctl"):
         hints = ["(systemctl was not found: this machine has no systemd — common on rented GPU containers.",
@@ -168,8 +175,9 @@ def run(home: Home) -> int:
     from wanlora.daemon.supervisor import run_foreground
 
     try:
+        home.check_trusted()  # before reading its config.toml: a foreign home's callback is never even loaded
         config = DaemonConfig.load(home.config)
-    except ConfigError as e:
+    except (ConfigError, HomeError) as e:
         print(f"wanlora daemon: {e}", file=sys.stderr)
         return 2
     try:

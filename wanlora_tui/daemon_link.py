@@ -20,15 +20,11 @@ def submit(home: Path, text: str, name: str | None = None) -> str:
     return str(submit_file(home, text, name=name))
 
 
-def spooled(home: Path) -> list[str]:
-    """Job files waiting in the spool (not yet claimed by a daemon)."""
-    out: list[str] = []
-    for d in (Path(home) / SPOOL / "new", Path(home) / SPOOL):
-        try:
-            out.extend(sorted(p.name for p in d.iterdir() if p.suffix == ".toml" and p.is_file()))
-        except OSError:
-            pass
-    return out
+def spooled(home: Path) -> list[Any]:
+    """Jobs waiting in the spool (not yet taken in by a daemon): :class:`wanlora.tui.spooled.Spooled` rows."""
+    from wanlora.tui.spooled import spooled_jobs
+
+    return spooled_jobs(Path(home))
 
 
 TIMEOUT_S = 5.0  # a dashboard poll must never hang on a wedged daemon

@@ -20,9 +20,8 @@ import torch
 from wanlora.engine.cache.keys import HashIndex, cache_dir_for, model_identity
 from wanlora.engine.cache.latents import BatchLatents, FillStats, LatentCache, fill
 from wanlora.engine.cache.text import Embedder, TextCache
-from wanlora.engine.data.captions import substitute_trigger
+from wanlora.engine.data.captions import sample_preservation_prompt, substitute_trigger, training_caption
 from wanlora.engine.model.part_sources import file_variant
-from wanlora.engine.train.dop import preservation_prompt
 
 Emit = Callable[..., Any]  # emit("cache", **fields)
 
@@ -64,20 +63,23 @@ def sample_prompts(job: Any) -> set[str]:
 
 
 def job_prompts(job: Any, dataset: Any) -> dict[int, set[str]]:
-    """Every prompt the run can embed, per dataset: captions (trigger substituted), the empty prompt,
+    """Every prompt the run can embed, per dataset: captions (as ``captions.training_caption`` makes them), the empty prompt,
     the DOP class prompts; the preview prompts go with dataset 0.  With ``unload_text_encoder`` only
     the trigger word and the empty prompt (captions are ignored, as the guide says)."""
     trig = job.job.trigger_word
     out: dict[int, set[str]] = {}
+    inject = job.job.inject_trigger
     for d, entries in enumerate(dataset.entries):
         prompts = {""}
+        reg = bool(job.datasets[d].is_regularization) if d < len(job.datasets) else False
         if job.training.unload_text_encoder:
             prompts.add(trig)
         else:
             for e in entries:
-                prompts.add(substitute_trigger(e.caption_raw, trig))
+                prompts.add(training_caption(e.caption_raw, trig, inject=inject, is_regularization=reg))
                 if job.training.dop.enabled:
-                    prompts.add(preservation_prompt(e.caption_raw, trig, job.training.dop.preservation_class))
+                    prompts.add(sample_preservation_prompt(e.caption_raw, trig, job.training.dop.preservation_class,
+                                                           inject=inject, is_regularization=reg))
         out[d] = prompts
     out.setdefault(0, set()).update(sample_prompts(job))
     return out

@@ -60,8 +60,11 @@ def split_hub_id(name: str) -> tuple[str, str | None]:
 def _download_hint(repo: str, rev: str | None, patterns: list[str]) -> str:
     inc = " ".join(f"--include '{p}'" for p in patterns)
     r = f" --revision {rev}" if rev else ""
-    return (f"download it on a machine with network access: `huggingface-cli download {repo}{r} {inc}` "
-            f"(or unset HF_HUB_OFFLINE here), or set model.name_or_path to a local diffusers folder")
+    cache = os.environ.get("HF_HOME") or "~/.cache/huggingface"
+    return (f"download it on a machine with network access: `hf download {repo}{r} {inc}` "
+            f"(or unset HF_HUB_OFFLINE here), or set model.name_or_path to a local diffusers folder. "
+            f"The full Wan 2.2 I2V A14B download is ~70 GB and lands in $HF_HOME (now {cache}): on RunPod/Vast "
+            "put it on the persistent disk first, e.g. `export HF_HOME=/workspace/hf`")
 
 
 def resolve_model_path(name_or_path: str, subfolders: list[str]) -> Path:

@@ -44,9 +44,19 @@ def run(args: argparse.Namespace) -> int:
     for name in (jobdir.EVENTS, jobdir.STATUS):
         (job_dir / name).unlink(missing_ok=True)
     device = torch.device("cuda") if args.gpu and torch.cuda.is_available() else torch.device("cpu")
-    print(f"training both experts for {args.steps} steps on the {device.type.upper()} …", flush=True)
-    code = train(job_dir, device=device)
+    print(f"training both experts for {args.steps} steps on the {device.type.upper()} … (Ctrl-C stops it)", flush=True)
+    from wanlora.tui.progress import EventPrinter
+
+    interrupted = False
+    with EventPrinter(job_dir, lambda line: print(f"  {line}", flush=True)):
+        try:
+            code = train(job_dir, device=device)
+        except KeyboardInterrupt:
+            code, interrupted = 130, True
     status = jobdir.read_status(job_dir) or {}
+    if code == 130 or interrupted:
+        print(f"demo stopped by Ctrl-C at step {status.get('step', 0)}/{args.steps}; `wanlora demo` starts it again")
+        return 130
     if code != jobdir.EXIT_OK:
         print(f"demo failed ({jobdir.EXIT_REASONS.get(code, code)}): {status.get('message', '')}")
         print(f"events: {job_dir / jobdir.EVENTS}")
@@ -60,4 +70,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"  clips       {home / 'demo' / 'clips'}")
     print(f"  tiny model  {model}")
     print("load in diffusers: pipe.load_lora_weights(high); pipe.load_lora_weights(low, load_into_transformer_2=True)")
+    print("next: README's \"From the demo to your first real job\" — e.g. render the pair at the default size:\n"
+          f"  wanlora sample {ckpt / 'wanlora_demo_high_noise.safetensors'} "
+          f"{ckpt / 'wanlora_demo_low_noise.safetensors'} --image FIRST_FRAME.png --prompt \"a red square moving right\"")
+    print(f"compare the checkpoints (eval loss, previews, a pick): wanlora compare {job_dir}")
     return 0

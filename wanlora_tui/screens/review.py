@@ -37,11 +37,30 @@ def disk_gib(job: Any) -> float:
     """LoRA checkpoints kept (+ final) and one resumable state, in GiB (caches are listed separately)."""
     from wanlora.engine.estimate import lora_params
 
-    experts = int(job.multistage.high_noise) + int(job.multistage.low_noise)
+    experts = len(job.multistage.trained())
     params = lora_params(job.target.rank, job.target.modules) * experts
     per_file = params * {"bf16": 2, "fp16": 2, "fp32": 4}[job.save.dtype]
     state = params * 12  # fp32 master + two AdamW moments
     return ((job.save.max_keep + 1) * per_file + state) / 2**30
+
+
+def speed(s_per_step: float) -> str:
+    """Seconds per step with the digits that matter (0.04 s/step is not "0.0 s/step")."""
+    return f"{s_per_step:.2g} s/step" if s_per_step < 10 else f"{s_per_step:.0f} s/step"
+
+
+def hours(h: float) -> str:
+    """Wall time: minutes (or seconds) for short jobs, hours for long ones."""
+    s = h * 3600
+    if s < 90:
+        return f"{max(1, round(s))} s"
+    if s < 90 * 60:
+        return f"{round(s / 60)} min"
+    return f"{h:.1f} h"
+
+
+def money(v: float) -> str:
+    return "< 0.01" if 0 < v < 0.01 else f"{v:.2f}"
 
 
 def estimate_lines(state: Any, price: float | None) -> str:
@@ -59,11 +78,11 @@ def estimate_lines(state: Any, price: float | None) -> str:
     fits = "" if have is None else (" [green]fits[/]" if mem.need_gib <= have else f" [b red]> {have:.0f} GiB: will not fit[/]")
     lines = [
         f"Peak VRAM  [b]{mem.need_gib:.1f} GiB[/]{fits}  ({_esc(mem.worst)})",
-        f"Time       [b]{t.s_per_step:.1f} s/step[/] × {job.training.steps} steps ≈ [b]{t.hours:.1f} h[/] on {_esc(t.gpu)}",
+        f"Time       [b]{speed(t.s_per_step)}[/] × {job.training.steps} steps ≈ [b]{hours(t.hours)}[/] on {_esc(t.gpu)}",
         f"Disk       ≈ {disk_gib(job):.1f} GiB for checkpoints + state (+ latent/text caches next to the data)",
     ]
     if price is not None:
-        lines.append(f"Cost       ≈ [b]{t.hours * price:.2f}[/] at {price:g}/h")
+        lines.append(f"Cost       ≈ [b]{money(t.hours * price)}[/] at {price:g}/h")
     else:
         lines.append("Cost       type the GPU's hourly price below to see it")
     lines.extend(f"[dim]· {_esc(n)}[/]" for n in t.notes)
