@@ -540,3 +540,22 @@ def test_a_file_sourced_vae_gets_its_own_cache_identity(tmp_path: Path, tiny_mod
     assert file_variant(folder, wf.VAE) == "" and ids[0] != ids[1]
     os.utime(vf, ns=(1, 1))
     assert model_identity(tiny_model, ["vae"], dtype="float32", variant=file_variant(from_file, wf.VAE)) != ids[1]
+
+
+def test_the_trials_random_source_reads_expert_files_through_the_single_file_loader(tmp_path: Path,
+                                                                                   tiny_model: Path) -> None:
+    """`wanlora trial` on a job with model.high_noise_file times the real file path (the rest stays random)."""
+    from wanlora.engine.model.fullsize import RandomFullSize
+    from wanlora.engine.model.load import ModelLoadError
+    from wanlora.engine.model.tiny import TRANSFORMER_CONFIG
+
+    source = RandomFullSize(tmp_path / "model", tokenizer_from=tiny_model)
+    (source.root / "transformer" / "config.json").write_text(json.dumps(dict(TRANSFORMER_CONFIG), default=list))
+    state = _expert_state(tiny_model, wf.HIGH)
+    hi = sf.save_expert_file(state, tmp_path / "wan2.2_i2v_high_noise_14B_fp32.safetensors", precision="fp32")
+    parts = source("unused", [wf.HIGH], dtype=torch.float32, device=CPU, text_encoder=False, files={wf.HIGH: hi})
+    got = parts.experts[wf.HIGH].state_dict()
+    assert parts.files == {wf.HIGH: hi} and all(torch.equal(state[k], got[k]) for k in state)
+    with pytest.raises(ModelLoadError, match="is a LoRA"):
+        source("unused", [wf.HIGH], dtype=torch.float32, device=CPU, text_encoder=False,
+               files={wf.HIGH: _lora_file(tmp_path)})
