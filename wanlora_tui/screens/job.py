@@ -182,8 +182,6 @@ class JobScreen(ControlMixin, Screen[None]):
             parts.append(f"lr {float(last['lr']):.1e}")
         if f.losses:
             parts.append(f"loss {f.losses[-1]:.4f}")
-        if f.eval_losses:
-            parts.append(f"[yellow]eval {f.eval_losses[-1]:.4f}[/]")
         self.query_one("#job-stats", Static).update(" · ".join(parts) or "[dim]no steps yet[/]")
         plot = self.query_one("#job-loss", LossPlot)
         finished = state in ("completed", "failed", "cancelled", "stopped", "paused")
