@@ -9,6 +9,8 @@ from wanlora.engine.config import jobdir
 from wanlora.engine.config.io import job_from_dict, save_job
 from wanlora.engine.config.schema import Job
 
+DEMO_CAPTION = "a red square moving right"
+
 
 def demo_job_dict(clips: Path, model: Path, *, steps: int = 40, name: str = "wanlora_demo",
                   num_frames: int = 9, resolution: int = 64, **overrides: Any) -> dict[str, Any]:
@@ -47,7 +49,8 @@ def prepare_demo(home: Path, *, steps: int = 40, n_clips: int = 4, model: Path |
 
     home = Path(home)
     clips = home / "demo" / "clips"
-    if not any(clips.glob("*.mp4")):
-        write_clips(clips, n=n_clips, num_frames=24, size=(64, 64), fps=16.0, captions=True)
+    if not any(clips.glob("*.mp4")):  # captions without [trigger]: the demo job validates as written (submit it)
+        write_clips(clips, n=n_clips, num_frames=24, size=(64, 64), fps=16.0, captions=True,
+                    caption=DEMO_CAPTION)
     model = ensure_tiny_model(model or home / "models" / "tiny-wan22-i2v")
     return write_job_dir(home / "demo" / "job", demo_job_dict(clips, model, steps=steps))
