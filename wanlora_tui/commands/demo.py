@@ -32,6 +32,9 @@ def run(args: argparse.Namespace) -> int:
         print("--steps must be at least 1")
         return 2
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the demo never downloads anything
+    from wanlora.tui.progress import quiet_libraries
+
+    quiet_libraries()
     import torch
     from wanlora.engine.train.demo import prepare_demo
     from wanlora.engine.train.loop import run as train
