@@ -189,3 +189,34 @@ def test_resuming_note_is_cleared_once_the_job_has_stepped_past_it(tmp_path: Pat
     with open(jd / "events.jsonl", "a") as f:
         f.write(json.dumps({"v": 1, "seq": 2, "ts": 2, "type": "step", "step": 35, "total_steps": 100}) + "\n")
     assert d._follow(row, w).reason == ""
+
+
+def test_retry_of_a_job_this_machine_cannot_run_says_so_instead_of_failing_again(tmp_path: Path, monkeypatch,
+                                                                                 assets) -> None:
+    import io
+
+    import wanlora.engine.config.machine as machine
+    from wanlora.daemon.home import Home
+    from wanlora.daemon.queue import Queue
+    from wanlora.daemon.supervisor import CommandError, Daemon
+
+    monkeypatch.delenv("WANLORA_VALIDATE_ANYWHERE", raising=False)
+    monkeypatch.setattr(machine, "this_machine", lambda: machine.Machine(cuda=False, bitsandbytes=False))
+    home = Home.resolve(tmp_path / "h")
+    home.ensure()
+    d = Daemon(home, log=io.StringIO())
+    d.queue = Queue(home.db)
+    d.callbacks = type("NoCallbacks", (), {"fire": lambda self, row: None})()
+    row = d.q.add(name="q", gpus_req="auto", total_steps=10)
+    row = d.q.update(row.id, state="failed", reason="config")
+    jd = home.job_dir(row.id)
+    jd.mkdir(parents=True)
+    (jd / "job.toml").write_text(job_text(assets, "q") .replace('transformer = "none"', 'transformer = "fp8"'))
+    try:
+        d._cmd_retry(row, {})
+    except CommandError as e:
+        assert "would fail again" in str(e) and "quantization.transformer" in str(e) and "wanlora edit" in str(e)
+    else:
+        raise AssertionError("retry queued a job that cannot run here")
+    (jd / "job.toml").write_text(job_text(assets, "q"))
+    assert "queued again" in d._cmd_retry(row, {})
