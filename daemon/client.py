@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +15,11 @@ DOWN_MESSAGE = "daemon not running — start it with `wanlora daemon start`"
 
 
 class DaemonDown(Exception):
-    """No daemon answers on this home's socket."""
+    """No daemon answers on this home's socket.  ``sent``: the request had gone out (it may have been acted on)."""
 
-    def __init__(self, home: Path | None = None, detail: str = "") -> None:
+    def __init__(self, home: Path | None = None, detail: str = "", sent: bool = False) -> None:
         self.home = home
+        self.sent = sent
         where = f" (home {home})" if home else ""
         super().__init__(f"{DOWN_MESSAGE}{where}" + (f" [{detail}]" if detail else ""))
 
@@ -71,10 +73,97 @@ def request(home: Path | Home | str | None, cmd: str, *, timeout: float | None =
                     raise DaemonError(str(reply.get("error") or "the daemon refused the command"), reply)
                 return reply
         except (ConnectionResetError, BrokenPipeError) as e:
-            raise DaemonDown(h.root, "the connection was closed") from e
+            raise DaemonDown(h.root, "the connection was closed", sent=True) from e
         except TimeoutError as e:
             raise DaemonError(f"the daemon did not answer {cmd!r} within {timeout:g} s") from e
-    raise DaemonDown(h.root, "the daemon closed the connection without answering")
+    raise DaemonDown(h.root, "the daemon closed the connection without answering", sent=True)
+
+
+SUBMIT_TIMEOUT_S = 900.0  # intake checks the dataset; the daemon answers "pending" itself before this
+
+
+@dataclass
+class Submitted:
+    """What became of one ``submit``: a job id, or a spool file the daemon queues when it (re)starts."""
+
+    submission_id: str
+    job_id: int | None = None
+    name: str = ""
+    warnings: list[str] = field(default_factory=list)
+    spooled: Path | None = None
+    note: str = ""  # what happened, for the user, when it was not a plain answer
+
+
+def find(home: Path | Home | str | None, submission_id: str, *, timeout: float = 10.0) -> dict[str, Any]:
+    """What became of a submission: ``{"found": "queued"|"pending"|"rejected"|"unknown", ...}``.
+
+    Asks the daemon; without one, looks on disk in the order files move (spool/new → spool/cur →
+    queue.db → spool/rejected), so a daemon restarting meanwhile cannot make it miss the job.
+    """
+    from wanlora.daemon.queue import Queue
+    from wanlora.daemon.spool import find_rejection, find_submission
+
+    h = _home(home)
+    try:
+        return request(h, "submission", submission_id=submission_id, timeout=timeout)
+    except (DaemonDown, DaemonError, protocol.ProtocolError):
+        pass
+    where = find_submission(h, submission_id)
+    if where is not None:
+        return {"found": "pending", "spooled": str(where[1])}
+    if h.db.exists():
+        try:
+            q = Queue(h.db, readonly=True)
+            try:
+                row = q.by_submission(submission_id)
+            finally:
+                q.close()
+        except Exception:
+            row = None
+        if row is not None:
+            return {"found": "queued", "id": row.id, "name": row.name}
+    err = find_rejection(h, submission_id)
+    if err is not None:
+        return {"found": "rejected", "rejected": str(err),
+                "error": err.read_text(errors="replace").split("\n", 1)[-1].strip()}
+    return {"found": "unknown"}
+
+
+def submit(home: Path | Home | str | None, text: str, filename: str = "job.toml", *,
+           submission_id: str | None = None, timeout: float = SUBMIT_TIMEOUT_S) -> Submitted:
+    """Queue a job exactly once: over the socket, else through the spool.
+
+    A dropped connection after the request went out is ambiguous (the daemon may have queued the job and
+    died before answering), so the client asks by submission id before spooling; and it spools under the
+    same id, so even a wrong guess is de-duplicated by the daemon.  Raises :class:`DaemonError` for a refusal.
+    """
+    from wanlora.daemon.spool import new_submission_id, submit_file
+
+    h = _home(home)
+    sid = submission_id or new_submission_id()
+    try:
+        reply = request(h, "submit", text=text, filename=filename, submission_id=sid, timeout=timeout)
+    except DaemonDown as e:
+        if not e.sent:
+            return Submitted(sid, spooled=submit_file(h, text, name=filename, submission_id=sid))
+        found = find(h, sid)
+        state = found.get("found")
+        if state == "queued":
+            return Submitted(sid, job_id=int(found["id"]), name=str(found.get("name", "")),
+                             note="the daemon closed the connection before answering, but the job was queued")
+        if state == "pending":
+            return Submitted(sid, spooled=Path(str(found["spooled"])),
+                             note="the daemon closed the connection before answering; the job is in the spool "
+                                  "and is queued when the daemon runs again")
+        if state == "rejected":
+            raise DaemonError(f"rejected: {found.get('error')}", found) from None
+        return Submitted(sid, spooled=submit_file(h, text, name=filename, submission_id=sid),
+                         note="the daemon closed the connection before taking the job")
+    if reply.get("id") is None:
+        return Submitted(sid, spooled=Path(str(reply["spooled"])) if reply.get("spooled") else None,
+                         note=str(reply.get("message") or "the job is in the spool"))
+    return Submitted(sid, job_id=int(reply["id"]), name=str(reply.get("name", "")),
+                     warnings=list(reply.get("warnings") or []))
 
 
 def follow(home: Path | Home | str | None, job: int | str, *, from_start: bool = True) -> Iterator[dict[str, Any]]:

@@ -6,13 +6,20 @@ max_restarts = 3          # crashes in a row without progress before a job is fa
 rescan_interval_s = 5.0   # full spool rescan (inotify only speeds things up)
 cpu_slots = 1             # concurrent jobs on a machine without a GPU
 cancel_grace_s = 120.0    # SIGTERM, then SIGKILL after this long
+intake_timeout_s = 120.0  # a job file (and its dataset scan) that takes longer to check is rejected
+output_roots = ["/workspace/loras"]  # folders besides the home that job.output_dir may point into
 ```
+
+The file must belong to the daemon's user and not be writable by others: it names a command the
+daemon runs, so a file someone else could write is refused (with the fix), never trusted.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -32,15 +39,21 @@ class DaemonConfig:
     cpu_slots: int = 1
     cancel_grace_s: float = 120.0
     max_job_file_bytes: int = 50 * 1024 * 1024
+    intake_timeout_s: float = 120.0
+    output_roots: list[str] = field(default_factory=list)
 
     @classmethod
     def load(cls, path: Path) -> DaemonConfig:
         try:
-            raw = path.read_bytes()
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError:
             return cls()
         except OSError as e:
             raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            trust_problem(path, st)
+            raw = f.read(1_000_001)
         try:
             data = tomllib.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
@@ -56,6 +69,11 @@ class DaemonConfig:
         for key, value in data.items():
             if key not in known:
                 raise ConfigError(f"{source}: unknown key {key!r}; known keys: {', '.join(sorted(known))}")
+            if key == "output_roots":
+                if not isinstance(value, list) or not all(isinstance(v, str) and v.startswith("/") for v in value):
+                    raise ConfigError(f'{source}: output_roots must be a list of absolute folders, e.g. ["/workspace/loras"]')
+                out.output_roots = list(value)
+                continue
             want = type(getattr(out, key))
             if want is float and isinstance(value, int) and not isinstance(value, bool):
                 value = float(value)
@@ -67,3 +85,21 @@ class DaemonConfig:
         if out.rescan_interval_s < 0.05 or out.poll_interval_s < 0.05:
             raise ConfigError(f"{source}: rescan_interval_s and poll_interval_s must be at least 0.05")
         return out
+
+
+def trust_problem(path: Path, st: os.stat_result) -> None:
+    """Raise ConfigError unless config.toml is a regular file of the daemon's uid that others cannot write."""
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(f"{path} is not a regular file; make it a plain TOML file")
+    if st.st_uid != os.geteuid():
+        from wanlora.daemon.home import user_name
+
+        me = user_name(os.geteuid())
+        raise ConfigError(f"{path} belongs to {user_name(st.st_uid)}, not to {me} who runs the daemon; its "
+                          f"callback would run as {me}, so it is not trusted. Fix: write your own config "
+                          f"(rm {path}, then recreate it), or chown {me} {path} if it is yours")
+    from wanlora.daemon.home import writable_by_others
+
+    if writable_by_others(st):
+        raise ConfigError(f"{path} is writable by other users (mode {stat.filemode(st.st_mode)}), so anyone could "
+                          f"change the callback the daemon runs; fix with: chmod 600 {path}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,22 +97,85 @@ class Home:
         return self.root / "daemon.log"
 
     def ensure(self) -> None:
-        """Create the layout; the home itself becomes owner-only (0700)."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        """Create the layout; the home itself becomes owner-only (0700).
+
+        A home that exists already must be ours and not writable by others (:func:`check_owned`): the
+        daemon runs its config.toml callback and the jobs in it, so adopting another user's folder would
+        run their commands as us.
+        """
+        self.check_trusted()
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.root, 0o700)
         for d in (self.spool, self.spool_tmp, self.spool_new, self.spool_cur, self.spool_rejected, self.jobs):
-            d.mkdir(exist_ok=True)
+            d.mkdir(mode=0o700, exist_ok=True)
+        for d in (self.config, self.spool, self.jobs):
+            if d.exists() or d.is_symlink():
+                check_owned(d, "daemon config" if d == self.config else "folder")
+
+    def check_trusted(self) -> None:
+        """HomeError unless the home (when it exists) is ours and not writable by others; creates nothing."""
+        if self.root.exists() or self.root.is_symlink():
+            check_owned(self.root, "home folder")
 
     def ensure_spool(self) -> None:
         """Just enough for a writer to drop a job in (no daemon needed)."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         for d in (self.spool, self.spool_tmp, self.spool_new):
-            d.mkdir(exist_ok=True)
+            d.mkdir(mode=0o700, exist_ok=True)
 
     def check_socket_path(self) -> None:
         if len(os.fsencode(self.sock)) > SOCKET_PATH_MAX:
             raise HomeError(f"the socket path {self.sock} is longer than {SOCKET_PATH_MAX} bytes, which Unix "
                             "sockets cannot use; set WANLORA_HOME to a shorter folder")
+
+
+def user_name(uid: int) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
+def writable_by_others(st: os.stat_result) -> bool:
+    """World-writable, or group-writable by a group other than the owner's own private group.
+
+    (umask 002 with one group per user, the Debian/Ubuntu default, gives 0664 files only their owner can
+    change: those are fine.)
+    """
+    import grp
+    import pwd
+
+    if st.st_mode & 0o002:
+        return True
+    if not st.st_mode & 0o020:
+        return False
+    try:
+        owner = pwd.getpwuid(st.st_uid)
+        group = grp.getgrgid(st.st_gid)
+    except KeyError:
+        return True
+    return not (st.st_gid == owner.pw_gid and set(group.gr_mem) <= {owner.pw_name})
+
+
+def check_owned(path: Path, what: str) -> None:
+    """Refuse (HomeError with the fix) a path not owned by our uid or writable by group/others."""
+    try:
+        st = os.stat(path)  # follows a link: what matters is the folder/file actually used
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise HomeError(f"the {what} {path} cannot be checked ({e.strerror})") from None
+    uid = os.geteuid()
+    if st.st_uid != uid:
+        owner, me = user_name(st.st_uid), user_name(uid)
+        raise HomeError(f"the {what} {path} belongs to {owner}, not to {me} (uid {uid}) who runs the daemon; "
+                        f"the daemon will not adopt another user's files or run their config.toml callback. "
+                        f"Use your own home (WANLORA_HOME=/path/you/own), or if it is yours: chown -R {me} {path}")
+    if writable_by_others(st):
+        raise HomeError(f"the {what} {path} is writable by other users (mode {stat.filemode(st.st_mode)}), so they "
+                        f"could change the jobs or the callback the daemon runs; fix with: chmod go-w {path}")
 
 
 def filesystem_type(path: Path) -> str | None:

@@ -15,7 +15,7 @@ VERSION = 1
 MAX_LINE = 64 * 1024 * 1024  # a submit carries a job file (≤ 50 MB is already refused by intake)
 
 COMMANDS = (
-    "ping", "submit", "list", "status", "follow", "cancel", "pause", "resume", "retry", "remove",
+    "ping", "submit", "submission", "list", "status", "follow", "cancel", "pause", "resume", "retry", "remove",
     "save-now", "sample-now", "priority", "shutdown", "edit",
 )
 JOB_COMMANDS = ("status", "follow", "cancel", "pause", "resume", "retry", "remove", "save-now", "sample-now",

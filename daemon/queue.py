@@ -9,9 +9,11 @@ Only the daemon writes; ``wanlora status`` may read the file directly when the d
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -49,6 +51,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     output_dir TEXT NOT NULL DEFAULT '',
     source TEXT NOT NULL DEFAULT '',
     warnings TEXT NOT NULL DEFAULT '[]',
+    submission_id TEXT NOT NULL DEFAULT '',
     submitted_ts REAL NOT NULL,
     started_ts REAL,
     ended_ts REAL,
@@ -56,6 +59,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_source ON jobs(source) WHERE source != '';
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_submission ON jobs(submission_id) WHERE submission_id != '';
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
@@ -88,6 +92,7 @@ class JobRow:
     output_dir: str
     source: str
     warnings: str
+    submission_id: str
     submitted_ts: float
     started_ts: float | None
     ended_ts: float | None
@@ -118,24 +123,67 @@ class JobRow:
 
 
 _COLUMNS = [f.name for f in fields(JobRow)]
-_UPDATABLE = set(_COLUMNS) - {"id", "submitted_ts"}
+_UPDATABLE = set(_COLUMNS) - {"id", "submitted_ts", "submission_id"}
+_ADDED = {"submission_id": "TEXT NOT NULL DEFAULT ''"}  # columns newer than the first queue.db format
+_DEFAULTS = {"submission_id": ""}
+
+
+def disk_full_message(path: Path) -> str:
+    """'cannot write PATH: the disk is full (N MB free)' — what a user needs to act on SQLITE_FULL/ENOSPC."""
+    from wanlora.daemon.diskspace import describe_free
+
+    return f"cannot write {path}: the disk is full ({describe_free(path)}); free space there"
+
+
+def _is_full(e: BaseException) -> bool:
+    return "full" in str(e).lower() or getattr(e, "errno", None) == 28
 
 
 class Queue:
-    """Thread-safe access to ``queue.db`` (one connection, serialised by a lock)."""
+    """Thread-safe access to ``queue.db`` (one connection, serialised by a lock).
 
-    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+    ``on_full`` is called once when a write fails because the disk is full (the daemon frees its reserve
+    file there) and the write is tried again; a second failure raises :class:`QueueError` naming the path.
+    """
+
+    def __init__(self, path: Path, *, readonly: bool = False, on_full: Callable[[], bool] | None = None) -> None:
         self.path = Path(path)
         self._lock = threading.RLock()
+        self.on_full = on_full
         if readonly:
             self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5.0, check_same_thread=False)
         else:
             self._db = sqlite3.connect(self.path, timeout=10.0, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
+            have = {r[1] for r in self._db.execute("PRAGMA table_info(jobs)").fetchall()}
+            for col, decl in _ADDED.items():
+                if have and col not in have:
+                    self._db.execute(f"ALTER TABLE jobs ADD COLUMN {col} {decl}")
             self._db.executescript(SCHEMA)
             self._db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            for suffix in ("", "-wal", "-shm"):  # owner-only, whatever the umask was
+                try:
+                    os.chmod(f"{self.path}{suffix}", 0o600)
+                except OSError:
+                    pass
         self._db.row_factory = sqlite3.Row
+
+    def _write(self, fn: Callable[[], Any]) -> Any:
+        """Run a write; on a full disk, let ``on_full`` free space once and retry, else say which path is full."""
+        with self._lock:
+            try:
+                return fn()
+            except sqlite3.OperationalError as e:
+                if not _is_full(e):
+                    raise
+                if self.on_full is not None and self.on_full():
+                    try:
+                        return fn()
+                    except sqlite3.OperationalError as e2:
+                        if not _is_full(e2):
+                            raise
+                raise QueueError(disk_full_message(self.path)) from None
 
     def close(self) -> None:
         with self._lock:
@@ -143,7 +191,7 @@ class Queue:
 
     # ---- reads
     def _row(self, r: sqlite3.Row | None) -> JobRow | None:
-        return None if r is None else JobRow(**{k: r[k] for k in _COLUMNS})
+        return None if r is None else _to_row(r)
 
     def get(self, job_id: int) -> JobRow | None:
         with self._lock:
@@ -156,18 +204,29 @@ class Queue:
                 rows = self._db.execute(f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY id", states).fetchall()
             else:
                 rows = self._db.execute("SELECT * FROM jobs ORDER BY id").fetchall()
-        return [JobRow(**{k: r[k] for k in _COLUMNS}) for r in rows]
+        return [_to_row(r) for r in rows]
 
     def runnable(self) -> list[JobRow]:
         """Queued, not held, in the order they should start: priority first, then submission."""
         with self._lock:
             rows = self._db.execute(
                 "SELECT * FROM jobs WHERE state = ? ORDER BY held ASC, priority DESC, id ASC", (QUEUED,)).fetchall()
-        return [JobRow(**{k: r[k] for k in _COLUMNS}) for r in rows]
+        return [_to_row(r) for r in rows]
 
     def by_source(self, source: str) -> JobRow | None:
         with self._lock:
             return self._row(self._db.execute("SELECT * FROM jobs WHERE source = ?", (source,)).fetchone())
+
+    def by_submission(self, submission_id: str) -> JobRow | None:
+        """The job queued from this client-chosen submission id (exactly-once intake), if any."""
+        if not submission_id:
+            return None
+        with self._lock:
+            try:
+                r = self._db.execute("SELECT * FROM jobs WHERE submission_id = ?", (submission_id,)).fetchone()
+            except sqlite3.OperationalError:  # a queue.db older than submission ids (read-only reader)
+                return None
+            return self._row(r)
 
     def counts(self) -> dict[str, int]:
         with self._lock:
@@ -181,17 +240,38 @@ class Queue:
 
     # ---- writes
     def add(self, *, name: str, gpus_req: Any, total_steps: int, output_dir: str = "", source: str = "",
-            priority: int = 0, warnings: list[str] | None = None) -> JobRow:
+            priority: int = 0, warnings: list[str] | None = None, submission_id: str = "",
+            before_commit: Callable[[int], str | None] | None = None) -> JobRow:
+        """Insert a queued job.  ``before_commit(id)`` runs inside the transaction (the daemon builds the
+        job's folder there, so a committed row always has its folder); it may return the final output_dir.
+        If it raises, nothing is committed."""
         now = time.time()
-        with self._lock:
-            cur = self._db.execute(
-                "INSERT INTO jobs(name, state, reason, priority, gpus_req, total_steps, output_dir, source, warnings,"
-                " submitted_ts, updated_ts) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (name, QUEUED, REASON_WAITING, int(priority), json.dumps(gpus_req), int(total_steps), output_dir,
-                 source, json.dumps(warnings or []), now, now))
-            row = self.get(int(cur.lastrowid or 0))
-        assert row is not None
-        return row
+
+        def insert() -> JobRow:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                cur = self._db.execute(
+                    "INSERT INTO jobs(name, state, reason, priority, gpus_req, total_steps, output_dir, source, warnings,"
+                    " submission_id, submitted_ts, updated_ts) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (name, QUEUED, REASON_WAITING, int(priority), json.dumps(gpus_req), int(total_steps), output_dir,
+                     source, json.dumps(warnings or []), submission_id, now, now))
+                job_id = int(cur.lastrowid or 0)
+                if before_commit is not None:
+                    out = before_commit(job_id)
+                    if out is not None:
+                        self._db.execute("UPDATE jobs SET output_dir = ? WHERE id = ?", (out, job_id))
+                self._db.execute("COMMIT")
+            except BaseException:
+                try:
+                    self._db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+                raise
+            row = self.get(job_id)
+            assert row is not None
+            return row
+
+        return self._write(insert)
 
     def update(self, job_id: int, **values: Any) -> JobRow:
         bad = set(values) - _UPDATABLE
@@ -200,12 +280,16 @@ class Queue:
         values["updated_ts"] = time.time()
         cols = ", ".join(f"{k} = ?" for k in values)
         with self._lock:
-            self._db.execute(f"UPDATE jobs SET {cols} WHERE id = ?", (*values.values(), int(job_id)))
+            self._write(lambda: self._db.execute(f"UPDATE jobs SET {cols} WHERE id = ?", (*values.values(), int(job_id))))
             row = self.get(job_id)
         if row is None:
             raise QueueError(f"job {job_id} does not exist")
         return row
 
     def remove(self, job_id: int) -> None:
-        with self._lock:
-            self._db.execute("DELETE FROM jobs WHERE id = ?", (int(job_id),))
+        self._write(lambda: self._db.execute("DELETE FROM jobs WHERE id = ?", (int(job_id),)))
+
+
+def _to_row(r: sqlite3.Row) -> JobRow:
+    have = r.keys()
+    return JobRow(**{k: r[k] if k in have else _DEFAULTS[k] for k in _COLUMNS})

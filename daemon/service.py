@@ -54,6 +54,10 @@ def start(home: Home, *, timeout_s: float = START_TIMEOUT_S) -> tuple[int, bool]
         return pid, False
     home.ensure()
     home.check_socket_path()
+    try:
+        DaemonConfig.load(home.config)  # refuse an untrusted/broken config here, with its message
+    except ConfigError as e:
+        raise ServiceError(str(e)) from None
     _trim_log(home.log)
     first = os.fork()
     if first == 0:  # child: new session, fork again so the daemon is no session leader and not our child
@@ -171,8 +175,9 @@ def run(home: Home) -> int:
     from wanlora.daemon.supervisor import run_foreground
 
     try:
+        home.check_trusted()  # before reading its config.toml: a foreign home's callback is never even loaded
         config = DaemonConfig.load(home.config)
-    except ConfigError as e:
+    except (ConfigError, HomeError) as e:
         print(f"wanlora daemon: {e}", file=sys.stderr)
         return 2
     try:

@@ -23,6 +23,19 @@ from wanlora.daemon.home import Home
 OUR_DIRS = ("tmp", "new", "cur", "rejected")
 IN_PROGRESS_SUFFIXES = (".part", ".tmp", ".swp", "~")
 SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+SID_RE = re.compile(r"^[0-9a-f]{32}$")
+SID_IN_NAME = re.compile(r"-(?P<sid>[0-9a-f]{32})\.toml(\.\d+)?$")
+
+
+def new_submission_id() -> str:
+    """A client-chosen id for one submission: the daemon queues a job at most once per id, across restarts."""
+    return uuid.uuid4().hex
+
+
+def submission_id_of(name: str) -> str | None:
+    """The submission id in a spool file name (``<stem>-<stamp>-<sid>.toml``), or None for a plain drop."""
+    m = SID_IN_NAME.search(name)
+    return m.group("sid") if m else None
 
 
 class Rejected(Exception):
@@ -46,12 +59,17 @@ def _fsync_dir(d: Path) -> None:
         os.close(fd)
 
 
-def submit_file(home: Path | Home | str | None, path_or_text: Path | str, *, name: str | None = None) -> Path:
+def submit_file(home: Path | Home | str | None, path_or_text: Path | str, *, name: str | None = None,
+                submission_id: str | None = None) -> Path:
     """Drop a job into the spool the Maildir way; returns its path in ``spool/new``.
 
     ``path_or_text`` is a job file's path (a :class:`Path`) or its TOML text (a ``str``).  Works whether
-    or not the daemon runs: it picks the file up when it (re)starts.
+    or not the daemon runs: it picks the file up when it (re)starts.  The file name carries the
+    submission id (a new one unless given), which the daemon de-duplicates on.
     """
+    sid = submission_id or new_submission_id()
+    if not SID_RE.match(sid):
+        raise ValueError(f"submission id {sid!r} is not 32 lowercase hex digits")
     h = home if isinstance(home, Home) else Home.resolve(home)
     h.ensure_spool()
     if isinstance(path_or_text, Path):
@@ -60,10 +78,9 @@ def submit_file(home: Path | Home | str | None, path_or_text: Path | str, *, nam
     else:
         data = path_or_text.encode("utf-8")
         stem = name or "job"
-    unique = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
-    base = f"{safe_name(Path(stem).stem, 64)}-{unique}"
+    base = f"{safe_name(Path(stem).stem, 64)}-{time.strftime('%Y%m%d-%H%M%S')}-{sid}"
     tmp = h.spool_tmp / f"{base}.part"
-    with open(tmp, "wb") as f:
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600), "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
@@ -71,6 +88,35 @@ def submit_file(home: Path | Home | str | None, path_or_text: Path | str, *, nam
     os.rename(tmp, final)
     _fsync_dir(h.spool_new)
     return final
+
+
+def find_submission(home: Home, sid: str) -> tuple[str, Path] | None:
+    """Where a submission's spool file is: ("pending", path) in new/ or cur/, ("rejected", .error), or None.
+
+    new/ is looked at before cur/ (a file moves new → cur → gone), so a concurrent claim is never missed;
+    the caller looks in the queue after this and at rejected/ last.
+    """
+    for d in (home.spool_new, home.spool_cur):
+        try:
+            names = os.listdir(d)
+        except OSError:
+            continue
+        for n in names:
+            if sid in n and not n.startswith("."):
+                return "pending", d / n
+    return None
+
+
+def find_rejection(home: Home, sid: str) -> Path | None:
+    """The ``.error`` file of a rejected submission, if any."""
+    try:
+        names = sorted(os.listdir(home.spool_rejected))
+    except OSError:
+        return None
+    for n in names:
+        if sid in n and n.endswith(".error"):
+            return home.spool_rejected / n
+    return None
 
 
 @dataclass

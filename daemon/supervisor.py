@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from wanlora.daemon import adopt, protocol, runner
+from wanlora.daemon import adopt, diskspace, protocol, runner, sweep
 from wanlora.daemon.callback import Callbacks
 from wanlora.daemon.config import DaemonConfig
 from wanlora.daemon.home import DaemonLock, Home, network_fs_warning
+from wanlora.daemon.intake import Intake
 from wanlora.daemon.queue import (
     CANCELLED,
     COMPLETED,
@@ -37,7 +38,6 @@ from wanlora.daemon.queue import (
     Queue,
 )
 from wanlora.daemon.server import Send, Server
-from wanlora.daemon.spool import Rejected, Spool, original_name, submit_file
 from wanlora.daemon.telemetry import Telemetry, disk
 from wanlora.daemon.views import job_view
 from wanlora.engine.config import jobdir
@@ -84,19 +84,24 @@ class Daemon:
         print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}", file=self.out, flush=True)
 
     def start(self) -> None:
-        """Take the home (or raise AlreadyRunning), re-adopt live trainers, open the socket."""
+        """Take the home (or raise AlreadyRunning / HomeError), re-adopt live trainers, open the socket."""
+        os.umask(0o077)  # queue.db, job folders, job files: owner-only, whatever umask started us
         self.home.ensure()
         self.home.check_socket_path()
         self._dlock.acquire()
         warn = network_fs_warning(self.home.root)
         if warn:
             self.log(f"warning: {warn}")
-        self.queue = Queue(self.home.db)
+        self.reserve = diskspace.Reserve(self.home.root / ".disk-reserve")
+        self.reserve.ensure()
+        self.queue = Queue(self.home.db, on_full=self._disk_full)
         self.telemetry = Telemetry()
         self.callbacks = Callbacks(self.config.callback, self.config.callback_timeout_s, self.out)
-        self.spool = Spool(self.home, self.config.settle_s, self.config.max_job_file_bytes)
+        self.intake = Intake(self.home, self.config, self.queue, self.lock, log=self.log, on_queued=self._queued,
+                             stderr=self.out)
         self.slots = self._detect_slots()
         self._recover()
+        self.intake.start()
         self.server = Server(self.home.sock, self.handle, self.log)
         self.server.start()
         self._start_watcher()
@@ -105,6 +110,8 @@ class Daemon:
     def close(self) -> None:
         if self.server:
             self.server.close()
+        if hasattr(self, "intake"):
+            self.intake.stop()
         if self._observer is not None:
             try:
                 self._observer.stop()
@@ -143,19 +150,19 @@ class Daemon:
 
     def _next_timeout(self) -> float:
         t = self.config.rescan_interval_s
-        if self.watch:
+        if self.watch or self._unwatched:
             t = min(t, self.config.poll_interval_s)
-        pending = self.spool.pending_drops()
-        if pending is not None:
-            t = min(t, pending + 0.01)
         if self.callbacks.busy:
             t = min(t, 1.0)
         return t
 
     def tick(self) -> None:
-        """One pass: intake, watch running trainers, start what fits, reap callbacks.  Never raises."""
-        for name, step in (("intake", self._intake_pass), ("monitor", self._monitor), ("schedule", self._schedule),
-                           ("callbacks", self.callbacks.reap)):
+        """One pass: watch running trainers, start what fits, reap callbacks.  Never raises.
+
+        Intake runs in its own thread (daemon.intake): a slow or hostile job file never holds this loop.
+        """
+        for name, step in (("monitor", self._monitor), ("schedule", self._schedule),
+                           ("callbacks", self.callbacks.reap), ("disk reserve", self.reserve.ensure)):
             try:
                 step()
             except Exception as e:  # keep serving; the log says what broke
@@ -167,11 +174,11 @@ class Daemon:
             from watchdog.observers import Observer
         except ImportError:
             return
-        wake = self.wake
+        poke = self.intake.poke
 
         class Poke(FileSystemEventHandler):
             def on_any_event(self, event: Any) -> None:
-                wake.set()
+                poke()
 
         try:
             obs = Observer()
@@ -224,15 +231,16 @@ class Daemon:
             elif row.state == RUNNING:
                 row = self._follow(row, Watch(0, None))  # what it saved while no daemon watched
                 self._finished(row, None, after_restart=True)
+            else:
+                self._sweep(row)
+        for row in self.q.all(TERMINAL):  # a trainer killed mid-write before this daemon's time
+            self._guard(f"sweeping job {row.id}", self._sweep, row)
 
-    # ------------------------------------------------------------------ intake
-    def _intake_pass(self) -> None:
-        for p in self.spool.leftovers():
-            self._guard(f"intake of {p.name!r}", self._intake, p, original_name(p))
-        for p in self.spool.ready():
-            claimed = self._guard(f"claiming {p.name!r}", self.spool.claim, p)
-            if claimed is not None:
-                self._guard(f"intake of {p.name!r}", self._intake, claimed, p.name)
+    # ------------------------------------------------------------------ intake (daemon.intake does the work)
+    def _queued(self, row: JobRow) -> None:
+        """Called by the intake thread, under the lock, once a job is committed."""
+        self.callbacks.fire(row.to_dict())
+        self.wake.set()
 
     def _guard(self, what: str, fn: Any, *args: Any) -> Any:
         """Run one unit of work; a failure is logged and does not stop the others."""
@@ -242,54 +250,19 @@ class Daemon:
             self.log(f"error in {what}: {type(e).__name__}: {e}")
             return None
 
-    def _reject(self, claimed: Path, original: str, reason: str, findings: list[Any] | None = None) -> dict[str, Any]:
-        reason = reason.replace(str(claimed), original)
-        err = self.spool.reject(claimed, original, reason)
-        self.log(f"rejected spool file {original!r}: {reason.splitlines()[0][:300]}")
-        return protocol.error(f"rejected: {reason}", rejected=str(err),
-                              findings=[f.to_dict() for f in findings or []])
+    def _disk_full(self) -> bool:
+        """The queue could not be written (disk full): give up the reserve so the state change gets recorded."""
+        freed = self.reserve.release()
+        self.log(f"warning: the disk holding {self.home.root} is full ({diskspace.describe_free(self.home.root)})"
+                 + ("; released the 4 MB reserve to record job states" if freed else ""))
+        return freed
 
-    def _intake(self, claimed: Path, original: str) -> dict[str, Any]:
-        """Validate one claimed spool file; queue it (frozen into jobs/<id>/job.toml) or reject it."""
-        try:
-            done = self.q.by_source(claimed.name)
-            if done is not None:  # a previous daemon queued it but died before removing the file
-                claimed.unlink(missing_ok=True)
-                return protocol.ok(id=done.id, name=done.name, warnings=[])
-            text = self.spool.read(claimed)
-            from wanlora.engine.config.io import dump_job
-            from wanlora.engine.config.validate import check_file
-
-            resolved, findings = check_file(claimed)
-        except Rejected as e:
-            return self._reject(claimed, original, str(e))
-        except RecursionError:
-            return self._reject(claimed, original, "it is nested too deeply to be a job file")
-        except Exception as e:  # a validator bug must never take the daemon down
-            return self._reject(claimed, original, f"it could not be validated ({type(e).__name__}: {e}); "
-                                "run `wanlora validate` on it")
-        errors = [f for f in findings if f.level == "error"]
-        if resolved is None or errors:
-            return self._reject(claimed, original, "\n".join(str(f) for f in (errors or findings)) or "invalid job",
-                                errors or findings)
-        job = resolved.job
-        warnings = [str(f) for f in findings if f.level != "error"]
-        row = self.q.add(name=job.job.name, gpus_req=job.job.gpus, total_steps=job.training.steps,
-                         source=claimed.name, warnings=warnings)
-        job_dir = self.home.job_dir(row.id)
-        if job_dir.exists():  # left by a database that was deleted: keep it, out of the way
-            job_dir.rename(job_dir.with_name(f".orphan-{row.id}-{int(time.time())}"))
-        job_dir.mkdir(parents=True)
-        jobdir.write_text_atomic(job_dir / jobdir.JOB_TOML, dump_job(job))
-        jobdir.write_text_atomic(job_dir / "submitted.toml", text)
-        out = Path(job.job.output_dir).expanduser() if job.job.output_dir else job_dir / jobdir.CHECKPOINTS
-        row = self.q.update(row.id, output_dir=str(out))
-        claimed.unlink(missing_ok=True)
-        runner.append_log(job_dir, f"queued from spool file {original!r}")
-        self.log(f"job {row.id} {row.name}: queued from {original!r}")
-        self.callbacks.fire(row.to_dict())
-        self.wake.set()
-        return protocol.ok(id=row.id, name=row.name, warnings=warnings)
+    def _sweep(self, row: JobRow) -> None:
+        """Drop the temp files a killed trainer left (its pid is gone)."""
+        removed = sweep.sweep_job(self.home.job_dir(row.id), row.output_dir or None)
+        if removed:
+            self.log(f"job {row.id}: removed {len(removed)} leftover temp file(s): "
+                     + ", ".join(p.name for p in removed[:5]) + (" ..." if len(removed) > 5 else ""))
 
     # ------------------------------------------------------------------ watching trainers
     def _follow(self, row: JobRow, w: Watch) -> JobRow:
@@ -313,9 +286,25 @@ class Daemon:
             row = self.q.update(row.id, step=step, saved_step=saved, total_steps=total, **extra)
         return row
 
+    @property
+    def _unwatched(self) -> bool:
+        return bool(getattr(self, "_orphans", None))
+
     def _monitor(self) -> None:
         for job_id, w in list(self.watch.items()):
             self._guard(f"watching job {job_id}", self._check, job_id, w)
+        # a RUNNING job nobody watches (its end could not be recorded, e.g. on a full disk): look again
+        self._orphans = [r for r in self.q.all((RUNNING,)) if r.id not in self.watch]
+        for row in self._orphans:
+            self._guard(f"checking job {row.id}", self._check_orphan, row)
+
+    def _check_orphan(self, row: JobRow) -> None:
+        pid = adopt.live_trainer(self.home.job_dir(row.id), row.pid)
+        if pid:
+            self.watch[row.id] = Watch(pid, None)
+            return
+        row = self._follow(row, Watch(0, None))
+        self._finished(row, None)
 
     def _check(self, job_id: int, w: Watch) -> None:
         """Follow one trainer's events; record its end when it is gone; escalate a cancel."""
@@ -331,8 +320,9 @@ class Daemon:
         else:
             dead = adopt.live_trainer(self.home.job_dir(job_id), w.pid) is None
         if dead:
-            del self.watch[job_id]
-            self._finished(row, code)
+            self._finished(row, code)  # raises on a failed write: the watch stays and the next tick retries
+            if self.watch.get(job_id) is w:
+                del self.watch[job_id]
         elif w.kill_at is not None and time.monotonic() > w.kill_at:
             self.log(f"job {job_id}: still running {self.config.cancel_grace_s:g} s after SIGTERM; SIGKILL")
             runner.signal_group(w.pid, signal.SIGKILL)
@@ -343,6 +333,13 @@ class Daemon:
         job_dir = self.home.job_dir(row.id)
         status = jobdir.read_status(job_dir)
         out = runner.classify(code, status, cancel=bool(row.cancel_requested), pause=bool(row.pause_requested))
+        self._sweep(row)
+        full = self._full_paths(row) if out.state == FAILED or out.retry else []
+        if full:  # retrying on a full disk fails the same way: say where, and how much is left
+            where = "; ".join(f"{p} ({diskspace.describe_free(p)})" for p in full)
+            out = runner.Outcome(FAILED, "disk full", f"no space left on {where}; the trainer stopped "
+                                 f"({runner.describe_exit(code)}). Free space there (old checkpoints, caches), then "
+                                 f"`wanlora retry {row.id}` resumes from the last saved state")
         end = {"pid": None, "gpus": "", "exit_code": code, "cancel_requested": 0, "pause_requested": 0}
         if out.state == RUNNING:  # EXIT_LOCKED: another trainer already runs this folder; watch that one
             holder = adopt.live_trainer(job_dir)
@@ -381,6 +378,18 @@ class Daemon:
         why = f": {out.reason}" if out.reason and out.reason != out.state else ""
         runner.append_log(job_dir, f"{out.state}{why}" + (f" — {out.message}" if out.message else ""))
         self.wake.set()
+
+    def _full_paths(self, row: JobRow) -> list[Path]:
+        """The job folder / output folder when the file system holding it is (nearly) full."""
+        paths = [self.home.job_dir(row.id)]
+        if row.output_dir:
+            paths.append(Path(row.output_dir))
+        out: list[Path] = []
+        for p in paths:
+            free = diskspace.free_bytes(p)
+            if free is not None and free < diskspace.LOW_BYTES:
+                out.append(p)
+        return out
 
     # ------------------------------------------------------------------ scheduling
     def _busy_slots(self) -> set[str]:
@@ -469,7 +478,9 @@ class Daemon:
                 return protocol.ok(jobs=[job_view(self.home, r) for r in rows], daemon=self.info(),
                                    telemetry=self.telemetry.snapshot())
             if cmd == "submit":
-                return self._cmd_submit(msg)
+                return self.intake.submit(msg)
+            if cmd == "submission":
+                return self.intake.lookup(msg.get("submission_id"))
             if cmd == "shutdown":
                 self.request_stop()
                 return protocol.ok(message=f"daemon {os.getpid()} is stopping; {len(self.watch)} running job(s) "
@@ -519,18 +530,6 @@ class Daemon:
                           "host": snap["host"]}
         v["disk"] = disk(row.output_dir or self.home.job_dir(row.id))
         return v
-
-    def _cmd_submit(self, msg: dict[str, Any]) -> dict[str, Any]:
-        text = msg.get("text")
-        if not isinstance(text, str):
-            raise CommandError("submit needs the job file's text")
-        name = str(msg.get("filename") or "job.toml")
-        with self.lock:
-            path = submit_file(self.home, text, name=name)
-            claimed = self.spool.claim(path)
-            if claimed is None:
-                raise CommandError("the spooled file vanished before it could be read")
-            return self._intake(claimed, Path(name).name)
 
     def _cmd_follow(self, row: JobRow, send: Send, from_start: bool) -> dict[str, Any]:
         job_dir = self.home.job_dir(row.id)
@@ -649,7 +648,8 @@ class Daemon:
         trial = job_dir / ".edit.toml"
         jobdir.write_text_atomic(trial, text)
         try:
-            resolved, findings = check_file(trial)
+            # the same output_dir policy as intake (an edit must not move the LoRAs outside the allowed roots)
+            resolved, findings = check_file(trial, output_roots=[self.home.root, *map(Path, self.config.output_roots)])
         finally:
             trial.unlink(missing_ok=True)
         errors = [f for f in findings if f.level == "error"]

@@ -151,6 +151,10 @@ class WanloraApp(App[int]):
             return GpuScreen()
         if step == "datasets":
             return DatasetsScreen()
+        if step == "model":
+            from wanlora.tui.screens.model_panel import ModelPanelScreen
+
+            return ModelPanelScreen(dict(PANELS)[step])
         if step == "scan":
             return DatasetScanScreen()
         if step == "review":

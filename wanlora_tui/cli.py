@@ -25,6 +25,9 @@ COMMANDS: dict[str, str] = {
     "demo": "demo",
     "cache": "cache",
     "sample": "sample",
+    "trial": "trial",
+    "model": "model",
+    "compare": "compare",
     # daemon control
     "submit": "submit",
     "status": "status",

@@ -115,6 +115,8 @@ class JobFeed:
     losses: list[float] = field(default_factory=list)
     last_step: dict[str, Any] = field(default_factory=dict)
     checkpoints: list[dict[str, Any]] = field(default_factory=list)
+    eval_steps: list[int] = field(default_factory=list)  # one point per save: mean eval loss over experts
+    eval_losses: list[float] = field(default_factory=list)
     samples: list[dict[str, Any]] = field(default_factory=list)
     notes: deque[str] = field(default_factory=lambda: deque(maxlen=50))  # warnings/errors/state changes
     status: dict[str, Any] | None = None
@@ -149,6 +151,8 @@ class JobFeed:
             self.last_step = ev
         elif t == "checkpoint":
             self.checkpoints.append(ev)
+        elif t == "eval":
+            self._apply_eval(ev)
         elif t == "sample":
             self.samples.append(ev)
         elif t in ("warning", "error"):
@@ -157,6 +161,18 @@ class JobFeed:
             st = ev.get("state")
             extra = f" ({ev['reason']})" if ev.get("reason") else ""
             self.notes.append(f"state: {st}{extra}")
+
+    def _apply_eval(self, ev: dict[str, Any]) -> None:
+        """One eval point per save (the mean over experts); a resumed run's re-saved step replaces it."""
+        losses = [r.get("loss") for r in (ev.get("experts") or {}).values() if isinstance(r, dict)]
+        losses = [float(v) for v in losses if isinstance(v, int | float)]
+        step = ev.get("step")
+        if not losses or not isinstance(step, int):
+            return
+        cut = bisect_left(self.eval_steps, step)
+        del self.eval_steps[cut:], self.eval_losses[cut:]
+        self.eval_steps.append(step)
+        self.eval_losses.append(sum(losses) / len(losses))
 
     def _read_log(self) -> bool:
         """Tail ``train.log`` from the last offset (64 KiB at most per poll; a big backlog is skipped)."""

@@ -113,7 +113,9 @@ class WizardState:
     @classmethod
     def from_user_dict(cls, data: dict[str, Any], **kw: Any) -> WizardState:
         """Start from an existing job file's dict (``wanlora new --from``): its values count as the user's."""
-        data = copy.deepcopy(data)
+        from wanlora.engine.config.schema import expand_shorthand
+
+        data = expand_shorthand(copy.deepcopy(data))
         job = data.get("job", {}) if isinstance(data.get("job"), dict) else {}
         st = cls(recipe=str(job.get("preset", kw.pop("recipe", "custom"))), user=data, **kw)
         if "vram_tier" in job:

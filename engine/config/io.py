@@ -15,9 +15,53 @@ from typing import Any
 import tomli_w
 from pydantic import ValidationError
 from wanlora.engine.config.findings import Finding, JobError
-from wanlora.engine.config.schema import Job, all_keys
+from wanlora.engine.config.schema import Job, all_keys, compact_shorthand
 
 MAX_JOB_BYTES = 1_000_000
+MAX_DEPTH = 16  # a job file nests at most 3 levels (sample.prompts[].seed); tomllib is quadratic in key depth
+
+
+def nesting_depth(text: str) -> int:
+    """The deepest nesting in TOML text (dotted-key parts or ``[``/``{`` levels), found in one linear pass.
+
+    Run before :func:`tomllib.loads`, which takes seconds on a 20,000-part dotted key and recurses on
+    deep arrays.  Strings and comments are skipped; the count is an upper bound, never an underestimate.
+    """
+    depth = deepest = dots = 0
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == "#":
+            j = text.find("\n", i)
+            i = n if j < 0 else j
+            continue
+        if c in "\"'":
+            triple = text.startswith(c * 3, i)
+            end = c * 3 if triple else c
+            j = i + len(end)
+            while j < n:
+                if c == '"' and text[j] == "\\":
+                    j += 2
+                    continue
+                if text.startswith(end, j):
+                    break
+                if not triple and text[j] == "\n":
+                    break
+                j += 1
+            i = j + len(end)
+            continue
+        if c in "[{":
+            depth += 1
+            deepest = max(deepest, depth + dots)
+        elif c in "]}":
+            depth = max(0, depth - 1)
+        elif c == ".":
+            dots += 1
+            deepest = max(deepest, depth + dots + 1)
+        elif c in "\n=,{":
+            dots = 0
+        i += 1
+    return deepest
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -42,8 +86,16 @@ def parse_toml(raw: bytes | str, source: str = "job.toml") -> dict[str, Any]:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise JobError([Finding("error", source, "the file is not UTF-8 text", "save the job file as UTF-8 TOML")]) from None
+    depth = nesting_depth(text)
+    if depth > MAX_DEPTH:
+        raise JobError([Finding("error", source, f"the file is nested {depth} levels deep (limit {MAX_DEPTH}); "
+                                "a job file is nested at most 3 levels",
+                                "write plain [section] tables with key = value lines (`wanlora show` lists the keys)")])
     try:
         return tomllib.loads(text)
+    except RecursionError:
+        raise JobError([Finding("error", source, "the file is nested too deeply to be a job file",
+                                "write plain [section] tables with key = value lines")]) from None
     except tomllib.TOMLDecodeError as e:
         raise JobError([Finding("error", source, f"not valid TOML: {e}", "fix the syntax at that line")]) from None
 
@@ -64,11 +116,10 @@ def suggest_key(key: str) -> str:
     """'Did you mean …' for an unknown dotted key; list indices of ``key`` are kept in the suggestion."""
     bare = re.sub(r"\[\d+\]", "", key)
     known = all_keys()
-    if "." not in bare:  # a misspelt [section]
+    if "." not in bare:  # a misspelt [section] (or top-level key): only a section can be meant
         sections = sorted({k.split(".")[0] for k in known})
         m = difflib.get_close_matches(bare, sections, n=1, cutoff=0.6)
-        if m:
-            return m[0]
+        return _reindex(m[0], key) if m else ""
     close = difflib.get_close_matches(bare, known, n=1, cutoff=0.6)
     if not close:
         head, _, leaf = bare.rpartition(".")
@@ -172,6 +223,11 @@ def _fix_for(e: dict[str, Any], key: str = "") -> str:
         return "use a value " + bounds[t].format(**ctx)
     if t == "literal_error":
         return f"use one of {ctx.get('expected', 'the listed values')}"
+    got = e.get("input")
+    if t in ("int_type", "int_from_float") and isinstance(got, float):
+        return f"write a whole number without a decimal point, e.g. {int(got) if got.is_integer() else round(got)}"
+    if t == "bool_type" and isinstance(got, int | float) and not isinstance(got, bool):
+        return "write true or false (not 0/1)"
     if t in ("int_parsing", "int_type", "int_from_float"):
         return "write a whole number without quotes"
     if t in ("float_parsing", "float_type"):
@@ -208,7 +264,7 @@ def load_job(path: Path) -> Job:
 def job_to_dict(job: Job, *, exclude_defaults: bool = False) -> dict[str, Any]:
     """Plain TOML-ready dict (None values dropped: TOML has no null)."""
     d = job.model_dump(mode="json", exclude_defaults=exclude_defaults)
-    return _drop_none(d)
+    return compact_shorthand(_drop_none(d))
 
 
 def _drop_none(x: Any) -> Any:

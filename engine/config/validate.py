@@ -8,15 +8,17 @@ behave differently from ai-toolkit.  Data checks read the files (folders, captio
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from wanlora.engine.config.accelerator import AcceleratorError, accelerator_files, is_set
 from wanlora.engine.config.findings import Finding, JobError
-from wanlora.engine.config.io import read_toml
+from wanlora.engine.config.io import parse_toml, read_toml
 from wanlora.engine.config.machine import Machine, machine_findings, skip_requested
 from wanlora.engine.config.presets import Resolved, recipe_meta, resolve
-from wanlora.engine.config.schema import DatasetSection, Job
+from wanlora.engine.config.schema import DatasetSection, Job, expert_plan
 from wanlora.engine.estimate import format_ladder, oom_ladder, peak_vram
 
 if TYPE_CHECKING:
@@ -48,6 +50,16 @@ def _names(paths: list[Path], limit: int = 3) -> str:
     return shown + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
 
 
+NAMES_SHOWN = 20  # unreadable files named in one finding; the rest are in `wanlora scan --json`
+
+
+def _unreadable_list(items: list[tuple[Path, str | None]], folder: str) -> str:
+    """Every unreadable file by name with its reason, up to NAMES_SHOWN, then where to find the rest."""
+    shown = "; ".join(f"{p.name}: {why}" for p, why in items[:NAMES_SHOWN])
+    rest = len(items) - NAMES_SHOWN
+    return shown + (f"; and {rest} more (`wanlora scan --json {folder}` lists them all)" if rest > 0 else "")
+
+
 def _looks_local(path: str) -> bool:
     return path.startswith(("/", "./", "../", "~")) or Path(path).expanduser().exists()
 
@@ -63,9 +75,17 @@ def _check_structure(job: Job) -> list[Finding]:
     elif all(d.is_regularization for d in job.datasets):
         out.append(Finding("warning", "datasets", "every dataset is a regularization dataset, so there is nothing new to learn",
                            "set is_regularization = false on your main dataset"))
+    if job.datasets and all(d.is_eval for d in job.datasets):
+        out.append(Finding("error", "datasets", "every dataset has is_eval = true, so nothing is left to train on",
+                           "set is_eval = false on your training dataset (eval datasets are only measured)"))
+    for i, d in enumerate(job.datasets):
+        if d.is_eval and (d.is_regularization or d.eval_fraction):
+            out.append(Finding("warning", f"datasets[{i}].is_eval",
+                               "an is_eval dataset is only measured, never trained on; is_regularization and "
+                               "eval_fraction do nothing here", "remove is_regularization / eval_fraction from it"))
     ms = job.multistage
     if not ms.high_noise and not ms.low_noise:
-        out.append(Finding("error", "multistage.high_noise", "neither the high-noise nor the low-noise expert is trained",
+        out.append(Finding("error", "multistage.high_noise.train", "neither the high-noise nor the low-noise expert is trained",
                            "set high_noise = true and/or low_noise = true (both for most LoRAs)"))
     if ms.high_noise and ms.low_noise and ms.switch_every >= job.training.steps:
         out.append(Finding("warning", "multistage.switch_every",
@@ -105,6 +125,12 @@ def _check_sample(job: Job, check_files: bool) -> list[Finding]:
     if s.enabled and not s.prompts:
         out.append(Finding("warning", "sample.prompts", "sampling is on but there are no [[sample.prompts]]",
                            "add prompts with a ctrl_img each, or set sample.enabled = false"))
+    if check_files and is_set(s.accelerator_lora):
+        try:
+            accelerator_files(s.accelerator_lora)
+        except AcceleratorError as e:
+            out.append(Finding("error", "sample.accelerator_lora", str(e),
+                               "download the step-distilled LoRA pair and point the key at it, or remove the key"))
     for i, p in enumerate(s.prompts):
         key = f"sample.prompts[{i}].ctrl_img"
         if not p.ctrl_img.strip():
@@ -159,10 +185,48 @@ def _check_text_encoder(job: Job) -> list[Finding]:
     return out
 
 
+def _check_dop(job: Job) -> list[Finding]:
+    """DOP needs a trigger word and a class word; otherwise it preserves the very prompt being trained."""
+    dop = job.training.dop
+    if not dop.enabled:
+        return []
+    out: list[Finding] = []
+    if not job.job.trigger_word.strip():
+        out.append(Finding("error", "training.dop.enabled",
+                           "DOP is on but job.trigger_word is empty: the preservation prompt would be the training caption "
+                           "itself, so DOP would pull the LoRA back to the base model on the very prompts it trains "
+                           "(ai-toolkit refuses this too)",
+                           'set job.trigger_word = "yourtoken" (captions lacking it get it prepended), '
+                           "or set training.dop.enabled = false"))
+    if not dop.preservation_class.strip():
+        out.append(Finding("error", "training.dop.preservation_class",
+                           "DOP is on but preservation_class is empty: there is no word to put in the trigger's place",
+                           'set preservation_class = "person" (or "scene", "landscape" ...)'))
+    elif job.job.trigger_word.strip() and dop.preservation_class.strip() == job.job.trigger_word.strip():
+        out.append(Finding("warning", "training.dop.preservation_class",
+                           f"preservation_class is the trigger word itself ({dop.preservation_class!r}), so every "
+                           "preservation prompt equals its training caption and DOP cancels what the LoRA learns",
+                           'use the class of the subject, e.g. preservation_class = "person"'))
+    return out
+
+
+def _check_experts(job: Job) -> list[Finding]:
+    """Per-expert settings on an expert that does not train are ignored: say so."""
+    out: list[Finding] = []
+    for e in ("high_noise", "low_noise"):
+        ex = getattr(job.multistage, e)
+        if not ex.train and ex.overrides():
+            keys = ", ".join(sorted(ex.overrides()))
+            out.append(Finding("warning", f"multistage.{e}.train",
+                               f"multistage.{e} sets {keys} but the {e.replace('_', '-')} expert is not trained, so they are ignored",
+                               f"set multistage.{e}.train = true, or remove those keys"))
+    return out
+
+
 def _check_model(job: Job, check_files: bool) -> list[Finding]:
     out: list[Finding] = []
     m, q = job.model, job.quantization
-    if (m.low_vram or m.layer_offloading) and job.multistage.switch_every < 10 and job.multistage.high_noise and job.multistage.low_noise:
+    if (m.low_vram or m.layer_offloading) and job.multistage.switch_every < 10 and len(job.multistage.trained()) == 2:
         why = "low_vram" if m.low_vram else "layer_offloading"
         out.append(Finding("warning", "multistage.switch_every",
                            f"switch_every = {job.multistage.switch_every} with {why}: every switch swaps 14B weights between CPU and GPU, "
@@ -185,11 +249,47 @@ def _check_model(job: Job, check_files: bool) -> list[Finding]:
         elif not HUB_ID.match(name):
             out.append(Finding("error", "model.name_or_path", f"{name!r} is neither a local folder nor a hub id",
                                "use org/name[@revision], e.g. Wan-AI/Wan2.2-I2V-A14B-Diffusers, or an absolute path"))
+        out += _check_part_files(job)
         ra = q.recovery_adapter.strip()
         if ra and _looks_local(ra) and not Path(ra).expanduser().is_file():
             out.append(Finding("error", "quantization.recovery_adapter", f"recovery adapter file {ra} does not exist",
                                "give the .safetensors file's path, or clear recovery_adapter"))
     return out
+
+
+def _check_part_files(job: Job) -> list[Finding]:
+    """Single-file parts (model.*_file): read only their safetensors headers (torch-free) — wrong model, LoRA
+    given as a base, T2V expert, swapped experts — before any GPU is touched."""
+    from wanlora.engine.model import weight_files as wf
+
+    m = job.model
+    files = {p: Path(str(getattr(m, f"{p}_file")).strip()).expanduser()
+             for p in wf.FILE_PARTS if str(getattr(m, f"{p}_file")).strip()}
+    if not files:
+        return []
+    local = Path(m.name_or_path.strip()).expanduser()
+    root = local if (local / "model_index.json").is_file() else None
+    errors, warnings, reports = wf.check_files(files, root)
+    out = [Finding("error", _file_key(e), e.split(": ", 1)[-1], _part_fix(e)) for e in errors]
+    out += [Finding("warning", _file_key(w), w.split(": ", 1)[-1], "") for w in warnings]
+    fp8 = [p for p, r in reports.items() if p in wf.EXPERTS and r.precision == "fp8_scaled"]
+    if fp8 and job.quantization.transformer == "none":
+        out.append(Finding("warning", "quantization.transformer",
+                           f"{', '.join(wf.FILE_KEY[p] for p in fp8)} is fp8-scaled but quantization.transformer = "
+                           '"none": it is widened to bf16 at load (twice the memory, no accuracy gained)',
+                           'set quantization.transformer = "fp8" to train on the file\'s fp8 weights as they are'))
+    return out
+
+
+def _file_key(message: str) -> str:
+    head = message.split(":", 1)[0]
+    return head if head.startswith("model.") else "model"
+
+
+def _part_fix(message: str) -> str:
+    if "swap" in message:
+        return "swap the two file paths"
+    return "give the right file (`wanlora model find` lists the Wan 2.2 I2V parts on this machine)"
 
 
 def _check_recipe(job: Job) -> list[Finding]:
@@ -206,7 +306,7 @@ def _check_recipe(job: Job) -> list[Finding]:
         if preset == "character":
             out.append(Finding("warning", "job.trigger_word", "a character LoRA without a trigger word has no on/off switch",
                                'set trigger_word = "frung" (any rare token) and start captions with "[trigger], <class>"'))
-        elif preset == "style":
+        elif preset == "style" and not job.training.dop.enabled:  # with DOP on, _check_dop refuses it outright
             out.append(Finding("info", "job.trigger_word", "a trigger word is recommended for style LoRAs (a clean on/off switch)",
                                'set trigger_word and put [trigger] in the captions'))
     t = job.training
@@ -214,9 +314,10 @@ def _check_recipe(job: Job) -> list[Finding]:
         out.append(Finding("warning", "training.steps",
                            f"steps = {t.steps}: the guide finds better data beats going far past 3000-4000 steps (overfitting, days of GPU time)",
                            "use 2000-3000 steps and compare the saved checkpoints"))
-    if job.target.rank >= 32 and any(max(d.resolutions) >= 1024 and d.num_frames >= 81 for d in job.datasets):
+    rank = max([expert_plan(job, e).rank for e in job.multistage.trained()] or [job.target.rank])
+    if rank >= 32 and any(max(d.resolutions) >= 1024 and d.num_frames >= 81 for d in job.datasets):
         out.append(Finding("warning", "target.rank",
-                           f"rank {job.target.rank} with a 1024 bucket and 81 frames makes out-of-memory spikes likely",
+                           f"rank {rank} with a 1024 bucket and 81 frames makes out-of-memory spikes likely",
                            "use rank 16, or drop the 1024 bucket / use 41 frames until the run is stable"))
     return out
 
@@ -265,6 +366,56 @@ def _check_vram(job: Job, vram_gb: float | None) -> list[Finding]:
     return out
 
 
+# System folders a job must never write into (resolved, so /proc/self and links into them count too).
+SYSTEM_DIRS = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/run", "/sbin",
+               "/sys", "/usr", "/var", "/snap")
+
+
+def _is_under(p: Path, root: Path) -> bool:
+    return p == root or root in p.parents
+
+
+def default_output_roots() -> list[Path]:
+    """Where ``job.output_dir`` may point: WANLORA_HOME and the ``output_roots`` listed in its config.toml."""
+    from wanlora.engine.config.paths import configured_output_roots, wanlora_home
+
+    return [wanlora_home(), *configured_output_roots()]
+
+
+def check_output_dir(value: str, roots: list[Path] | None = None) -> list[Finding]:
+    """The output_dir policy: inside the job's folder (relative, no ``..`` escape) or under an allowed root.
+
+    A job writes LoRA files there as the daemon's user, so ``/etc``, ``/``, ``/proc/self`` or an existing
+    file are refused, whatever the roots say.
+    """
+    key = "job.output_dir"
+    v = value.strip()
+    if not v:
+        return []
+    roots = default_output_roots() if roots is None else roots
+    allowed = [Path(os.path.realpath(Path(r).expanduser())) for r in roots]
+    allowed = [r for r in allowed if r != Path("/") and str(r) not in SYSTEM_DIRS]
+    where = ", ".join(str(r) for r in allowed) or "(none)"
+    fix = ("leave output_dir empty (LoRAs go to the job's own folder), use a folder inside the job folder "
+           f"(a relative path such as \"loras\"), or one under {where}; other roots can be allowed with "
+           "output_roots = [\"/path\"] in the daemon's config.toml")
+    p = Path(v).expanduser()
+    if not p.is_absolute():
+        norm = os.path.normpath(p)
+        if norm == ".." or norm.startswith("../"):
+            return [Finding("error", key, f"{v!r} climbs out of the job's folder ('..')", fix)]
+        return []
+    real = Path(os.path.realpath(p))
+    if real.exists() and not real.is_dir():
+        return [Finding("error", key, f"{v} is an existing file, not a folder", fix)]
+    if any(_is_under(real, r) for r in allowed):
+        return []
+    if real == Path("/") or any(_is_under(real, Path(s)) for s in SYSTEM_DIRS):
+        shown = v if str(real) == v else f"{v} (= {real})"
+        return [Finding("error", key, f"{shown} is a system folder; a job must not write there", fix)]
+    return [Finding("error", key, f"{v} is outside the folders jobs may write to ({where})", fix)]
+
+
 # ---- checks that read the data ----------------------------------------------------------------------
 
 
@@ -297,14 +448,19 @@ def _check_data(job: Job, check_files: bool) -> tuple[list[Finding], dict[int, F
         reports[i] = rep
         usable = rep.usable
         bad = rep.unreadable
+        if rep.skipped:
+            out.append(Finding("warning", key, f"{len(rep.skipped)} entr{'y is' if len(rep.skipped) == 1 else 'ies are'} "
+                               f"not regular files and were not read: {_unreadable_list(rep.skipped, d.folder)}",
+                               "remove them or replace them with real files"))
         if not usable:
-            what = f"{len(bad)} unreadable file(s): {_names([c.path for c in bad])}" if bad else "no clips or images"
+            what = (f"{len(bad)} unreadable file(s): {_unreadable_list([(c.path, c.error) for c in bad], d.folder)}"
+                    if bad else "no clips or images")
             out.append(Finding("error", key, f"{d.folder} has no usable clip or image ({what})",
                                "add .mp4/.mov/.mkv/.webm/.avi clips or .png/.jpg/.jpeg/.webp images"))
             continue
         if bad:
-            reasons = "; ".join(f"{c.path.name}: {c.error}" for c in bad[:3])
-            out.append(Finding("warning", key, f"{len(bad)} file(s) cannot be read and will be skipped ({reasons})",
+            reasons = _unreadable_list([(c.path, c.error) for c in bad], d.folder)
+            out.append(Finding("warning", key, f"{len(bad)} file(s) cannot be read and will be skipped: {reasons}",
                                "re-encode them (e.g. ffmpeg -i in.mp4 -c:v libx264 out.mp4) or remove them"))
         no_cap = rep.missing_captions
         if no_cap and not d.default_caption.strip():
@@ -318,7 +474,7 @@ def _check_data(job: Job, check_files: bool) -> tuple[list[Finding], dict[int, F
 
 
 def _check_counts(job: Job, reports: dict[int, FolderReport]) -> list[Finding]:
-    main = [i for i, d in enumerate(job.datasets) if not d.is_regularization and i in reports]
+    main = [i for i, d in enumerate(job.datasets) if not d.is_regularization and not d.is_eval and i in reports]
     if not main:
         return []
     n = sum(len(reports[i].usable) for i in main)
@@ -392,6 +548,7 @@ def _check_captions(job: Job, reports: dict[int, FolderReport]) -> list[Finding]
         out.append(Finding("error", "job.trigger_word",
                            f"[trigger] is used in {', '.join(places)} but trigger_word is empty, so the literal text '[trigger]' would be trained",
                            'set trigger_word = "yourtoken" in [job] (or remove [trigger] from those texts)'))
+    out.extend(_check_trigger_captions(job, reports))
     if job.training.unload_text_encoder:
         with_caps = [(i, rep) for i, rep in reports.items()
                      if any(c.caption for c in rep.usable)]
@@ -405,19 +562,63 @@ def _check_captions(job: Job, reports: dict[int, FolderReport]) -> list[Finding]
     return out
 
 
+def _check_trigger_captions(job: Job, reports: dict[int, FolderReport]) -> list[Finding]:
+    """Which captions get the trigger prepended, and whether a DOP preservation prompt would equal its caption."""
+    from wanlora.engine.data.captions import has_trigger, sample_preservation_prompt, training_caption
+
+    word = job.job.trigger_word.strip()
+    if not word:
+        return []
+    out: list[Finding] = []
+    dop = job.training.dop
+    for i, d in enumerate(job.datasets):
+        rep = reports.get(i)
+        if rep is None or d.is_regularization:
+            continue
+        raws = [(c.path, c.caption if c.caption is not None else d.default_caption.strip()) for c in rep.usable]
+        lacking = [p for p, raw in raws if not has_trigger(training_caption(raw, word, inject=False), word)]
+        if lacking and job.job.inject_trigger:
+            out.append(Finding("info", "job.inject_trigger",
+                               f"{len(lacking)} of {len(raws)} caption(s) in datasets[{i}] lack the trigger {word!r} "
+                               f"({_names(lacking)}): it is prepended to them (as ai-toolkit does)",
+                               "set job.inject_trigger = false to train those captions as written"))
+        if not dop.enabled:
+            continue
+        if lacking and not job.job.inject_trigger:
+            out.append(Finding("warning", "job.inject_trigger",
+                               f"{len(lacking)} caption(s) in datasets[{i}] lack the trigger {word!r} and inject_trigger = false "
+                               f"({_names(lacking)}): they train without the trigger, so DOP's preservation prompt for them "
+                               "is their own caption plus the class word and DOP pulls them back to the base model",
+                               "set job.inject_trigger = true, or put [trigger] in those captions"))
+        same = [] if dop.preservation_class.strip() == word else [
+                p for p, raw in raws
+                if sample_preservation_prompt(raw, word, dop.preservation_class, inject=job.job.inject_trigger)
+                == training_caption(raw, word, inject=job.job.inject_trigger)]
+        if same:
+            out.append(Finding("warning", "training.dop.preservation_class",
+                               f"for {len(same)} caption(s) in datasets[{i}] ({_names(same)}) the DOP preservation prompt "
+                               "equals the training caption, so DOP would cancel what the LoRA learns on them",
+                               "use a class word different from the trigger and make sure the captions contain the trigger"))
+    return out
+
+
 # ---- entry points -----------------------------------------------------------------------------------
 
 
-def validate_job(job: Job, *, check_files: bool = True, vram_gb: float | None = None) -> list[Finding]:
+def validate_job(job: Job, *, check_files: bool = True, vram_gb: float | None = None,
+                 output_roots: list[Path] | None = None) -> list[Finding]:
     """Every SPEC §4 check on a schema-valid job; ``vram_gb`` = free GiB on the GPU(s), else the tier's size.
 
     With ``check_files`` the dataset folders, captions, ctrl_img and local model paths are read.
+    ``output_roots``: where job.output_dir may point (default: WANLORA_HOME + config.toml output_roots).
     """
-    out: list[Finding] = []
+    out: list[Finding] = check_output_dir(job.job.output_dir, output_roots)
     out += _check_structure(job)
     out += _check_frames(job)
     out += _check_sample(job, check_files)
     out += _check_text_encoder(job)
+    out += _check_dop(job)
+    out += _check_experts(job)
     out += _check_model(job, check_files)
     out += _check_recipe(job)
     out += _check_vram(job, vram_gb)
@@ -482,16 +683,17 @@ def _beyond_schema_errors(user: dict, schema: list[Finding], source: str, vram_g
     return []
 
 
-def check_file(path: Path | str, *, vram_gb: float | None = None,
-               machine: Machine | bool | None = None) -> tuple[Resolved | None, list[Finding]]:
+def check_file(path: Path | str, *, vram_gb: float | None = None, output_roots: list[Path] | None = None,
+               text: str | None = None, machine: Machine | bool | None = None) -> tuple[Resolved | None, list[Finding]]:
     """Parse + schema + presets + every check of a job file; never raises for a bad job.
 
     Returns ``(Resolved, findings)``, or ``(None, findings)`` when the file cannot become a job at all.
+    ``text``: the file's content, already read safely by the caller (the daemon's intake); ``path`` then only names it.
     ``machine``: None/True = also check that *this* machine can run it (``engine.config.machine``; skipped when
     ``WANLORA_VALIDATE_ANYWHERE`` is set), a :class:`Machine` = check against that one, False = skip.
     """
     try:
-        user = read_toml(Path(path))
+        user = parse_toml(text, str(path)) if text is not None else read_toml(Path(path))
     except JobError as e:
         return None, e.findings
     try:
@@ -499,7 +701,7 @@ def check_file(path: Path | str, *, vram_gb: float | None = None,
     except JobError as e:
         return None, e.findings + _beyond_schema_errors(user, e.findings, str(path), vram_gb)
     vram = resolved.detected_vram_gb
-    found = resolved.findings + validate_job(resolved.job, check_files=True, vram_gb=vram)
+    found = resolved.findings + validate_job(resolved.job, check_files=True, vram_gb=vram, output_roots=output_roots)
     if machine is not False and not (machine is None and skip_requested()):
         found += machine_findings(resolved.job, machine if isinstance(machine, Machine) else None)
     return resolved, sort_findings(found)

@@ -35,10 +35,10 @@ def wait_for(pred, timeout: float = 30.0, interval: float = 0.05, what: str = "c
 class DaemonProc:
     """One ``python -m wanlora.daemon run`` process on a home (a real process the test may SIGKILL)."""
 
-    def __init__(self, home: Path, log: Path) -> None:
+    def __init__(self, home: Path, log: Path, env: dict[str, str] | None = None) -> None:
         self.home = Home.resolve(home)
         self.log = log
-        env = {**os.environ, "WANLORA_HOME": str(home), "PYTHONPATH": str(REPO)}
+        env = {**os.environ, "WANLORA_HOME": str(home), "PYTHONPATH": str(REPO), **(env or {})}
         self.proc = subprocess.Popen([sys.executable, "-m", "wanlora.daemon", "run", "--home", str(home)],
                                      stdin=subprocess.DEVNULL, stdout=open(log, "ab"), stderr=subprocess.STDOUT,
                                      env=env, cwd=REPO, start_new_session=True)
@@ -94,11 +94,11 @@ def daemons(home: Path) -> Iterator[Any]:
     """``start(**config)`` writes config.toml and starts a daemon; all are killed at the end."""
     started: list[DaemonProc] = []
 
-    def start(config: dict[str, Any] | None = None, wait: bool = True) -> DaemonProc:
+    def start(config: dict[str, Any] | None = None, wait: bool = True, env: dict[str, str] | None = None) -> DaemonProc:
         cfg = {"rescan_interval_s": 0.3, "poll_interval_s": 0.1, "settle_s": 0.6, **(config or {})}
         lines = [f"{k} = {v!r}" if not isinstance(v, str) else f'{k} = "{v}"' for k, v in cfg.items()]
         (home / "config.toml").write_text("\n".join(lines) + "\n")
-        d = DaemonProc(home, home.parent / f"daemon-{len(started)}.log")
+        d = DaemonProc(home, home.parent / f"daemon-{len(started)}.log", env)
         started.append(d)
         return d.ready() if wait else d
 

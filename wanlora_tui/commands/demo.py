@@ -73,12 +73,14 @@ def run(args: argparse.Namespace) -> int:
     print(f"  clips       {home / 'demo' / 'clips'}")
     print(f"  tiny model  {model}")
     print("load in diffusers: pipe.load_lora_weights(high); pipe.load_lora_weights(low, load_into_transformer_2=True)")
-    first = _first_frame(home / "demo" / "clips", home / "demo" / "first_frame.png")
+    ctrl = home / "demo" / "ctrl.png"
+    first = ctrl if ctrl.is_file() else _first_frame(home / "demo" / "clips", home / "demo" / "first_frame.png")
     print("next (README: \"From the demo to your first real job\"): render the pair at the default size,")
     print(f"  wanlora sample {ckpt / 'wanlora_demo_high_noise.safetensors'} \\\n"
           f"      {ckpt / 'wanlora_demo_low_noise.safetensors'} \\\n"
           f"      --image {first or 'FIRST_FRAME.png'} --prompt \"a red square moving right\"")
     print(f"  or queue the same job through the daemon: wanlora daemon start && wanlora submit {job_dir / 'job.toml'}")
+    print(f"compare the checkpoints (eval loss, previews, a pick): wanlora compare {job_dir}")
     return 0
 
 

@@ -91,6 +91,10 @@ def detail(j: dict[str, Any]) -> str:
         lines.append(f"  message    {j['message']}")
     if j.get("last_checkpoint"):
         lines.append(f"  checkpoint {j['last_checkpoint']}")
+    ev = (j.get("trainer_status") or {}).get("eval")
+    if isinstance(ev, dict):  # held-out clips at the last save (engine.train.evaluate)
+        losses = "   ".join(f"{k} {v:.5f}" for k, v in ev.items() if k != "step" and isinstance(v, int | float))
+        lines.append(f"  eval loss  {losses}   (step {ev.get('step')}; `wanlora compare {j['id']}` to pick)")
     lines.append(f"  output     {j.get('output_dir') or '-'}")
     d = j.get("disk") or {}
     if "free_gb" in d:

@@ -20,7 +20,6 @@ def add_arguments(parser: argparse.ArgumentParser, verb: str = "submit") -> None
 
 def run(args: argparse.Namespace) -> int:
     from wanlora.daemon import client
-    from wanlora.daemon.spool import submit_file
     from wanlora.engine.config.validate import check_file
     from wanlora.tui.commands.validate import format_findings
 
@@ -28,31 +27,35 @@ def run(args: argparse.Namespace) -> int:
     if not path.is_file():
         print(f"wanlora submit: {path}: no such file", file=sys.stderr)
         return 2
-    _resolved, findings = check_file(path)
+    home = home_of(args)
+    from wanlora.engine.config.paths import configured_output_roots
+
+    _resolved, findings = check_file(path, output_roots=[home.root, *configured_output_roots(home.root)])
     errors = [f for f in findings if f.level == "error"]
     if findings:
         print(format_findings(findings), file=sys.stderr)
     if errors:
         print(f"{path}: not submitted: {len(errors)} error(s); fix them (`wanlora validate {path}`)", file=sys.stderr)
         return 1
-    home = home_of(args)
     try:
-        reply = client.request(home, "submit", text=path.read_text(encoding="utf-8"), filename=path.name)
-    except client.DaemonDown:
+        done = client.submit(home, path.read_text(encoding="utf-8"), path.name)
+    except client.DaemonError as e:
+        print(f"{path}: the daemon refused it: {e}", file=sys.stderr)
+        return 1
+    if done.job_id is None:
         from wanlora.tui.spooled import spool_id
 
-        spooled = submit_file(home, path)
-        sid = spool_id(spooled)
-        print(f"{client.DOWN_MESSAGE}. The job is spooled as {spooled} and is queued when the daemon starts "
+        why = done.note or client.DOWN_MESSAGE
+        sid = spool_id(done.spooled) if done.spooled else done.submission_id
+        print(f"{why}. The job is spooled as {done.spooled} and is queued when the daemon starts "
               f"(`wanlora status` shows it as submitted, spool id {sid}).", file=sys.stderr)
         if args.parsable:
             print(sid)
         return 0
-    except client.DaemonError as e:
-        print(f"{path}: the daemon refused it: {e}", file=sys.stderr)
-        return 1
-    job_id = reply["id"]
-    _warn_same_name(home, reply)
+    if done.note:
+        print(f"{done.note} (submission {done.submission_id}).", file=sys.stderr)
+    job_id = done.job_id
+    _warn_same_name(home, {"id": done.job_id, "name": done.name})
     if args.priority is not None:
         try:
             client.request(home, "priority", job=str(job_id), priority=args.priority)

@@ -182,10 +182,13 @@ class JobScreen(ControlMixin, Screen[None]):
             parts.append(f"lr {float(last['lr']):.1e}")
         if f.losses:
             parts.append(f"loss {f.losses[-1]:.4f}")
+        if f.eval_losses:
+            parts.append(f"[yellow]eval {f.eval_losses[-1]:.4f}[/]")
         self.query_one("#job-stats", Static).update(" · ".join(parts) or "[dim]no steps yet[/]")
         plot = self.query_one("#job-loss", LossPlot)
         finished = state in ("completed", "failed", "cancelled", "stopped", "paused")
-        plot.set_data(f.steps, f.losses, empty="no step was trained" if finished else "waiting for the first step…")
+        plot.set_data(f.steps, f.losses, f.eval_steps, f.eval_losses,
+                      empty="no step was trained" if finished else "waiting for the first step…")
         gpus = (self._daemon_row or {}).get("gpus") or st.get("gpus")
         gpu_panel = self.query_one("#job-gpu", GpuPanel)
         gpu_panel.display = not finished  # a finished job's GPU is someone else's: room for its files

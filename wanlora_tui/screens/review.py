@@ -37,7 +37,7 @@ def disk_gib(job: Any) -> float:
     """LoRA checkpoints kept (+ final) and one resumable state, in GiB (caches are listed separately)."""
     from wanlora.engine.estimate import lora_params
 
-    experts = int(job.multistage.high_noise) + int(job.multistage.low_noise)
+    experts = len(job.multistage.trained())
     params = lora_params(job.target.rank, job.target.modules) * experts
     per_file = params * {"bf16": 2, "fp16": 2, "fp32": 4}[job.save.dtype]
     state = params * 12  # fp32 master + two AdamW moments

@@ -1,0 +1,72 @@
+"""A full disk (issue #13, point 8): the whole home on a small tmpfs fills up while a real trainer runs.  The
+job must not sit in RUNNING with no trainer: it fails on its own with a reason naming the path and the free
+space, the daemon keeps answering, and the trainer's leftover temp files are swept after it exits."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from wanlora.daemon import adopt
+from wanlora.engine.config import jobdir
+
+from tests.daemon.conftest import job_text, wait_for
+
+
+def _fill(folder: Path) -> Path:
+    """Write one file until the file system is full (what a runaway cache or download does)."""
+    filler = folder / "filler.bin"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for size in (1 << 20, 4096):  # megabytes, then the last partial blocks
+            while True:
+                try:
+                    os.write(fd, b"\0" * size)
+                except OSError as e:
+                    assert e.errno == errno.ENOSPC, e
+                    break
+    finally:
+        os.close(fd)
+    return filler
+
+
+@pytest.fixture
+def small_home(home: Path):  # noqa: ANN201
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("needs root to mount a tmpfs")
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m,mode=0700", "tmpfs", str(home)], capture_output=True,
+                       text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    yield home
+    subprocess.run(["umount", "-l", str(home)], capture_output=True)
+
+
+def test_a_full_home_fails_the_job_with_the_path_and_free_space_and_the_daemon_keeps_serving(small_home: Path,
+                                                                                            daemons, assets) -> None:
+    home = small_home
+    d = daemons({"cpu_slots": 1})
+    job_id = d.request("submit", text=job_text(assets, "fills", steps=400, every=1), filename="f.toml")["id"]
+    job_dir = home / "jobs" / str(job_id)
+    wait_for(lambda: (jobdir.read_status(job_dir) or {}).get("step", 0) >= 2, timeout=180, interval=0.2,
+             what=f"the trainer to take steps\n{(job_dir / 'train.log').read_text()[-3000:] if (job_dir / 'train.log').exists() else ''}")
+    trainer = d.job(job_id)["pid"]
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = job_dir / f".status.json.{dead.pid}.tmp"  # as a SIGKILLed writer leaves it
+    stale.write_text("{}")
+    _fill(home)
+    j = wait_for(lambda: (x := d.job(job_id))["state"] != "running" and x, timeout=180, interval=0.3,
+                 what="the job to leave RUNNING on its own")
+    assert j["state"] == "failed" and j["reason"] == "disk full", j
+    assert f"no space left on {job_dir}" in j["message"] and "MB free of" in j["message"], j["message"]
+    assert f"wanlora retry {job_id}" in j["message"]
+    assert not adopt.pid_alive(trainer)
+    assert d.request("ping")["ok"] and d.request("list")["jobs"][0]["state"] == "failed"  # still serving
+    assert not stale.exists(), "temp files are swept after the trainer exits"
+    leftovers = [p.name for p in job_dir.rglob(".*.tmp*")]
+    assert not leftovers, leftovers
