@@ -149,7 +149,8 @@ def _expert_shorthand(v: Any) -> Any:
         return {"train": v}
     if isinstance(v, ExpertSettings | dict):
         return v
-    raise ValueError("use true/false, or a [multistage.high_noise] / [multistage.low_noise] table; "
+    what = "use true/false (not 0/1)" if isinstance(v, int | float) else "use true/false"
+    raise ValueError(f"{what}, or a [multistage.high_noise] / [multistage.low_noise] table; "
                      "e.g. high_noise = true, or [multistage.high_noise] learning_rate = 5e-5")
 
 

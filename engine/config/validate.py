@@ -306,7 +306,7 @@ def _check_recipe(job: Job) -> list[Finding]:
         if preset == "character":
             out.append(Finding("warning", "job.trigger_word", "a character LoRA without a trigger word has no on/off switch",
                                'set trigger_word = "frung" (any rare token) and start captions with "[trigger], <class>"'))
-        elif preset == "style":
+        elif preset == "style" and not job.training.dop.enabled:  # with DOP on, _check_dop refuses it outright
             out.append(Finding("info", "job.trigger_word", "a trigger word is recommended for style LoRAs (a clean on/off switch)",
                                'set trigger_word and put [trigger] in the captions'))
     t = job.training

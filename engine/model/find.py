@@ -170,7 +170,11 @@ def job_lines(found: Found) -> list[str]:
 
 def render(found: Found) -> str:
     """What ``wanlora model find`` prints: per part each file with layout, precision and size, then job lines."""
-    out = [f"searched: {', '.join(str(r) for r in found.searched) or '(nothing)'}"]
+    if found.searched:
+        out = [f"searched: {', '.join(str(r) for r in found.searched)}"]
+    else:
+        out = ["none of the usual places exist here ($HF_HOME/hub, /workspace/ComfyUI/models, ~/ComfyUI/models, "
+               "<dir>/*/ComfyUI/models); name folders to search: wanlora model find DIR …"]
     for part in (*wf.FILE_PARTS, None):
         if part is None:
             rows = [c for c in found.candidates if c.part is None and c.usable]

@@ -173,13 +173,31 @@ class RandomFullSize:
     def __call__(self, name_or_path: str, experts: list[str], *, dtype: torch.dtype, device: torch.device | str,
                  boundary_override: float | str = "auto", text_encoder: bool = True,
                  vae_dtype: torch.dtype | None = None, expert_device: torch.device | str | None = None,
-                 text_encoder_quant: str = "none") -> WanParts:
+                 text_encoder_quant: str = "none", files: dict[str, Path] | None = None,
+                 transformer_quant: str = "none") -> WanParts:
+        """``files``: experts the job names as single files (``model.*_noise_file``) are read from them through
+        the real single-file loader (so a trial times it); every other part stays random."""
         from transformers import AutoTokenizer
 
         ratio = BOUNDARY_RATIO if boundary_override == "auto" else float(boundary_override)
         parts = WanParts(root=self.root, boundary_ratio=ratio)
+        files = {k: Path(v) for k, v in (files or {}).items() if k in (HIGH, LOW)}
+        if files:
+            from wanlora.engine.model import single_file
+            from wanlora.engine.model.load import ModelLoadError
+            from wanlora.engine.model.weight_files import check_files, config_for
+
+            errors = check_files(files, self.root)[0]
+            if errors:
+                raise ModelLoadError("; ".join(errors))
+            parts.files = dict(files)
         for e in experts:
-            parts.experts[e] = random_expert(dtype, device if expert_device is None else expert_device)
+            dev = device if expert_device is None else expert_device
+            if e in files:
+                parts.experts[e] = single_file.load_expert_file(files[e], config_for(e, self.root), dtype=dtype,
+                                                                device=dev, fp8_base=transformer_quant == "fp8", part=e)
+            else:
+                parts.experts[e] = random_expert(dtype, dev)
         parts.vae = random_vae(vae_dtype or dtype, device)
         if text_encoder:
             parts.tokenizer = AutoTokenizer.from_pretrained(self.root / "tokenizer")

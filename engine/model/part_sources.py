@@ -77,7 +77,14 @@ def load_parts_with_files(name_or_path: str, experts: list[str], files: dict[str
     root = resolve_root(name_or_path, from_folder)
     if (root / "model_index.json").is_file():
         L.read_model_index(root)
-    L.check_parts(root, from_folder)
+    try:
+        L.check_parts(root, from_folder)
+    except L.ModelLoadError as e:
+        if text_encoder and wf.TEXT_ENCODER in files and not (root / "tokenizer").is_dir():
+            raise L.ModelLoadError(f"{e}; the UMT5 tokenizer is not inside {files[wf.TEXT_ENCODER].name}: set "
+                                   "model.name_or_path to Wan-AI/Wan2.2-I2V-A14B-Diffusers and run "
+                                   "`wanlora model pull --parts tokenizer` (~20 MB) once") from None
+        raise
     config_root = None if root == wf.bundled_config_dir() else root
     errors, _warnings, _ = wf.check_files(files, config_root)  # every given file: a swap needs both to be seen
     if errors:

@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 from wanlora.engine.config import jobdir
-from wanlora.engine.config.schema import Job
+from wanlora.engine.config.schema import Job, expert_plan
 from wanlora.engine.train import evaluate, pick
 
 HIGH, LOW = "high_noise", "low_noise"
@@ -171,7 +171,8 @@ class Models:
         self.base_state: dict[str, dict[str, torch.Tensor]] = {}
         lora_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
         for e in self.trained:
-            add_lora(self.models[e], job.target.rank, job.target.effective_alpha, job.target.modules, dtype=lora_dtype)
+            plan = expert_plan(job, e)  # [multistage.<expert>] rank/alpha: the shapes its files were saved with
+            add_lora(self.models[e], plan.rank, plan.alpha, job.target.modules, dtype=lora_dtype)
             self.models[e].requires_grad_(False)
             self.base_state[e] = {k: v.detach().clone() for k, v in lora_state_dict(self.models[e]).items()}
             if quant != "none":

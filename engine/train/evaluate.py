@@ -118,7 +118,8 @@ def plan_items(job: Any, warn: Warn) -> tuple[Any, list[tuple[Any, dict[str, Any
             f = ds.num_frames if e.kind == "video" else 1
             w, h = bucket_for(e.width, e.height, res)
             sel = data.frame_choices(e, f)[0]
-            caption = final_caption(e.caption_raw, job.job.trigger_word, False)
+            caption = final_caption(e.caption_raw, job.job.trigger_word, False, inject=job.job.inject_trigger,
+                                    is_regularization=ds.is_regularization)  # as training captions it
             if job.training.unload_text_encoder and caption.strip():
                 caption = job.job.trigger_word  # as training embeds it
             st = e.path.stat()

@@ -511,3 +511,51 @@ def test_preview_of_an_untrained_expert_comes_from_its_file(tmp_path: Path, clip
                       sample__num_frames=9, sample__steps=2, sample__prompts=[{"prompt": "a red square", "ctrl_img": str(img)}])
     assert run(jd, device=CPU) == jobdir.EXIT_OK, (jd / "events.jsonl").read_text()[-1500:]
     assert [e["step"] for e in jobdir.read_events(jd) if e["type"] == "sample"] == [1]
+
+
+def test_a_text_encoder_file_without_a_tokenizer_says_how_to_get_one(tmp_path: Path, tiny_model: Path) -> None:
+    from wanlora.engine.model.load import ModelLoadError, load_parts
+
+    _, te = load_text_encoder(tiny_model, torch.float32, CPU)
+    tf = sf.save_text_encoder_file(te.state_dict(), tmp_path / "umt5_xxl_fp16.safetensors", precision="fp32")
+    folder = _configs_only(tiny_model, tmp_path / "configs")
+    shutil.rmtree(folder / "tokenizer")
+    with pytest.raises(ModelLoadError, match=r"missing tokenizer/.*wanlora model pull --parts tokenizer"):
+        load_parts(str(folder), [], dtype=torch.float32, device=CPU, files={wf.TEXT_ENCODER: tf})
+
+
+def test_a_file_sourced_vae_gets_its_own_cache_identity(tmp_path: Path, tiny_model: Path) -> None:
+    """Latents cached with the folder's VAE are not reused for a VAE file (and a changed file is a new identity)."""
+    import os
+    from types import SimpleNamespace
+
+    from wanlora.engine.cache.keys import model_identity
+    from wanlora.engine.model.part_sources import file_variant
+
+    vae = load_vae(tiny_model, torch.float32, CPU)
+    vf = sf.save_vae_file(vae.state_dict(), vae.config, tmp_path / "wan_2.1_vae.safetensors", precision="fp32")
+    folder = SimpleNamespace(root=tiny_model, files={})
+    from_file = SimpleNamespace(root=tiny_model, files={wf.VAE: vf})
+    ids = [model_identity(p.root, ["vae"], dtype="float32", variant=file_variant(p, wf.VAE)) for p in (folder, from_file)]
+    assert file_variant(folder, wf.VAE) == "" and ids[0] != ids[1]
+    os.utime(vf, ns=(1, 1))
+    assert model_identity(tiny_model, ["vae"], dtype="float32", variant=file_variant(from_file, wf.VAE)) != ids[1]
+
+
+def test_the_trials_random_source_reads_expert_files_through_the_single_file_loader(tmp_path: Path,
+                                                                                   tiny_model: Path) -> None:
+    """`wanlora trial` on a job with model.high_noise_file times the real file path (the rest stays random)."""
+    from wanlora.engine.model.fullsize import RandomFullSize
+    from wanlora.engine.model.load import ModelLoadError
+    from wanlora.engine.model.tiny import TRANSFORMER_CONFIG
+
+    source = RandomFullSize(tmp_path / "model", tokenizer_from=tiny_model)
+    (source.root / "transformer" / "config.json").write_text(json.dumps(dict(TRANSFORMER_CONFIG), default=list))
+    state = _expert_state(tiny_model, wf.HIGH)
+    hi = sf.save_expert_file(state, tmp_path / "wan2.2_i2v_high_noise_14B_fp32.safetensors", precision="fp32")
+    parts = source("unused", [wf.HIGH], dtype=torch.float32, device=CPU, text_encoder=False, files={wf.HIGH: hi})
+    got = parts.experts[wf.HIGH].state_dict()
+    assert parts.files == {wf.HIGH: hi} and all(torch.equal(state[k], got[k]) for k in state)
+    with pytest.raises(ModelLoadError, match="is a LoRA"):
+        source("unused", [wf.HIGH], dtype=torch.float32, device=CPU, text_encoder=False,
+               files={wf.HIGH: _lora_file(tmp_path)})

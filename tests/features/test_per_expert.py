@@ -123,3 +123,18 @@ def test_each_expert_trains_with_its_own_learning_rate_and_rank(tmp_path: Path, 
     _, meta = read_lora(out / "wanlora_demo_low_noise.safetensors")
     assert json.loads(meta["training"])["timestep_type"] == "shift"
     assert json.loads(meta["training"])["per_expert"] == ["learning_rate", "rank", "timestep_type"]
+
+
+def test_compare_loads_each_experts_own_rank(tmp_path: Path, tiny_model: Path, capsys) -> None:
+    """`wanlora compare` rebuilds each expert's LoRA with that expert's rank before loading its files."""
+    from wanlora.engine.train.demo import write_job_dir
+    from wanlora.tui.cli import main
+
+    from tests.engine.test_eval_compare import _eval_job_dict
+
+    d = _eval_job_dict(tmp_path, tiny_model, multistage__low_noise={"rank": 4})
+    d["sample"]["prompts"] = d["sample"]["prompts"][:1]  # one preview column is enough to load every file
+    jd = write_job_dir(tmp_path / "job", d)
+    assert run(jd, device=CPU) == jobdir.EXIT_OK
+    assert main(["compare", str(jd), "--cpu", "--steps", "4"]) == 0, capsys.readouterr()
+    assert "Suggested pick" in capsys.readouterr().out

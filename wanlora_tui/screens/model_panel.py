@@ -40,12 +40,15 @@ class ModelPanelScreen(PanelScreen):
         self.query_one("#use-found", Button).display = False
         self.scan()
 
-    @work(thread=True, exclusive=True, group="model-find")
-    def scan(self) -> None:
+    @work(exclusive=True, group="model-find")
+    async def scan(self) -> None:
+        import asyncio
+
         from wanlora.engine.model.find import find_parts, suggestions
 
-        found = find_parts(self.search_dirs, self.config_root())
-        self.app.call_from_thread(self.show_found, found, suggestions(found))
+        found = await asyncio.to_thread(find_parts, self.search_dirs, self.config_root())
+        if self.is_mounted:
+            self.show_found(found, suggestions(found))
 
     def config_root(self) -> Path | None:
         """Check shapes against the job's local diffusers folder when it names one (else Wan 2.2 I2V A14B's)."""
