@@ -151,7 +151,8 @@ class Trainer:
         if self.parallel == EXPERT:  # half the ranks per expert, for the whole run
             self.groups = ep.make_groups(self.dist, self.trained)
             self.owned, self._last_s = [self.groups.expert], None
-        self.events.emit("state", state="loading", experts=self.owned, device=str(self.device))
+        self.events.emit("state", state="loading", experts=self.trained, device=str(self.device),
+                         **({"loads": self.owned} if self.groups else {}))
         if self.dist.enabled:
             self.events.emit("state", state="parallel", mode=self.parallel, why=self.parallel_why,
                              world_size=self.dist.world_size,
@@ -569,6 +570,10 @@ class Trainer:
     def sample_previews(self, why: str = "sample.every") -> list[Path]:
         """I2V previews of every [[sample.prompts]] row with the current LoRAs (rank 0), under samples/."""
         if not self.dist.is_main:
+            return []
+        if self.groups is not None:  # rank 0 holds one expert; a preview needs both
+            self.events.emit("warning", message=f"{why}: no previews in an expert-parallel run (each GPU holds one "
+                             "expert); render a saved pair with `wanlora sample` or `wanlora compare`")
             return []
         if not self.job.sample.prompts:
             self.events.emit("warning", message=f"{why}: no previews, the job has no [[sample.prompts]]")
