@@ -144,3 +144,18 @@ def test_stop_mid_way_and_resume_across_one_and_two_processes(tmp_path: Path, cl
     assert [e["step"] for e in jobdir.read_events(jd) if e.get("state") == "resumed"] == [2]
     assert _modes(jd) == (["expert"] if first == 2 else []) + (["expert"] if second == 2 else [])
     _same_pair(jd, reference)
+
+
+def test_four_processes_two_per_expert_equal_one_process_with_doubled_accumulation(tmp_path: Path, clips: Path,
+                                                                                  tiny_model: Path) -> None:
+    """k = 2 ranks per expert average their gradients inside the group: ≡ one process, accumulation 2."""
+    steps = 4
+    one = write_job_dir(tmp_path / "one", {**_job(clips, tiny_model), "training": {
+        **_job(clips, tiny_model)["training"], "steps": steps, "gradient_accumulation": 2}})
+    assert run(one, device=CPU) == jobdir.EXIT_OK
+    jd = write_job_dir(tmp_path / "four", {**_job(clips, tiny_model), "training": {
+        **_job(clips, tiny_model)["training"], "steps": steps}})
+    log = tmp_path / "four.log"
+    assert finish(_launch(jd, 4, log), log, timeout=300) == jobdir.EXIT_OK, log.read_text()[-3000:]
+    assert [e["per_expert"] for e in jobdir.read_events(jd) if e.get("state") == "parallel"] == [2]
+    _same_pair(jd, one)
