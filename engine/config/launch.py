@@ -103,7 +103,7 @@ def multi_gpu_mode(job: Job, world_size: int) -> tuple[str, str]:
 
     The rule (``advanced.multi_gpu = "auto"``): expert-parallel whenever it is possible
     (:func:`expert_parallel_blockers` is empty), because it is never slower than data-parallel alternation
-    at the same samples/s per GPU and removes its costs: each GPU holds one expert (no swapping with
+    at the same samples/s per GPU (apart from an idle tail when the experts' step counts differ) and removes its costs: each GPU holds one expert (no swapping with
     ``low_vram``, memory for one expert instead of two, so less checkpointing) and ``switch_every`` costs
     nothing.  ``"data"`` forces data-parallel; ``"expert"`` where it is impossible is a config error.
     """
