@@ -592,6 +592,15 @@ class Daemon:
     def _cmd_retry(self, row: JobRow, msg: dict[str, Any]) -> str:
         if row.state not in (FAILED, CANCELLED):
             raise CommandError(f"job {row.id} is {row.state}; only failed or cancelled jobs can be retried")
+        from wanlora.engine.config.validate import check_file
+
+        job_toml = self.home.job_dir(row.id) / jobdir.JOB_TOML
+        if job_toml.is_file():  # a job that cannot run here would only fail the same way again
+            _res, findings = check_file(job_toml)
+            errors = [f for f in findings if f.level == "error"]
+            if errors:
+                raise CommandError(f"job {row.id} would fail again: " + "; ".join(str(f) for f in errors)
+                                   + f"; fix it with `wanlora edit {row.id}`, then retry")
         self._set(row, state=QUEUED, reason=REASON_WAITING, held=0, fail_streak=0, ended_ts=None)
         return f"job {row.id} queued again; it resumes from its newest saved state"
 

@@ -27,6 +27,25 @@ def spooled(home: Path) -> list[Any]:
     return spooled_jobs(Path(home))
 
 
+def queued_ids(home: Path) -> set[str] | None:
+    """Ids in ``queue.db`` read directly (daemon down), or None without a queue: folders of removed jobs stay hidden."""
+    from wanlora.daemon.home import Home
+
+    db = Home.resolve(home).db
+    if not db.exists():
+        return None
+    try:
+        from wanlora.daemon.queue import Queue
+
+        q = Queue(db, readonly=True)
+        try:
+            return {str(r.id) for r in q.all()}
+        finally:
+            q.close()
+    except Exception:  # a locked or foreign database: show every folder rather than nothing
+        return None
+
+
 TIMEOUT_S = 5.0  # a dashboard poll must never hang on a wedged daemon
 
 

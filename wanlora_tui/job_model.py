@@ -193,7 +193,9 @@ class JobFeed:
         text = self._log_partial + data.decode("utf-8", errors="replace").replace("\r", "\n")
         lines = text.split("\n")
         self._log_partial = lines.pop()
-        new = [line for line in lines if line.strip()]
+        from wanlora.tui.progress import is_noise
+
+        new = [line for line in lines if line.strip() and not is_noise(line)]  # no tqdm load bars
         self.log_lines.extend(new)
         self.log_total += len(new)
         return True

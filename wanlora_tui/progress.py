@@ -25,6 +25,26 @@ NOISE = [
 ]
 
 
+def quiet_libraries() -> None:
+    """Before loading models in a command: no tqdm load bars or advisory warnings from the HF libraries.
+
+    Our own progress lines (and the denoising bar ``wanlora sample`` asks for) still show.
+    """
+    import os
+
+    for var, value in (("HF_HUB_DISABLE_PROGRESS_BARS", "1"), ("TRANSFORMERS_VERBOSITY", "error"),
+                       ("DIFFUSERS_VERBOSITY", "error"), ("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")):
+        os.environ.setdefault(var, value)
+    try:
+        import diffusers.utils.logging as dl
+        import transformers.utils.logging as tl
+
+        dl.disable_progress_bar()
+        tl.disable_progress_bar()
+    except Exception:  # an older library without these: only the bars stay
+        pass
+
+
 def is_noise(line: str) -> bool:
     """A library's load bar or a known harmless warning: not worth a newcomer's attention."""
     return any(p.search(line) for p in NOISE)

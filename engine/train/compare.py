@@ -61,6 +61,11 @@ class Checkpoint:
 
 
 # ---------------------------------------------------------------- rows
+def trained_of(job: Job) -> list[str]:
+    """The experts the job trains (high first)."""
+    return [e for e in EXPERTS if getattr(job.multistage, e)]
+
+
 def _file_step(path: Path) -> int | None:
     from safetensors import safe_open
 
@@ -152,21 +157,26 @@ class Models:
     def __init__(self, job: Job, device: torch.device, *, previews: bool) -> None:
         from wanlora.engine.model.load import load_parts
         from wanlora.engine.model.lora import add_lora, lora_state_dict
+        from wanlora.engine.model.part_sources import fp8_files_direct, job_files
         from wanlora.engine.model.quant import check_available, quantize_and_place
 
         self.job, self.device = job, device
         self.dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-        self.trained = [e for e, on in ((HIGH, job.multistage.high_noise), (LOW, job.multistage.low_noise)) if on]
+        self.trained = trained_of(job)
         quant = job.quantization.transformer if device.type == "cuda" else "none"
         if quant != "none":
             check_available(quant, device)
         self.low_vram = bool(job.model.low_vram) and device.type == "cuda"
         experts = list(EXPERTS) if previews else self.trained
+        files = job_files(job.model)  # single-file parts, as the trainer loads them
+        stage_on_cpu = self.low_vram or (quant != "none" and not fp8_files_direct(files, experts, quant, self.low_vram))
+        extra = {"files": files, "transformer_quant": quant} if files else {}
         t0 = time.perf_counter()
         self.parts = load_parts(job.model.name_or_path, experts, dtype=self.dtype, device=device,
                                 boundary_override=job.model.boundary_ratio, text_encoder=previews,
-                                vae_dtype=torch.float32, expert_device="cpu" if quant != "none" or self.low_vram else None,
-                                text_encoder_quant=job.quantization.text_encoder if device.type == "cuda" else "none")
+                                vae_dtype=torch.float32, expert_device="cpu" if stage_on_cpu else None,
+                                text_encoder_quant=job.quantization.text_encoder if device.type == "cuda" else "none",
+                                **extra)
         self.models = self.parts.experts
         self.base_state: dict[str, dict[str, torch.Tensor]] = {}
         lora_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -260,7 +270,7 @@ def compare_job(job_dir: Path, *, steps: list[int] | None = None, device: torch.
     cache = _eval_cache(out) if not recompute else {}
     es = None
     if eval_loss and evaluate.wants_eval(job):
-        trained = [e for e, on in ((HIGH, job.multistage.high_noise), (LOW, job.multistage.low_noise)) if on]
+        trained = trained_of(job)
         for r in rows:
             for e, f in r.files.items():
                 if e not in trained:
@@ -294,7 +304,10 @@ def compare_job(job_dir: Path, *, steps: list[int] | None = None, device: torch.
 
         accel = accelerator_for(job.sample)
         specs = preview_specs(job.sample, job.job.trigger_word, accelerated=accel is not None)
-        lora = {"rank": job.target.rank, "alpha": job.target.effective_alpha, "modules": job.target.modules}
+        from wanlora.engine.config.schema import expert_plan
+
+        lora = {"modules": job.target.modules,
+                **{e: [expert_plan(job, e).rank, expert_plan(job, e).alpha] for e in trained_of(job)}}
         cell_dir = out / "cells"
         cell_dir.mkdir(exist_ok=True)
         root = None

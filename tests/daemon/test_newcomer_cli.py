@@ -139,3 +139,84 @@ def test_version_and_install_service_unit_path(home: Path, tmp_path: Path) -> No
     assert r.returncode == 0 and unit.is_file()
     assert f"systemctl --user enable --now {unit}" in r.stdout
     assert os.path.isabs(str(unit))
+
+
+def test_queue_reason_says_priority_only_when_a_job_ahead_has_a_higher_one(tmp_path: Path) -> None:
+    import io
+
+    from wanlora.daemon.home import Home
+    from wanlora.daemon.queue import REASON_WAITING, Queue
+    from wanlora.daemon.supervisor import Daemon
+
+    home = Home.resolve(tmp_path / "h")
+    home.ensure()
+    d = Daemon(home, log=io.StringIO())
+    d.queue = Queue(home.db)
+    d.slots = ["0"]
+    d._pick = lambda req, free: (None, REASON_WAITING)  # the one GPU is busy
+    a = d.q.add(name="a", gpus_req="auto", total_steps=10, priority=0)
+    b = d.q.add(name="b", gpus_req="auto", total_steps=10, priority=0)
+    c = d.q.add(name="c", gpus_req="auto", total_steps=10, priority=-1)
+    d._schedule()
+    reasons = {r.name: r.reason for r in d.q.all()}
+    assert reasons["a"] == REASON_WAITING
+    assert reasons["b"] == f"waiting for GPU (behind job {a.id}, submitted earlier)"  # equal priority: not "priority"
+    assert reasons["c"] == f"priority (job {a.id} has a higher one)"
+    assert b.id < c.id
+
+
+def test_resuming_note_is_cleared_once_the_job_has_stepped_past_it(tmp_path: Path) -> None:
+    import io
+
+    from wanlora.daemon.home import Home
+    from wanlora.daemon.queue import Queue
+    from wanlora.daemon.supervisor import Daemon, Watch
+
+    home = Home.resolve(tmp_path / "h")
+    home.ensure()
+    d = Daemon(home, log=io.StringIO())
+    d.queue = Queue(home.db)
+    row = d.q.add(name="r", gpus_req="auto", total_steps=100)
+    row = d.q.update(row.id, state="running", reason="restart 1: resuming from step 34", start_saved_step=34,
+                     step=34, saved_step=34)
+    jd = home.job_dir(row.id)
+    jd.mkdir(parents=True)
+    w = Watch(1, None)
+    (jd / "events.jsonl").write_text(json.dumps({"v": 1, "seq": 1, "ts": 1, "type": "state", "state": "resumed",
+                                                 "step": 34}) + "\n")
+    row = d._follow(row, w)
+    assert row.reason == "restart 1: resuming from step 34"  # still true at step 34
+    with open(jd / "events.jsonl", "a") as f:
+        f.write(json.dumps({"v": 1, "seq": 2, "ts": 2, "type": "step", "step": 35, "total_steps": 100}) + "\n")
+    assert d._follow(row, w).reason == ""
+
+
+def test_retry_of_a_job_this_machine_cannot_run_says_so_instead_of_failing_again(tmp_path: Path, monkeypatch,
+                                                                                 assets) -> None:
+    import io
+
+    import wanlora.engine.config.machine as machine
+    from wanlora.daemon.home import Home
+    from wanlora.daemon.queue import Queue
+    from wanlora.daemon.supervisor import CommandError, Daemon
+
+    monkeypatch.delenv("WANLORA_VALIDATE_ANYWHERE", raising=False)
+    monkeypatch.setattr(machine, "this_machine", lambda: machine.Machine(cuda=False, bitsandbytes=False))
+    home = Home.resolve(tmp_path / "h")
+    home.ensure()
+    d = Daemon(home, log=io.StringIO())
+    d.queue = Queue(home.db)
+    d.callbacks = type("NoCallbacks", (), {"fire": lambda self, row: None})()
+    row = d.q.add(name="q", gpus_req="auto", total_steps=10)
+    row = d.q.update(row.id, state="failed", reason="config")
+    jd = home.job_dir(row.id)
+    jd.mkdir(parents=True)
+    (jd / "job.toml").write_text(job_text(assets, "q") .replace('transformer = "none"', 'transformer = "fp8"'))
+    try:
+        d._cmd_retry(row, {})
+    except CommandError as e:
+        assert "would fail again" in str(e) and "quantization.transformer" in str(e) and "wanlora edit" in str(e)
+    else:
+        raise AssertionError("retry queued a job that cannot run here")
+    (jd / "job.toml").write_text(job_text(assets, "q"))
+    assert "queued again" in d._cmd_retry(row, {})

@@ -32,6 +32,7 @@ def _eval_job_dict(root: Path, model: Path, **kw) -> dict:
                     caption="a red square moving right slowly")
     d = demo_job_dict(train, model, steps=4, **kw)
     d["save"].update({"every": 2, "max_keep": 4})
+    d["multistage"]["low_noise"] = {"train": True, "rank": 4}  # per-expert rank: compare must follow it
     d["datasets"][0]["eval_fraction"] = 0.2
     d["datasets"].append({"folder": str(held), "resolutions": [64], "num_frames": 9, "is_eval": True})
     ctrl = root / "ctrl.png"
@@ -135,7 +136,7 @@ def test_eval_loss_equals_an_independent_computation(trained, tiny_model: Path) 
     res = ev["experts"]["low_noise"]
     es = load_inputs(jd / "eval" / "inputs.safetensors")
     model = load_expert(tiny_model, "low_noise", torch.float32)
-    add_lora(model, 8, 8)
+    add_lora(model, 4, 8)  # [multistage.low_noise] rank = 4 (alpha stays target.alpha = 8)
     load_lora_state_dict(model, comfy_to_peft(read_lora(Path(res["file"]))[0])[0])
     model.eval()
     band = res["bands"][1]

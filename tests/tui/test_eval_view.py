@@ -63,6 +63,25 @@ def test_job_feed_keeps_one_eval_point_per_save_and_the_plot_draws_it(tmp_path: 
     assert feed.eval_steps == [250, 500, 750] and feed.eval_losses[-1] == 0.3
     lines = render_plot(feed.steps, feed.losses, 80, 10, 0.9, feed.eval_steps, feed.eval_losses)
     yellow = [s for line in lines for s in line.spans if "yellow" in str(s.style)]
-    assert yellow and "eval" in lines[-1].plain
+    assert yellow and "· eval 0.300 (held-out)" in lines[-1].plain
     plain = render_plot(feed.steps, feed.losses, 80, 10, 0.9)
     assert not [s for line in plain for s in line.spans if "yellow" in str(s.style)]
+
+
+async def test_job_view_at_80_columns_draws_the_eval_curve(tmp_path: Path, monkeypatch) -> None:
+    from wanlora.tui.app import WanloraApp
+    from wanlora.tui.widgets.loss_plot import LossPlot
+
+    from tests.tui.conftest import screen_text
+    from tests.tui.jobs import T0
+
+    home, d = _job_with_evals(tmp_path)
+    monkeypatch.setenv("WANLORA_HOME", str(home.root))
+    app = WanloraApp(home=home.root, gpus=[], clock=lambda: T0, watch_terminal=False, poll_s=0.1,  # type: ignore[arg-type]
+                     start="attach", job_id=d.name)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause(0.3)
+        text = screen_text(app)
+        assert f"step 1 · eval {(0.50 + 0.43) / 2:.3f} (held-out)" in text  # the plot's legend, last save
+        plot = app.screen.query_one(LossPlot)
+        assert list(plot._eval[0]) == [250, 500, 750, 1000]

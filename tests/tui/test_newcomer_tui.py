@@ -112,7 +112,7 @@ async def test_an_error_shows_in_full_under_its_field(home: Path) -> None:
         assert err is not None
         box = app.screen.query_one(f"{field_id('model.name_or_path')} .field-finding", Static)
         assert box.display and err.message in _text(box) and err.fix in _text(box)
-        assert "see under the field" in _text(app.screen.query_one("#wiz-status", Static))
+        assert "(see field)" in _text(app.screen.query_one("#wiz-status", Static))
 
 
 async def test_returning_to_a_panel_starts_at_its_first_field(home: Path) -> None:
@@ -207,3 +207,11 @@ async def test_paused_job_shows_no_eta(home: Path) -> None:
         await pilot.pause(0.3)
         step = _text(app.screen.query_one("#job-step", Static))
         assert "ETA" not in step and "paused" in step
+
+
+def test_review_estimate_of_a_short_job_is_not_zero() -> None:
+    from wanlora.tui.screens.review import hours, money, speed
+
+    assert speed(0.043) == "0.043 s/step" and speed(4.31) == "4.3 s/step" and speed(23.4) == "23 s/step"
+    assert hours(60 * 0.043 / 3600) == "3 s" and hours(0.5) == "30 min" and hours(2.4) == "2.4 h"
+    assert money(0.0004) == "< 0.01" and money(5.976) == "5.98"

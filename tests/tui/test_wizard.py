@@ -234,3 +234,39 @@ async def test_multistage_panel_edits_one_experts_own_settings(home: Path) -> No
         await pilot.press("ctrl+r")  # back to "empty = the job-wide value"
         await pilot.pause(0.1)
         assert app.wizard.job.multistage.high_noise.learning_rate is None
+
+
+async def test_review_offers_a_trial_on_this_gpu_and_runs_it_on_the_saved_file(
+        home: Path, clips: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from wanlora.tui.screens import review
+
+    ran: list[Path] = []
+    monkeypatch.setattr(review, "run_trial_in_terminal", lambda app, path: ran.append(path) or 0)
+    app = WanloraApp(home=home, start="wizard", gpus=[H100], watch_terminal=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await walk(pilot, 0, {"job.name": "orbit_v1", "datasets[0].folder": str(clips)})
+        target = tmp_path / "saved" / "orbit_v1.toml"
+        app.screen.query_one("#save-path").value = str(target)
+        button = app.screen.query_one("#trial", Button)
+        app.screen.query_one("#review-body").scroll_to_widget(button, animate=False)
+        await pilot.pause()
+        button.press()
+        await pilot.pause(0.3)
+        assert ran == [target], "the trial did not run on the file the review saved"
+        assert job_from_dict(read_toml(target)).job.name == "orbit_v1"
+        assert "wanlora trial" in screen_text(app)
+
+
+async def test_review_without_a_gpu_offers_no_trial(home: Path, clips: Path) -> None:
+    app = WanloraApp(home=home, start="wizard", recipe="motion", gpus=[], watch_terminal=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.2)
+        await next_step(pilot, "job")
+        for step in ("model", "quantization", "multistage", "target", "save", "training", "advanced", "datasets"):
+            await next_step(pilot, step)
+        await type_into(pilot, "datasets[0].folder", str(clips))
+        await next_step(pilot, "sample")
+        await next_step(pilot, "scan")
+        await pilot.app.workers.wait_for_complete()
+        await next_step(pilot, "review")
+        assert not app.screen.query("#trial")

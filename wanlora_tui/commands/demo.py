@@ -32,6 +32,9 @@ def run(args: argparse.Namespace) -> int:
         print("--steps must be at least 1")
         return 2
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the demo never downloads anything
+    from wanlora.tui.progress import quiet_libraries
+
+    quiet_libraries()
     import torch
     from wanlora.engine.train.demo import prepare_demo
     from wanlora.engine.train.loop import run as train
@@ -70,8 +73,25 @@ def run(args: argparse.Namespace) -> int:
     print(f"  clips       {home / 'demo' / 'clips'}")
     print(f"  tiny model  {model}")
     print("load in diffusers: pipe.load_lora_weights(high); pipe.load_lora_weights(low, load_into_transformer_2=True)")
-    print("next: README's \"From the demo to your first real job\" — e.g. render the pair at the default size:\n"
-          f"  wanlora sample {ckpt / 'wanlora_demo_high_noise.safetensors'} "
-          f"{ckpt / 'wanlora_demo_low_noise.safetensors'} --image FIRST_FRAME.png --prompt \"a red square moving right\"")
+    ctrl = home / "demo" / "ctrl.png"
+    first = ctrl if ctrl.is_file() else _first_frame(home / "demo" / "clips", home / "demo" / "first_frame.png")
+    print("next (README: \"From the demo to your first real job\"): render the pair at the default size,")
+    print(f"  wanlora sample {ckpt / 'wanlora_demo_high_noise.safetensors'} \\\n"
+          f"      {ckpt / 'wanlora_demo_low_noise.safetensors'} \\\n"
+          f"      --image {first or 'FIRST_FRAME.png'} --prompt \"a red square moving right\"")
+    print(f"  or queue the same job through the daemon: wanlora daemon start && wanlora submit {job_dir / 'job.toml'}")
     print(f"compare the checkpoints (eval loss, previews, a pick): wanlora compare {job_dir}")
     return 0
+
+
+def _first_frame(clips: Path, out: Path) -> Path | None:
+    """The first frame of the first demo clip as a PNG: the control image `wanlora sample` needs."""
+    try:
+        from PIL import Image
+        from wanlora.engine.data.decode import read_video_frames
+
+        clip = sorted(clips.glob("*.mp4"))[0]
+        Image.fromarray(read_video_frames(clip, [0])[0]).save(out)
+        return out
+    except Exception:  # a convenience: the demo has succeeded either way
+        return None

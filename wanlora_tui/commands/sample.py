@@ -56,6 +56,9 @@ def run(args: argparse.Namespace) -> int:
         for p in problems:
             print(p, file=sys.stderr)
         return 2
+    from wanlora.tui.progress import quiet_libraries
+
+    quiet_libraries()
     import torch
     from wanlora.engine.model.load import ModelLoadError
     from wanlora.engine.sample import sample_from_files

@@ -65,7 +65,7 @@ def table(jobs: list[dict[str, Any]]) -> str:
             rows.append(("-", j["name"][:24], state, "-", "-", "-", "-", f"{j['reason']} (spool id {j['spool_id']})"))
             continue
         rows.append((str(j["id"]), j["name"][:24], state, _step(j), eta, j.get("gpus") or "-",
-                     str(j.get("restart_count", 0)), (j.get("reason") or "")[:60]))
+                     str(j.get("restart_count", 0)), ((j.get("reason") or "") if j.get("reason") != j["state"] else "")[:60]))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=False)) + "  " + r[-1] for r in rows)
 

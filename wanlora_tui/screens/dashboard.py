@@ -77,8 +77,9 @@ class DashboardScreen(ControlMixin, Screen[None]):
         app: Any = self.app
         rows = daemon_link.daemon_jobs(app.home)
         jobs = list_jobs(app.home, rows, now=app.clock())
-        if rows is not None:  # the daemon is up: a folder without a queue row was removed (`remove`, `clean`)
-            listed = {str(r.get("id")) for r in rows}
+        # a folder without a queue row was removed (`remove`, `clean`): the daemon's list, else queue.db itself
+        listed = {str(r.get("id")) for r in rows} if rows is not None else daemon_link.queued_ids(app.home)
+        if listed is not None:
             jobs = [j for j in jobs if j.id in listed]
         pending = daemon_link.spooled(app.home)
         app.call_from_thread(self._show, jobs, pending, rows is not None)

@@ -182,8 +182,6 @@ class JobScreen(ControlMixin, Screen[None]):
             parts.append(f"lr {float(last['lr']):.1e}")
         if f.losses:
             parts.append(f"loss {f.losses[-1]:.4f}")
-        if f.eval_losses:
-            parts.append(f"[yellow]eval {f.eval_losses[-1]:.4f}[/]")
         self.query_one("#job-stats", Static).update(" · ".join(parts) or "[dim]no steps yet[/]")
         plot = self.query_one("#job-loss", LossPlot)
         finished = state in ("completed", "failed", "cancelled", "stopped", "paused")
@@ -193,7 +191,9 @@ class JobScreen(ControlMixin, Screen[None]):
         gpu_panel = self.query_one("#job-gpu", GpuPanel)
         gpu_panel.display = not finished  # a finished job's GPU is someone else's: room for its files
         gpu_panel.show(gpus, last.get("peak_vram_gb"))
-        self.query_one("#job-files", Static).update(self._files_text(finished))
+        files = self.query_one("#job-files", Static)
+        files.set_class(finished, "finished")  # finished: full width, full names, wrapped (nothing cut)
+        files.update(self._files_text(finished))
         problem = self.query_one("#job-problem", Static)
         text = self._problem_text(state)
         problem.display = bool(text)
@@ -238,7 +238,7 @@ class JobScreen(ControlMixin, Screen[None]):
         loras = lora_files(folder)
         samples = f.files("samples")
         if not finished:
-            lines = [f"checkpoints: {len(loras)}  in {folder}"]
+            lines = [f"checkpoints: {len(loras)}"]
             lines.extend(f"  {p.name}" for p in loras[-2:])
             lines.append(f"previews: {len(samples)}" + (f"  {samples[-1].name}" if samples else ""))
             return "\n".join(lines)

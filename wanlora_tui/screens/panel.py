@@ -75,7 +75,15 @@ class PanelScreen(WizardScreen):
         self.refresh_fields()
         self.focus_first()
 
-    def focus_first(self) -> None:
+    def focus_first(self, errors_first: bool = False) -> None:
+        if errors_first:
+            for f in self.query(SchemaField):
+                if self.state.field_error(f.key) is not None:
+                    ctl = f.query_one("#ctl")
+                    if ctl.focusable:
+                        ctl.focus()
+                        f.scroll_visible(animate=False, top=True)
+                        return
         self.query_one("#fields", VerticalScroll).scroll_home(animate=False)
         for w in self.query("#fields Input, #fields Select, #fields Checkbox, #fields Button"):
             if w.focusable:
@@ -179,10 +187,12 @@ class PanelScreen(WizardScreen):
         st = self.state
         mine = [f for f in st.section_findings(self.section) if f.level == "error"]
         line = self.query_one("#wiz-status", Static)
-        if mine:  # the full text is under the field; here: how many, and where the first one is
+        if mine:  # the full text is under the field; this line names it and begins the message
             first = mine[0]
-            more = f" + {len(mine) - 1} more" if len(mine) > 1 else ""
-            line.update(f"[b red]✗ {_esc(first.key)}[/] (see under the field{more}; ✗ marks each)")
+            tail = f" (see field{f'; +{len(mine) - 1} more' if len(mine) > 1 else ''})"
+            room = max(10, (self.size.width or 80) - 6 - len(first.key) - len(tail))
+            msg = first.message if len(first.message) <= room else first.message[: room - 1] + "…"
+            line.update(f"[b red]✗ {_esc(first.key)}[/]: {_esc(msg)}[dim]{_esc(tail)}[/]")
             return
         others = sorted({f.key.split(".")[0].split("[")[0] for f in st.errors})
         tail = f" · [red]errors on: {', '.join(others)}[/]" if others else ""
@@ -261,7 +271,7 @@ class PanelScreen(WizardScreen):
     def on_screen_resume(self) -> None:
         super().on_screen_resume()
         self.refresh_fields()
-        self.focus_first()  # coming back to a panel starts at its top, like opening it
+        self.focus_first(errors_first=True)  # back on a panel: its first error, else its top
 
     def current(self, key: str) -> Any:
         """The value the job will have for ``key`` (tests and the review read this)."""

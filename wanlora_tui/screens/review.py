@@ -7,6 +7,8 @@ The estimate (peak VRAM, hours, disk) comes from ``engine.estimate``; the cost n
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +91,20 @@ def estimate_lines(state: Any, price: float | None) -> str:
     return "\n".join(lines)
 
 
+TRIAL_HINT = ("[dim]Saves the job, then runs its real trainer path on this GPU with random full-size weights for "
+              "a few steps per bucket: s/step, peak VRAM and the projected hours, before you download ~70 GB. "
+              "Nothing is written into the job's folders.[/]")
+
+
+def run_trial_in_terminal(app: Any, path: Path) -> int:
+    """``wanlora trial PATH`` in the terminal the TUI runs in (the app is suspended meanwhile; torch loads in
+    the child, never in the TUI)."""
+    with app.suspend():
+        code = subprocess.run([sys.executable, "-m", "wanlora.tui.cli", "trial", str(path)]).returncode
+        input("\n[wanlora] press Enter to return to the review… ")
+    return code
+
+
 class ReviewScreen(WizardScreen):
     STEP = "review"
     NEXT_LABEL = "Submit ▶"
@@ -104,6 +120,11 @@ class ReviewScreen(WizardScreen):
                 yield Static("Save as:", classes="review-label")
                 yield Input(placeholder="path/to/job.toml", id="save-path", compact=True)
                 yield Button("Save TOML", id="save", compact=True)
+            if self.state.gpus:  # a GPU here: measure the job on it before committing days to it
+                with Horizontal(classes="review-row"):
+                    yield Static("This GPU:", classes="review-label")
+                    yield Button("Try it here (wanlora trial)", id="trial", compact=True)
+                yield Static(TRIAL_HINT, id="trial-hint")
             yield Static("", id="review-toml")
 
     def on_mount(self) -> None:
@@ -145,20 +166,36 @@ class ReviewScreen(WizardScreen):
     @on(Button.Pressed, "#save")
     @on(Input.Submitted, "#save-path")
     def _save(self) -> None:
+        path = self._write()
+        if path is None:
+            return
+        self.notify(f"Saved {path}  (submit later with: wanlora submit {path})")
+
+    def _write(self) -> Path | None:
         from wanlora.engine.config.jobdir import write_text_atomic
 
         path = Path(self.query_one("#save-path", Input).value).expanduser()
         text = self.state.toml()
         if not text:
             self.notify("The job is not complete yet: fix the errors first.", severity="error")
-            return
+            return None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             write_text_atomic(path, text)
         except OSError as e:
             self.notify(f"Cannot write {path}: {e.strerror or e}", severity="error")
+            return None
+        return path
+
+    @on(Button.Pressed, "#trial")
+    def _trial(self) -> None:
+        path = self._write()
+        if path is None:
             return
-        self.notify(f"Saved {path}  (submit later with: wanlora submit {path})")
+        code = run_trial_in_terminal(self.app, path)
+        self.notify(f"wanlora trial {path}: " + ("done (the report was shown in the terminal)" if code == 0
+                                                  else f"exit {code}; see the terminal output"),
+                    severity="information" if code == 0 else "error")
 
     def can_leave(self) -> bool:
         """Submit: block on any error, including those only the file-level check finds."""

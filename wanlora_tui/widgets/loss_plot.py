@@ -152,7 +152,7 @@ def render_plot(steps: Sequence[int], losses: Sequence[float], width: int, heigh
             else:
                 line.append(" ")
         lines.append(line)
-    left, right = f"step {s0}" + (" · eval" if eval_losses else ""), f"{s1}"
+    left, right = f"step {s0}" + (f" · eval {_fmt(eval_losses[-1])} (held-out)" if eval_losses else ""), f"{s1}"
     axis = " " * label_w + left + right.rjust(max(1, cols - len(left)))
     lines.append(Text(axis[:width], style="dim"))
     return lines
