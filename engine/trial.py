@@ -248,13 +248,27 @@ def _setup_report(trainer: Any, events: _Tee, setup_s: float, job: Job) -> dict[
     }
 
 
+def _multi_gpu_plan(job: Job, world_size: int) -> dict[str, str]:
+    """How this job would split over several GPUs (this run's count and 2/4/8): data or expert-parallel."""
+    from wanlora.engine.config.launch import LaunchError, multi_gpu_mode
+
+    out = {}
+    for n in sorted({max(1, world_size), 2, 4, 8}):
+        try:
+            out[str(n)] = "{}: {}".format(*multi_gpu_mode(job, n))
+        except LaunchError as e:
+            out[str(n)] = f"error: {e}"
+    return out
+
+
 def _plan_report(trainer: Any, events: _Tee) -> dict[str, Any]:
     job = trainer.job
     plan = {"quantization": job.quantization.transformer, "text_encoder_quantization": job.quantization.text_encoder,
             "compile": bool(job.advanced.compile and trainer.device.type == "cuda"
                             and job.quantization.transformer != "nf4"),
             "low_vram": job.model.low_vram, "layer_offloading": job.model.layer_offloading,
-            "gradient_checkpointing": job.training.gradient_checkpointing, "experts": {}}
+            "gradient_checkpointing": job.training.gradient_checkpointing, "experts": {},
+            "multi_gpu": _multi_gpu_plan(job, trainer.dist.world_size)}
     for e in events.records:
         if e["type"] == "state" and e.get("state") == "checkpointing":
             plan["experts"][e["expert"]] = {"checkpointed_blocks": e["checkpointed_blocks"], "blocks": e["blocks"],
@@ -374,6 +388,8 @@ def format_report(r: dict[str, Any]) -> str:
     for name, p in r["plan"]["experts"].items():
         lines.append(f"plan {name}: {p['checkpointed_blocks']}/{p['blocks']} blocks checkpointed, "
                      f"{p['saved_attention']} keep attention (for {p['planned_for_tokens']} tokens)")
+    for n, how in r["plan"].get("multi_gpu", {}).items():
+        lines.append(f"plan on {n} GPU(s): {how}")
     lines.append(f"{'bucket':<14}{'share':>6}{'s/step':>9}{'warm-up s':>12}{'switch s':>9}{'alloc':>8}{'resv':>8}  note")
     for b in r["buckets"]:
         if "s_per_step" not in b:

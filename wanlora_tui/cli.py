@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "trial": "trial",
     "model": "model",
     "compare": "compare",
+    "slurm": "slurm",
     # daemon control
     "submit": "submit",
     "status": "status",

@@ -73,6 +73,68 @@ def gpu_count(job_gpus: object, available: int) -> int:
     raise LaunchError(f"job.gpus = {job_gpus!r}: expected \"auto\", \"all\" or a list like [0, 1]")
 
 
+# ---------------------------------------------------------------- how several processes split the work
+SINGLE, DATA, EXPERT = "single", "data", "expert"
+
+
+def expert_parallel_blockers(job: Job, world_size: int) -> list[str]:
+    """Why ``world_size`` processes cannot train ``job`` expert-parallel (empty: they can).
+
+    Expert-parallel puts half the processes on each expert for the whole run, so it needs an even count,
+    both experts trained, and nothing that needs both experts in one process mid-run (previews, eval loss)
+    or that shards one expert over all processes (fsdp).
+    """
+    out = []
+    if world_size < 2 or world_size % 2:
+        out.append(f"{world_size} process(es): expert-parallel needs an even number of GPUs (2, 4, ...)")
+    if len(job.multistage.trained()) != 2:
+        out.append("only one expert trains (multistage.high_noise / low_noise)")
+    if job.advanced.fsdp:
+        out.append("advanced.fsdp shards each expert over every GPU")
+    if job.sample.enabled:
+        out.append("sample.enabled: previews need both experts in one process")
+    if any(d.is_eval or d.eval_fraction > 0 for d in job.datasets):
+        out.append("eval datasets: the eval loss at each save needs both experts in one process")
+    return out
+
+
+def multi_gpu_mode(job: Job, world_size: int) -> tuple[str, str]:
+    """``(mode, why)``: how ``world_size`` processes split the job — ``single``, ``data`` or ``expert``.
+
+    The rule (``advanced.multi_gpu = "auto"``): expert-parallel whenever it is possible
+    (:func:`expert_parallel_blockers` is empty), because it is never slower than data-parallel alternation
+    at the same samples/s per GPU (apart from an idle tail when the experts' step counts differ) and removes its costs: each GPU holds one expert (no swapping with
+    ``low_vram``, memory for one expert instead of two, so less checkpointing) and ``switch_every`` costs
+    nothing.  ``"data"`` forces data-parallel; ``"expert"`` where it is impossible is a config error.
+    """
+    if world_size <= 1:
+        return SINGLE, "one process"
+    choice = job.advanced.multi_gpu
+    blockers = expert_parallel_blockers(job, world_size)
+    if choice == DATA:
+        return DATA, "advanced.multi_gpu = \"data\""
+    if choice == EXPERT:
+        if blockers:
+            raise LaunchError("advanced.multi_gpu = \"expert\" cannot run here: " + "; ".join(blockers)
+                              + ". Fix that, or set advanced.multi_gpu = \"auto\" (or \"data\")")
+        return EXPERT, "advanced.multi_gpu = \"expert\""
+    if blockers:
+        return DATA, "auto: data-parallel, because " + "; ".join(blockers)
+    return EXPERT, (f"auto: {world_size // 2} GPU(s) per expert, both experts train at once and stay resident")
+
+
+def describe_multi_gpu(job: Job, world_sizes: Sequence[int] = (2, 4, 8)) -> list[str]:
+    """One line per GPU count: the mode :func:`multi_gpu_mode` picks and why (``wanlora show``)."""
+    lines = []
+    for n in world_sizes:
+        try:
+            mode, why = multi_gpu_mode(job, n)
+        except LaunchError as e:
+            mode, why = "error", str(e)
+        lines.append(f"{n} GPUs: {mode}-parallel ({why})")
+    return lines
+
+
 def trainer_command(job: Job, job_dir: Path | str, python: str | None = None, *, gpus: Sequence[int] = (),
                     env: Mapping[str, str] | None = None) -> list[str]:
     """argv that trains ``job_dir`` on ``gpus`` (the physical indices reserved for it).
@@ -118,5 +180,6 @@ def child_env(base: Mapping[str, str] | None = None, gpus: Sequence[int] = ()) -
 
 __all__ = [
     "CPU_PROCS_ENV", "RDZV_ENDPOINT_ENV", "RDZV_ID_ENV", "NVLS_OFF", "TRAINER_ENV", "use_trainer_env", "LaunchError", "nvls_off_env", "cpu_procs",
-    "gpu_count", "trainer_command", "child_env",
+    "gpu_count", "trainer_command", "child_env", "SINGLE", "DATA", "EXPERT", "expert_parallel_blockers",
+    "multi_gpu_mode", "describe_multi_gpu",
 ]

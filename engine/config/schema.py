@@ -237,6 +237,11 @@ class AdvancedSection(Section):
         "auto", "Attention kernel; auto = the fastest measured (cuDNN SDPA on Hopper)."
     )
     fsdp: bool = F(False, "Multi-GPU only: shard the frozen bf16 base over the GPUs (FSDP2) when one expert does not fit one GPU; slower, LoRA stays replicated.")
+    multi_gpu: Literal["auto", "data", "expert"] = F(
+        "auto", "Several GPUs: expert = half the GPUs train each expert at once (resident, no swaps); data = all GPUs "
+                "alternate the experts together; auto = expert when the GPU count is even, both experts train and "
+                "fsdp, previews and eval are off (docs/multi-node.md)."
+    )
 
 
 class DatasetSection(Section):

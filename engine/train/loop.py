@@ -25,6 +25,7 @@ from wanlora.engine.cache.prepare import Inputs, prepare_inputs
 from wanlora.engine.config import jobdir
 from wanlora.engine.config.findings import JobError
 from wanlora.engine.config.io import load_job
+from wanlora.engine.config.launch import EXPERT, multi_gpu_mode
 from wanlora.engine.config.schema import ExpertPlan, Job, expert_plan
 from wanlora.engine.model import lora_format
 from wanlora.engine.model.load import ModelLoadError, WanParts, load_parts
@@ -36,6 +37,7 @@ from wanlora.engine.sample import training_previews
 from wanlora.engine.train import acceleration as acc
 from wanlora.engine.train import distributed, dop, evaluate
 from wanlora.engine.train import ema as ema_mod
+from wanlora.engine.train import expert_parallel as ep
 from wanlora.engine.train import state as train_state
 from wanlora.engine.train.batches import Batch, BatchSource, DataExhausted, make_batch_source
 from wanlora.engine.train.conditioning import model_input
@@ -45,7 +47,7 @@ from wanlora.engine.train.experts import Expert, expert_for_step, place_experts,
 from wanlora.engine.train.failures import nan_message, oom_message
 from wanlora.engine.train.objective import differential_guidance_target, flow_target, mse_loss, noisy_latents
 from wanlora.engine.train.optim import OptimizerUnavailable, build_optimizer, lr_at, set_lr
-from wanlora.engine.train.sample_noise import batch_positions, draw_per_sample
+from wanlora.engine.train.sample_noise import batch_positions, draw_per_sample, sample_seed
 from wanlora.engine.train.timesteps import sample_timesteps, sigmas_from_timesteps
 
 _ATTN_BACKENDS = {"native": "native", "cudnn": "_native_cudnn", "flash": "_native_flash",
@@ -113,6 +115,13 @@ class Trainer:
         self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
         self.stop = stop or StopSignal()
         self.trained = trained_experts(job.multistage.high_noise.train, job.multistage.low_noise.train)
+        # how several processes split the work (engine.config.launch.multi_gpu_mode): data or expert-parallel
+        self.parallel, self.parallel_why = multi_gpu_mode(job, self.dist.world_size)
+        self.groups: ep.ExpertGroups | None = None  # expert-parallel: this rank's expert group (setup)
+        self.owned = list(self.trained)  # the experts this process loads and trains
+        self.steps_done = {e: 0 for e in self.trained}  # every trained expert's, on every rank
+        self._gapped = False  # resumed from a state that is not a step prefix (see engine.train.expert_parallel)
+        self._last_s: int | None = -1  # the global step whose batches this rank read last (None: unknown)
         # each expert's own learning rate / rank / alpha / timestep shaping ([multistage.<expert>] over the job's)
         self.plans: dict[str, ExpertPlan] = {e: expert_plan(job, e) for e in self.trained}
         self.out_dir = output_dir(job, job_dir)
@@ -139,7 +148,15 @@ class Trainer:
                                "prompt is the training caption itself and DOP undoes what the LoRA learns; set "
                                "job.trigger_word (and use it in the captions) or set training.dop.enabled = false")
         self.status.update(state="loading", total_steps=job.training.steps)
-        self.events.emit("state", state="loading", experts=self.trained, device=str(self.device))
+        if self.parallel == EXPERT:  # half the ranks per expert, for the whole run
+            self.groups = ep.make_groups(self.dist, self.trained)
+            self.owned, self._last_s = [self.groups.expert], None
+        self.events.emit("state", state="loading", experts=self.trained, device=str(self.device),
+                         **({"loads": self.owned} if self.groups else {}))
+        if self.dist.enabled:
+            self.events.emit("state", state="parallel", mode=self.parallel, why=self.parallel_why,
+                             world_size=self.dist.world_size,
+                             per_expert=self.groups.size if self.groups else self.dist.world_size)
         torch.manual_seed(job.training.seed)
         quant = job.quantization.transformer
         if quant != "none":
@@ -150,21 +167,26 @@ class Trainer:
         files = job_files(job.model)  # single-file parts (ComfyUI / original Wan), streamed to the device
         stage_on_cpu = quant != "none" and not fp8_files_direct(files, self.trained, quant, job.model.low_vram)
         extra = {"files": files, "transformer_quant": quant} if files else {}  # sources without files: unchanged
-        self.parts = self.model_source(job.model.name_or_path, self.trained, dtype=self.dtype, device=self.device,
+        self.parts = self.model_source(job.model.name_or_path, self.owned, dtype=self.dtype, device=self.device,
                                 boundary_override=job.model.boundary_ratio, vae_dtype=torch.float32,
                                 expert_device="cpu" if stage_on_cpu or job.advanced.fsdp or self._offloading else None,
                                 text_encoder_quant=job.quantization.text_encoder if self.device.type == "cuda" else "none",
                                 **extra)
         self._warn_unsupported()
-        for name in self.trained:
+        for name in self.owned:
             self.experts[name] = self._prepare_expert(name)
         self._plan_checkpointing()
-        for ex in self.experts.values():  # every rank starts from rank 0's fresh LoRA
-            distributed.broadcast_params(self.dist, ex.params)
-        # This rank's shard of the one global order (caching can split its work the same way: rank/world).
+        for ex in self.experts.values():  # every rank starts from its group lead's fresh LoRA
+            if self.groups is None:
+                distributed.broadcast_params(self.dist, ex.params)
+            else:
+                ep.broadcast_in_group(self.groups, ex.params)
+        # This rank's shard of the one global order (caching can split its work the same way: rank/world);
+        # expert-parallel: its share within its expert's group.
+        rank, world = (self.groups.group_rank, self.groups.size) if self.groups else (self.dist.rank,
+                                                                                    self.dist.world_size)
         self.data = make_batch_source(job, seed=job.training.seed, warn=self._data_warning,
-                                      prefetch=2 if self.device.type == "cuda" else 0,
-                                      rank=self.dist.rank, world_size=self.dist.world_size)
+                                      prefetch=2 if self.device.type == "cuda" else 0, rank=rank, world_size=world)
         self.eval_set = evaluate.setup_eval(self)  # held-out clips, encoded before the caches free VAE/TE
         self.inputs = prepare_inputs(job, self.parts, self.data, device=self.device, dtype=self.dtype,
                                      emit=self.events.emit, warn=self._data_warning,
@@ -230,6 +252,8 @@ class Trainer:
         model = self.parts.experts[name]
         plan = self.plans[name]
         lora_dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        # each expert's fresh LoRA from its own seed: the same whether or not the other expert is loaded here
+        torch.manual_seed(sample_seed(job.training.seed, 0, f"lora:{name}"))
         params = add_lora(model, plan.rank, plan.alpha, job.target.modules, dtype=lora_dtype)
         if job.quantization.transformer != "none":  # after LoRA: only the frozen base Linears are quantised
             n = quantize_and_place(model, job.quantization.transformer, self.device)
@@ -256,18 +280,54 @@ class Trainer:
     def _generators(self) -> dict[str, torch.Generator]:
         return {"timesteps": self.gen_t, "noise": self.gen_noise}
 
+    @property
+    def batches_per_step(self) -> int:
+        """Global batches one optimizer step reads: the processes on that step × gradient accumulation."""
+        ranks = self.groups.size if self.groups else self.dist.world_size
+        return ranks * self.job.training.gradient_accumulation
+
+    def _snapshots(self, what: str) -> dict[str, dict[str, Any]]:
+        """Every expert's adapter (+ optimizer, EMA for ``state``; file weights for ``checkpoint``) on rank 0.
+
+        Expert-parallel: the other group's lead sends its expert's (every rank calls this)."""
+        own: dict[str, dict[str, Any]] = {}
+        sends = self.dist.is_main or (self.groups is not None and self.groups.is_lead)
+        for n, ex in self.experts.items() if sends else ():
+            live = lora_state_dict(ex.model)
+            if what == "state":
+                ema = ema_mod.of(ex)
+                own[n] = {"adapter": live, "optimizer": ex.optimizer.state_dict(),
+                          "ema": None if ema is None else ema.state_dict()}
+            else:
+                weights, wmeta = ema_mod.file_weights(ex, live)
+                own[n] = {"weights": weights, "wmeta": wmeta}
+        if self.groups is None:
+            return own
+        return ep.gather_to_main(self.dist, self.groups, own, ep.cpu_copy)
+
+    def _data_state(self) -> dict[str, Any]:
+        """The data position to save: the stream's own, or (expert-parallel / not a step prefix) the first
+        batch of the lowest step not done, which is where any trainer resuming this state starts."""
+        st = dict(self.data.state_dict())
+        if self.groups is not None or self._gapped:
+            nxt = ep.next_global_step(self.steps_done, self.trained, self.job.multistage.switch_every,
+                                      self.job.training.steps)
+            st["next_batch"] = (self.job.training.steps if nxt is None else nxt) * self.batches_per_step
+        return st
+
     def save_state(self) -> Path | None:
-        if not self.dist.is_main:  # every rank holds the same state; rank 0 writes it
+        snaps = self._snapshots("state")
+        if not self.dist.is_main:  # rank 0 writes the one state (its group's lead sent the other expert's)
             return None
         meta = {"job": self.job.job.name, "expert_phase": expert_for_step(self.step, self.trained,
                                                                           self.job.multistage.switch_every),
-                "experts": self.trained, "steps_done": {n: e.steps_done for n, e in self.experts.items()},
-                "last_checkpoint": self.last_checkpoint, "data": self.data.state_dict()}
+                "experts": self.trained, "steps_done": dict(self.steps_done), "multi_gpu": self.parallel,
+                "last_checkpoint": self.last_checkpoint, "data": self._data_state()}
         path = train_state.save_state(
             self.job_dir, self.step,
-            adapters={**{n: lora_state_dict(e.model) for n, e in self.experts.items()},
-                      **ema_mod.state_adapters(self.experts)},
-            optimizers={n: e.optimizer.state_dict() for n, e in self.experts.items()},
+            adapters={**{n: s["adapter"] for n, s in snaps.items()},
+                      **{f"{n}{ema_mod.EMA_SUFFIX}": s["ema"] for n, s in snaps.items() if s["ema"] is not None}},
+            optimizers={n: s["optimizer"] for n, s in snaps.items()},
             rng=train_state.capture_rng(self._generators()), meta=meta)
         self.events.emit("state", state="saved", step=self.step, path=str(path))
         return path
@@ -279,14 +339,21 @@ class Trainer:
         if missing:
             raise JobError([], f"the saved state {path} has no {', '.join(missing)} adapter; the job's "
                                "multistage settings changed since it was saved (remove state/ to start over)")
+        self.step = int(meta["step"])
+        every = self.job.multistage.switch_every
+        done = {e: int(meta.get("steps_done", {}).get(e, 0)) for e in self.trained}
+        self.steps_done = done if sum(done.values()) == self.step else ep.steps_done_at(self.step, self.trained, every)
         for name, ex in self.experts.items():
             load_lora_state_dict(ex.model, st["adapters"][name])
             ex.optimizer.load_state_dict(st["optimizers"][name])
-            ex.steps_done = int(meta.get("steps_done", {}).get(name, 0))
+            ex.steps_done = self.steps_done[name]
         ema_mod.restore(self.experts, st["adapters"], self._data_warning)
         train_state.restore_rng(st["rng"], self._generators())
         self.data.load_state_dict(meta["data"])
-        self.step = int(meta["step"])
+        nxt = ep.next_global_step(self.steps_done, self.trained, every, self.job.training.steps)
+        # an expert-parallel state mid-cycle: continue from the lowest step not done, skipping the others
+        self._gapped = nxt is not None and nxt != self.step
+        self._last_s = None if (self._gapped or self.groups) else self.step - 1
         self.last_checkpoint = meta.get("last_checkpoint")
         self.events.emit("state", state="resumed", step=self.step, path=str(path))
 
@@ -294,26 +361,26 @@ class Trainer:
     def save_checkpoint(self, final: bool = False) -> list[Path]:
         """The LoRA pair for the current step (or the final pair), then max_keep pruning."""
         job = self.job
+        snaps = self._snapshots("checkpoint")
         if not self.dist.is_main:
             return []
         self.out_dir.mkdir(parents=True, exist_ok=True)
         written = []
-        for name, ex in self.experts.items():
-            plan = self.plans[name]
+        for name in self.trained:
+            plan, snap = self.plans[name], snaps[name]
             meta = lora_format.lora_metadata(
                 base_model=job.model.name_or_path, expert=name, rank=plan.rank,
                 alpha=plan.alpha, trigger=job.job.trigger_word, step=self.step,
                 recipe=job.job.preset, modules=job.target.modules, boundary_ratio=self.parts.boundary_ratio,
                 extra={"learning_rate": plan.learning_rate, "timestep_type": plan.timestep_type,
                        "timestep_bias": plan.timestep_bias, "weight_decay": plan.weight_decay,
-                       "expert_steps": ex.steps_done,
+                       "expert_steps": self.steps_done[name],
                        "per_expert": sorted(k for k, src in plan.sources.items() if src.startswith("multistage."))})
             path = self.out_dir / lora_filename(job.job.name, name, None if final else self.step)
-            weights, wmeta = ema_mod.file_weights(ex, lora_state_dict(ex.model))
-            lora_format.save_lora(path, weights, alpha=plan.alpha, dtype=job.save.dtype,
-                                  metadata={**meta, **wmeta})
+            lora_format.save_lora(path, snap["weights"], alpha=plan.alpha, dtype=job.save.dtype,
+                                  metadata={**meta, **snap["wmeta"]})
             written.append(path)
-        for name in self.experts:  # only after every new file is complete
+        for name in self.trained:  # only after every new file is complete
             prune_checkpoints(self.out_dir, job.job.name, name, job.save.max_keep)
         self.last_checkpoint = str(written[0])
         self.events.emit("checkpoint", step=self.step, files=[str(p) for p in written], final=final)
@@ -358,38 +425,98 @@ class Trainer:
 
     def train_step(self) -> StepResult:
         """One optimizer step on the expert this step belongs to (with gradient accumulation)."""
-        job = self.job
-        name = expert_for_step(self.step, self.trained, job.multistage.switch_every)
+        s, name = self._next_step()
         ex = self.experts[name]
-        place_experts(self.experts, name, self.device, job.model.low_vram and not self._offloading)
-        lr = lr_at(self.step, self.plans[name].learning_rate, job.training.steps, job.training.lr_warmup_steps,
-                   job.training.lr_scheduler)
-        set_lr(ex.optimizer, lr)
-        accum = job.training.gradient_accumulation
-        batches = [self.data.next_batch() for _ in range(accum)]
-        while True:
-            try:
-                total, t_first, dop_total = self._accumulate(ex, batches)
-                break
-            except torch.OutOfMemoryError:  # the speed plan overshot: fall back to the frugal one, once
-                if not self._relax_checkpointing(ex):
-                    raise
+        lr, total, t_first, dop_total = self._compute(s, name)
         distributed.average_gradients(self.dist, ex.params)  # N ranks × batch b ≡ one process × batch N·b
         total = distributed.mean_value(self.dist, total)
         loss_value = float(total.item())  # the one host sync per step (the loss is logged anyway)
         if not math.isfinite(loss_value):
             ex.optimizer.zero_grad(set_to_none=True)
             raise NonFiniteLoss(nan_message(self.step + 1, self.last_checkpoint, lr))
-        if job.training.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(ex.params, job.training.max_grad_norm)
+        self._update(ex)
+        self._count(name)
+        return StepResult(loss=loss_value, expert=name, timestep=float(t_first[0]), lr=lr,
+                          dop_loss=None if dop_total is None else float(dop_total))
+
+    def _next_step(self) -> tuple[int, str]:
+        """The global step to train next and its expert: ``self.step``, or after resuming a state that is
+        not a step prefix, the lowest step not done yet (engine.train.expert_parallel)."""
+        s = self.step
+        if self._gapped:
+            nxt = ep.next_global_step(self.steps_done, self.trained, self.job.multistage.switch_every,
+                                      self.job.training.steps)
+            s = self.step if nxt is None else nxt
+        return s, expert_for_step(s, self.trained, self.job.multistage.switch_every)
+
+    def _compute(self, s: int, name: str) -> tuple[float, torch.Tensor, torch.Tensor, Any]:
+        """Forward + backward of global step ``s`` on expert ``name``, on this rank's batches of that step."""
+        job = self.job
+        ex = self.experts[name]
+        place_experts(self.experts, name, self.device, job.model.low_vram and not self._offloading)
+        lr = lr_at(s, self.plans[name].learning_rate, job.training.steps, job.training.lr_warmup_steps,
+                   job.training.lr_scheduler)
+        set_lr(ex.optimizer, lr)
+        if self._last_s is None or s != self._last_s + 1:  # not the stream's next step: go to step s's batches
+            ep.seek(self.data, s * self.batches_per_step)
+        self._last_s = s
+        batches = [self.data.next_batch() for _ in range(job.training.gradient_accumulation)]
+        while True:
+            try:
+                total, t_first, dop_total = self._accumulate(ex, batches)
+                return lr, total, t_first, dop_total
+            except torch.OutOfMemoryError:  # the speed plan overshot: fall back to the frugal one, once
+                if not self._relax_checkpointing(ex):
+                    raise
+
+    def _update(self, ex: Expert) -> None:
+        """Clip, optimizer step, EMA: the averaged gradients become the expert's new LoRA."""
+        if self.job.training.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(ex.params, self.job.training.max_grad_norm)
         ex.optimizer.step()
         ex.optimizer.zero_grad(set_to_none=True)
         if (ema := ema_mod.of(ex)) is not None:
             ema.update()
         ex.steps_done += 1
+
+    def _count(self, name: str) -> None:
+        """One more step of ``name`` done (every rank counts every expert's steps)."""
+        self.steps_done[name] += 1
         self.step += 1
-        return StepResult(loss=loss_value, expert=name, timestep=float(t_first[0]), lr=lr,
-                          dop_loss=None if dop_total is None else float(dop_total))
+        if self._gapped:
+            self._gapped = ep.next_global_step(self.steps_done, self.trained, self.job.multistage.switch_every,
+                                               self.job.training.steps) not in (None, self.step)
+
+    def round_step(self) -> list[StepResult]:
+        """Expert-parallel: this group's next step of its own expert, and what the other group's step gave.
+
+        Both groups step at once; every rank learns both results (one small all-reduce) and stops on a
+        non-finite loss of either, so the groups never part ways."""
+        g, job = self.groups, self.job
+        every = job.multistage.switch_every
+        s = ep.global_step(g.expert, self.steps_done[g.expert], self.trained, every)
+        ex, mine, lr = self.experts[g.expert], None, 0.0
+        if s < job.training.steps:
+            lr, total, t_first, dop_total = self._compute(s, g.expert)
+            ep.average_in_group(g, ex.params)
+            mine = (total, float(t_first[0]), dop_total)
+        got = ep.exchange(self.dist, g, mine)
+        for r in got.values():
+            if not math.isfinite(r.loss):
+                ex.optimizer.zero_grad(set_to_none=True)
+                raise NonFiniteLoss(nan_message(self.step + 1, self.last_checkpoint, lr))
+        if mine is not None:
+            self._update(ex)
+        out = []
+        for e in self.trained:
+            if e in got:
+                se = ep.global_step(e, self.steps_done[e], self.trained, every)
+                lr_e = lr_at(se, self.plans[e].learning_rate, job.training.steps, job.training.lr_warmup_steps,
+                             job.training.lr_scheduler)
+                out.append(StepResult(loss=got[e].loss, expert=e, timestep=got[e].timestep, lr=lr_e,
+                                      dop_loss=got[e].dop_loss))
+                self.steps_done[e] += 1  # self.step advances as each result is reported
+        return out
 
     def _accumulate(self, ex: Expert, batches: list[Batch]) -> tuple[torch.Tensor, torch.Tensor, Any]:
         """Forward + backward of every micro-batch of one step; (mean loss, first timesteps, mean DOP term)."""
@@ -444,6 +571,10 @@ class Trainer:
         """I2V previews of every [[sample.prompts]] row with the current LoRAs (rank 0), under samples/."""
         if not self.dist.is_main:
             return []
+        if self.groups is not None:  # rank 0 holds one expert; a preview needs both
+            self.events.emit("warning", message=f"{why}: no previews in an expert-parallel run (each GPU holds one "
+                             "expert); render a saved pair with `wanlora sample` or `wanlora compare`")
+            return []
         if not self.job.sample.prompts:
             self.events.emit("warning", message=f"{why}: no previews, the job has no [[sample.prompts]]")
             return []
@@ -480,13 +611,17 @@ class Trainer:
         self.events.emit("state", state="running", step=self.step, total_steps=job.training.steps)
         while self.step < job.training.steps:
             self._handle_flags()
-            t0 = time.perf_counter()
-            r = self.train_step()
-            self._report(r, time.perf_counter() - t0)
-            if self.step % every == 0 and self.step < job.training.steps:
+            t0, before = time.perf_counter(), self.step
+            # expert-parallel: a round is one step of each expert at once (two steps of the job's count)
+            results = self.round_step() if self.groups else [self.train_step()]
+            dt = (time.perf_counter() - t0) / max(1, len(results))
+            for r in results:
+                self.step += 1 if self.groups else 0
+                self._report(r, dt)
+            if ep.crossed(before, self.step, every) and self.step < job.training.steps:
                 self.save_checkpoint()
                 self.save_state()
-            if job.sample.enabled and self.step % job.sample.every == 0:
+            if job.sample.enabled and ep.crossed(before, self.step, job.sample.every):
                 self.sample_previews()
         self.save_checkpoint(final=True)
         self.save_state()

@@ -70,3 +70,28 @@ def test_the_daemon_launches_through_it(tmp_path: Path) -> None:
     cmd = runner.trainer_command(tmp_path, ["0", "1"])
     assert cmd[1:5] == ["-m", "wanlora.engine.train.torchrun", "--nproc-per-node", "2"]
     assert runner.trainer_command(tmp_path, ["1"])[1:] == ["-m", "wanlora.engine.train", str(tmp_path)]
+
+
+def test_expert_parallel_is_chosen_when_it_can_run() -> None:
+    """auto: expert-parallel on an even count with both experts trained; data-parallel (saying why) else."""
+    from wanlora.engine.config.launch import describe_multi_gpu, multi_gpu_mode
+
+    both = _job()
+    assert multi_gpu_mode(both, 1)[0] == "single"
+    assert multi_gpu_mode(both, 2)[0] == "expert" and multi_gpu_mode(both, 4)[0] == "expert"
+    mode, why = multi_gpu_mode(both, 3)
+    assert mode == "data" and "even number" in why
+    one = job_from_dict({"job": {"name": "o"}, "datasets": [{"folder": "/d"}], "multistage": {"low_noise": False}})
+    assert multi_gpu_mode(one, 2)[0] == "data"
+    for extra, word in (({"advanced": {"fsdp": True}}, "fsdp"), ({"sample": {"enabled": True}}, "previews"),
+                        ({"datasets": [{"folder": "/d", "eval_fraction": 0.2}]}, "eval")):
+        j = job_from_dict({"job": {"name": "o"}, "datasets": [{"folder": "/d"}], **extra})
+        mode, why = multi_gpu_mode(j, 2)
+        assert mode == "data" and word in why
+    forced = job_from_dict({"job": {"name": "o"}, "datasets": [{"folder": "/d"}], "advanced": {"multi_gpu": "data"}})
+    assert multi_gpu_mode(forced, 2)[0] == "data"
+    wanted = job_from_dict({"job": {"name": "o"}, "datasets": [{"folder": "/d"}], "advanced": {"multi_gpu": "expert"}})
+    assert multi_gpu_mode(wanted, 4)[0] == "expert"
+    with pytest.raises(LaunchError, match="advanced.multi_gpu"):
+        multi_gpu_mode(wanted, 3)
+    assert describe_multi_gpu(both, (2, 3))[0].startswith("2 GPUs: expert-parallel")

@@ -90,6 +90,10 @@ def summary_lines(job: Any, origins: dict[str, str]) -> list[str]:
             src = p.sources[k]
             parts.append(f"{k} {_value(getattr(p, k))} ({src}, {origins.get(src, 'default')})")
         out.append(f"# {e} expert trains with: " + "; ".join(parts))
+    from wanlora.engine.config.launch import describe_multi_gpu
+
+    out += [f"# on {line}" for line in describe_multi_gpu(job)]  # advanced.multi_gpu
+
     return out
 
 
