@@ -34,6 +34,13 @@ def _fill(folder: Path) -> Path:
     return filler
 
 
+def _tail(p: Path, n: int = 3000) -> str:
+    try:
+        return p.read_text(errors="replace")[-n:]
+    except OSError:
+        return ""
+
+
 @pytest.fixture
 def small_home(home: Path):  # noqa: ANN201
     if os.geteuid() != 0 or shutil.which("mount") is None:
@@ -61,7 +68,8 @@ def test_a_full_home_fails_the_job_with_the_path_and_free_space_and_the_daemon_k
     stale.write_text("{}")
     _fill(home)
     j = wait_for(lambda: (x := d.job(job_id))["state"] != "running" and x, timeout=180, interval=0.3,
-                 what="the job to leave RUNNING on its own")
+                 what=f"the job to leave RUNNING on its own (trainer alive: {adopt.pid_alive(trainer)})\n"
+                      f"{d.log.read_text()[-2000:]}\n{_tail(job_dir / 'train.log')}")
     assert j["state"] == "failed" and j["reason"] == "disk full", j
     assert f"no space left on {job_dir}" in j["message"] and "MB free of" in j["message"], j["message"]
     assert f"wanlora retry {job_id}" in j["message"]
