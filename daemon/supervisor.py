@@ -320,10 +320,11 @@ class Daemon:
             if self.watch.get(job_id) is w:
                 del self.watch[job_id]
         elif w.kill_at is None and self._stalled_on_full_disk(row):
+            grace = min(self.config.cancel_grace_s, DISK_STALL_GRACE_S)
             self.log(f"job {job_id}: the trainer has not written status.json for a while and the disk is full; "
-                     f"stopping it (SIGTERM, SIGKILL after {DISK_STALL_GRACE_S:g} s)")
+                     f"stopping it (SIGTERM, SIGKILL after {grace:g} s)")
             runner.signal_group(w.pid, signal.SIGTERM)
-            w.kill_at = time.monotonic() + DISK_STALL_GRACE_S
+            w.kill_at = time.monotonic() + grace
             w.disk_stall = True
         elif w.kill_at is not None and time.monotonic() > w.kill_at:
             self.log(f"job {job_id}: still running {self.config.cancel_grace_s:g} s after SIGTERM; SIGKILL")
