@@ -633,6 +633,12 @@ class Daemon:
 
 
 def run_foreground(home: Home, config: DaemonConfig | None = None, log: TextIO | None = None) -> int:
+    import faulthandler
+
+    try:  # `kill -USR1 <daemon pid>` writes every thread's stack to daemon.log (a wedged daemon can be diagnosed)
+        faulthandler.register(signal.SIGUSR1, file=log or sys.stderr, all_threads=True)
+    except (AttributeError, ValueError, OSError):
+        pass
     d = Daemon(home, config, log=log)
     d.start()
     d.serve_forever()
