@@ -20,6 +20,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from wanlora.engine.config.launch import use_trainer_env  # noqa: E402
+
+use_trainer_env()  # the trainer's allocator setting (expandable segments) and NVLink multicast off
 
 RESULTS = ROOT / "bench" / "results"
 TRAINER_VARIANT = "compile_fp8_sel_sac"

@@ -26,6 +26,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from wanlora.engine.config.launch import use_trainer_env  # noqa: E402
+
+use_trainer_env()  # the trainer's allocator setting (expandable segments) and NVLink multicast off
 
 TARGETS = {2: 1.9, 4: 3.7, 8: 7.2}
 

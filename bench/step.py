@@ -24,6 +24,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from wanlora.engine.config.launch import use_trainer_env  # noqa: E402
+
+use_trainer_env()  # the trainer's allocator setting (expandable segments) and NVLink multicast off
 
 FULL = dict(
     patch_size=(1, 2, 2), num_attention_heads=40, attention_head_dim=128, in_channels=36, out_channels=16,

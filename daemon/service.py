@@ -158,7 +158,10 @@ def install_service(home: Home, path: Path | None = None) -> tuple[Path, list[st
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(unit_text(home))
     user = os.environ.get("USER") or "$USER"
-    hints = ["systemctl --user daemon-reload", f"systemctl --user enable --now {UNIT_NAME}",
+    default = path.resolve() == unit_path().resolve()
+    # systemd finds units by name only in its own folders; a unit written elsewhere is enabled by its path
+    enable = f"systemctl --user enable --now {UNIT_NAME if default else path.resolve()}"
+    hints = ["systemctl --user daemon-reload", enable,
              f"loginctl enable-linger {user}   # keeps it running after you log out"]
     if not shutil.which("systemctl"):
         hints = ["(systemctl was not found: this machine has no systemd — common on rented GPU containers.",

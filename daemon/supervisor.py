@@ -7,6 +7,7 @@ timer: the spool rescan interval when idle (near 0 % CPU), the poll interval whi
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -55,6 +56,9 @@ class Watch:
     cursor: jobdir.EventCursor = field(default_factory=jobdir.EventCursor)
     kill_at: float | None = None  # monotonic time to SIGKILL after a cancel's SIGTERM
     disk_stall: bool = False  # stopped by the daemon: alive but unable to write on a full disk
+
+
+EDITABLE = (QUEUED, PAUSED, FAILED)  # `wanlora edit`: never a running job's file
 
 
 class CommandError(Exception):
@@ -279,7 +283,10 @@ class Daemon:
                 if ev.get("state") == "resumed":
                     step = s
         if (step, saved, total) != (row.step, row.saved_step, row.total_steps):
-            row = self.q.update(row.id, step=step, saved_step=saved, total_steps=total)
+            extra = {}
+            if "resuming from step" in row.reason and step > row.start_saved_step:
+                extra["reason"] = ""  # it has resumed: the note is history now (the log keeps it)
+            row = self.q.update(row.id, step=step, saved_step=saved, total_steps=total, **extra)
         return row
 
     @property
@@ -390,7 +397,8 @@ class Daemon:
             end["step"] = step
         self._set(row, state=out.state, reason=out.reason, message=out.message,
                   ended_ts=time.time() if out.state in TERMINAL else None, **end)
-        runner.append_log(job_dir, f"{out.state}: {out.reason}" + (f" — {out.message}" if out.message else ""))
+        why = f": {out.reason}" if out.reason and out.reason != out.state else ""
+        runner.append_log(job_dir, f"{out.state}{why}" + (f" — {out.message}" if out.message else ""))
         self.wake.set()
 
     def _full_paths(self, row: JobRow) -> list[Path]:
@@ -436,7 +444,7 @@ class Daemon:
             return
         busy = self._busy_slots()
         free = [s for s in self.slots if s not in busy]
-        blocked = 0
+        ahead: JobRow | None = None  # the first job that waits: later ones wait behind it
         for row in self.q.runnable():
             if row.held:
                 if row.reason != REASON_HELD:
@@ -444,8 +452,11 @@ class Daemon:
                 continue
             slots, why = self._pick(row.gpus_requested, free)
             if slots is None:
-                reason = why if blocked == 0 or why != REASON_WAITING else REASON_PRIORITY
-                blocked += 1
+                reason = why
+                if ahead is not None and why == REASON_WAITING:
+                    reason = (f"{REASON_PRIORITY} (job {ahead.id} has a higher one)" if ahead.priority > row.priority
+                              else f"{REASON_WAITING} (behind job {ahead.id}, submitted earlier)")
+                ahead = ahead or row
                 if row.reason != reason:
                     self.q.update(row.id, reason=reason)
                 continue
@@ -524,7 +535,11 @@ class Daemon:
             row = self.q.get(int(s))
         else:
             named = [r for r in self.q.all() if r.name == s]
-            row = named[-1] if named else None
+            if len(named) > 1:
+                listed = ", ".join(f"{r.id} ({r.state})" for r in named)
+                raise CommandError(f"{len(named)} jobs are named {s!r}: {listed}; give the id instead "
+                                   f"(e.g. `{named[-1].id}`)")
+            row = named[0] if named else None
         if row is None:
             raise CommandError(f"no job {s!r}; `wanlora status` lists the jobs")
         return row
@@ -599,6 +614,15 @@ class Daemon:
     def _cmd_retry(self, row: JobRow, msg: dict[str, Any]) -> str:
         if row.state not in (FAILED, CANCELLED):
             raise CommandError(f"job {row.id} is {row.state}; only failed or cancelled jobs can be retried")
+        from wanlora.engine.config.validate import check_file
+
+        job_toml = self.home.job_dir(row.id) / jobdir.JOB_TOML
+        if job_toml.is_file():  # a job that cannot run here would only fail the same way again
+            _res, findings = check_file(job_toml)
+            errors = [f for f in findings if f.level == "error"]
+            if errors:
+                raise CommandError(f"job {row.id} would fail again: " + "; ".join(str(f) for f in errors)
+                                   + f"; fix it with `wanlora edit {row.id}`, then retry")
         self._set(row, state=QUEUED, reason=REASON_WAITING, held=0, fail_streak=0, ended_ts=None)
         return f"job {row.id} queued again; it resumes from its newest saved state"
 
@@ -618,7 +642,54 @@ class Daemon:
         return self._flag(row, jobdir.FLAG_SAVE_NOW)
 
     def _cmd_sample_now(self, row: JobRow, msg: dict[str, Any]) -> str:
+        import tomllib
+
+        try:
+            with open(self.home.job_dir(row.id) / jobdir.JOB_TOML, "rb") as f:
+                prompts = (tomllib.load(f).get("sample") or {}).get("prompts") or []
+        except (OSError, tomllib.TOMLDecodeError):
+            prompts = None
+        if prompts == []:
+            raise CommandError(f"job {row.id} has no [[sample.prompts]], so there is nothing to render; add a prompt "
+                               f"with its ctrl_img (`wanlora pause {row.id}`, `wanlora edit {row.id}`, `wanlora resume "
+                               f"{row.id}`), or render a checkpoint pair with `wanlora sample`")
         return self._flag(row, jobdir.FLAG_SAMPLE_NOW)
+
+    def _cmd_edit(self, row: JobRow, msg: dict[str, Any]) -> str:
+        """Replace a not-running job's frozen job.toml with an edited one, validated as intake would."""
+        if row.state not in EDITABLE:
+            what = "running: pause it first (`wanlora pause " + str(row.id) + "`)" if row.state == RUNNING else row.state
+            raise CommandError(f"job {row.id} is {what}; only a queued, held, paused or failed job can be edited")
+        text = msg.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise CommandError("edit needs the new job file's text")
+        from wanlora.engine.config.io import dump_job
+        from wanlora.engine.config.validate import check_file
+
+        job_dir = self.home.job_dir(row.id)
+        trial = job_dir / ".edit.toml"
+        jobdir.write_text_atomic(trial, text)
+        try:
+            # the same output_dir policy as intake (an edit must not move the LoRAs outside the allowed roots)
+            resolved, findings = check_file(trial, output_roots=[self.home.root, *map(Path, self.config.output_roots)])
+        finally:
+            trial.unlink(missing_ok=True)
+        errors = [f for f in findings if f.level == "error"]
+        if resolved is None or errors:
+            raise CommandError("the edited job was not accepted (the old one is kept):\n"
+                               + "\n".join(str(f) for f in (errors or findings)))
+        job = resolved.job
+        current = job_dir / jobdir.JOB_TOML
+        if current.exists():
+            jobdir.write_text_atomic(job_dir / "job.toml.prev", current.read_text(encoding="utf-8"))
+        jobdir.write_text_atomic(current, dump_job(job))
+        out = Path(job.job.output_dir).expanduser() if job.job.output_dir else job_dir / jobdir.CHECKPOINTS
+        self._set(row, name=job.job.name, total_steps=job.training.steps, gpus_req=json.dumps(job.job.gpus),
+                  output_dir=str(out), warnings=json.dumps([str(f) for f in findings if f.level != "error"]))
+        runner.append_log(job_dir, "job.toml edited (previous one kept as job.toml.prev)")
+        tail = {FAILED: f"; `wanlora retry {row.id}` queues it again", PAUSED: f"; `wanlora resume {row.id}` continues it"}
+        resume = f" It resumes from step {row.saved_step}." if row.saved_step else ""
+        return f"job {row.id} updated{tail.get(row.state, '')}.{resume}"
 
     def _cmd_priority(self, row: JobRow, msg: dict[str, Any]) -> str:
         value = msg.get("priority")

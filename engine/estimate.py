@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from wanlora.engine.config.schema import Job
+from wanlora.engine.config.schema import Job, expert_plan
 
 WEIGHTS_GIB = {"none": 26.8, "fp8": 13.8, "nf4": 8.0}  # one expert incl. its unquantised embeddings/norms
 TE_GIB = {"none": 10.6, "fp8": 5.6, "nf4": 3.2}  # UMT5-XXL encoder
@@ -73,7 +73,7 @@ def lora_params(rank: int, modules: str = "attn+ffn") -> int:
 
 
 def experts_resident(job: Job) -> int:
-    trained = int(job.multistage.high_noise) + int(job.multistage.low_noise)
+    trained = len(job.multistage.trained())
     return 1 if job.model.low_vram else max(1, trained)
 
 
@@ -101,9 +101,10 @@ def _bucket_peak(job: Job, tokens: int) -> dict[str, float]:
     if q != "none" and job.quantization.recovery_adapter:
         parts["recovery adapter"] = n * RECOVERY_ADAPTER_GIB
     per_param = OPT_BYTES_PER_PARAM[job.training.optimizer] + (EMA_BYTES_PER_PARAM if job.training.ema else 0)
-    trained = int(job.multistage.high_noise) + int(job.multistage.low_noise)
+    trained = len(job.multistage.trained())
     # optimizer state stays on the GPU even when low_vram parks the idle expert's weights on the CPU
-    parts["LoRA + optimizer"] = max(1, trained) * lora_params(job.target.rank, job.target.modules) * per_param / 2**30
+    ranks = [expert_plan(job, e).rank for e in job.multistage.trained()] or [job.target.rank]
+    parts["LoRA + optimizer"] = sum(lora_params(r, job.target.modules) for r in ranks) * per_param / 2**30
     if job.model.low_vram and trained > 1 and not job.model.layer_offloading:
         parts["idle expert's quantisation statistics"] = IDLE_EXPERT_GIB[q]
     act = ACT_GIB_PER_KTOK[job.training.gradient_checkpointing] * tokens / 1000 * job.training.batch_size
@@ -293,7 +294,7 @@ def step_time(job: Job, gpu_name: str | None = None, tier: int | None = None,
     uncached = not job.datasets or not all(d.cache_latents for d in job.datasets)
     s = 0.0
     for w, tok in weights:
-        tf = step_tflop(tok, job.target.rank, t.gradient_checkpointing, t.batch_size)
+        tf = step_tflop(tok, _max_rank(job), t.gradient_checkpointing, t.batch_size)
         secs = tf / _interp(curve, tok) * qf
         if uncached:
             secs += VAE_S_PER_KTOK * tok / 1000 * t.batch_size / speed
@@ -307,7 +308,7 @@ def step_time(job: Job, gpu_name: str | None = None, tier: int | None = None,
         s *= OFFLOAD_TIME_FACTOR
         notes.append("layer offloading roughly doubles step time")
     s *= t.gradient_accumulation
-    both = job.multistage.high_noise and job.multistage.low_noise
+    both = len(job.multistage.trained()) == 2
     if job.model.low_vram and both:
         swap = 2 * WEIGHTS_GIB[quant] / PCIE_GIB_S
         s += swap / job.multistage.switch_every
@@ -316,7 +317,7 @@ def step_time(job: Job, gpu_name: str | None = None, tier: int | None = None,
     sm = job.sample
     if sm.enabled and sm.prompts:
         tok = video_tokens(sm.num_frames, sm.height, sm.width)
-        per_video = sm.steps * 2 * forward_tflop(tok, job.target.rank) / _interp(curve, tok) * qf
+        per_video = sm.steps * 2 * forward_tflop(tok, _max_rank(job)) / _interp(curve, tok) * qf
         n_rounds = t.steps // sm.every + 1
         total_s += n_rounds * len(sm.prompts) * per_video
         notes.append(f"previews: {n_rounds} rounds x {len(sm.prompts)} prompt(s), ~{per_video:.0f} s each")
@@ -331,3 +332,8 @@ def guide_hours(steps: int) -> tuple[float, float]:
     if steps < 1000:
         lo, hi = pts[0][1][0] * steps / 1000, pts[0][1][1] * steps / 1000
     return round(lo, 1), round(hi, 1)
+
+
+def _max_rank(job: Job) -> int:
+    """The largest LoRA rank of the trained experts ([multistage.<expert>] rank overrides included)."""
+    return max([expert_plan(job, e).rank for e in job.multistage.trained()] or [job.target.rank])

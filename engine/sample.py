@@ -39,21 +39,63 @@ class PreviewSpec:
     guidance_scale: float
     guidance_scale_2: float
     fps: int
+    accelerated: bool = False  # a step-distilled LoRA ran on top (sample.accelerator_lora)
 
 
-def preview_specs(sample: Any, trigger_word: str = "") -> list[PreviewSpec]:
-    """One spec per ``[[sample.prompts]]`` row: trigger substituted, seed walked, negative defaulted."""
+def preview_specs(sample: Any, trigger_word: str = "", accelerated: bool = False) -> list[PreviewSpec]:
+    """One spec per ``[[sample.prompts]]`` row: trigger substituted, seed walked, negative defaulted.
+
+    ``accelerated``: the step-distilled LoRA runs, so its own steps and CFG scale apply.
+    """
     from wanlora.engine.data.captions import substitute_trigger
 
+    steps = sample.accelerator_steps if accelerated else sample.steps
+    cfg = sample.accelerator_guidance_scale if accelerated else sample.guidance_scale
     out = []
     for i, p in enumerate(sample.prompts):
         seed = p.seed if p.seed is not None else sample.seed + (i if sample.walk_seed else 0)
         out.append(PreviewSpec(
             prompt=substitute_trigger(p.prompt, trigger_word), image=Path(p.ctrl_img).expanduser(), seed=int(seed),
             negative=p.neg or sample.negative_prompt, width=sample.width, height=sample.height,
-            num_frames=sample.num_frames, steps=sample.steps, guidance_scale=sample.guidance_scale,
-            guidance_scale_2=sample.guidance_scale, fps=sample.fps))
+            num_frames=sample.num_frames, steps=steps, guidance_scale=cfg,
+            guidance_scale_2=cfg, fps=sample.fps, accelerated=accelerated))
     return out
+
+
+ACCEL_ADAPTER = "accelerator"
+
+
+def attach_accelerator(models: dict[str, Any], files: dict[str, Path]) -> None:
+    """Load a step-distilled LoRA (``files``: expert → file) into each expert as a second adapter, both on.
+
+    diffusers reads the file (ComfyUI / LightX2V / diffusers key formats alike); our trained adapter keeps
+    running underneath.  :func:`detach_accelerator` removes it again, leaving the trained adapter active.
+    """
+    from diffusers import WanImageToVideoPipeline
+
+    for name, model in models.items():
+        sd = WanImageToVideoPipeline.lora_state_dict(str(files[name]))
+        WanImageToVideoPipeline.load_lora_into_transformer(sd, transformer=model, adapter_name=ACCEL_ADAPTER)
+        names = list(getattr(model, "peft_config", {}))
+        model.set_adapters(names, weights=[1.0] * len(names))
+
+
+def detach_accelerator(models: dict[str, Any]) -> None:
+    """Remove the accelerator adapter; the trained adapter (if any) is the active one again."""
+    from wanlora.engine.model.lora import ADAPTER_NAME
+
+    for model in models.values():
+        if ACCEL_ADAPTER in getattr(model, "peft_config", {}):
+            model.delete_adapters(ACCEL_ADAPTER)
+            if ADAPTER_NAME in model.peft_config:
+                model.set_adapter(ADAPTER_NAME)
+
+
+def accelerator_for(sample: Any) -> dict[str, Path] | None:
+    """The accelerator pair ``sample.accelerator_lora`` names, or None when the key is unset."""
+    from wanlora.engine.config.accelerator import accelerator_files, is_set
+
+    return accelerator_files(sample.accelerator_lora) if is_set(sample.accelerator_lora) else None
 
 
 def load_ctrl_image(path: Path, width: int, height: int):
@@ -83,18 +125,43 @@ def to_uint8(frames: np.ndarray) -> np.ndarray:
     return (np.clip(frames, 0.0, 1.0) * 255.0).round().astype(np.uint8)
 
 
-def write_mp4(frames: np.ndarray, path: Path, fps: int) -> Path:
-    """H.264 yuv420p mp4 (plays everywhere), written to a temp name then renamed."""
+def _encode_imageio(frames: np.ndarray, path: Path, fps: int) -> None:
     import imageio.v2 as imageio
 
+    with imageio.get_writer(str(path), fps=fps, codec="libx264", quality=8, pixelformat="yuv420p",
+                            macro_block_size=16, ffmpeg_log_level="error") as w:
+        for f in frames:
+            w.append_data(f)
+
+
+def _encode_pyav(frames: np.ndarray, path: Path, fps: int) -> None:
+    import av
+
+    with av.open(str(path), "w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.height, stream.width = frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2
+        stream.pix_fmt = "yuv420p"
+        for f in frames:
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(f[: stream.height, : stream.width], format="rgb24")))
+        out.mux(stream.encode())
+
+
+def write_mp4(frames: np.ndarray, path: Path, fps: int) -> Path:
+    """H.264 yuv420p mp4 (plays everywhere), written to a temp name then renamed.
+
+    imageio-ffmpeg's bundled ffmpeg first; PyAV (already a dependency for reading) where that binary is
+    missing, e.g. on a GPU box where only wheels could be installed.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
     try:
-        with imageio.get_writer(str(tmp), fps=fps, codec="libx264", quality=8, pixelformat="yuv420p",
-                                macro_block_size=16, ffmpeg_log_level="error") as w:
-            for f in frames:
-                w.append_data(f)
+        try:
+            import imageio_ffmpeg  # noqa: F401
+
+            _encode_imageio(frames, tmp, fps)
+        except ImportError:
+            _encode_pyav(frames, tmp, fps)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -176,18 +243,17 @@ def training_previews(*, job: Any, parts: Any, experts: dict[str, Any], embed: C
     An expert that is not trained is loaded from the model for the preview (base weights, no LoRA) and
     dropped after; a VAE freed by the latent cache is loaded back for the preview and dropped after.
     """
-    from wanlora.engine.model.load import load_expert, load_vae
-
-    specs = preview_specs(job.sample, job.job.trigger_word)
+    accel = accelerator_for(job.sample)
+    specs = preview_specs(job.sample, job.job.trigger_word, accelerated=accel is not None)
     if not specs:
         return []
     models = {n: ex.model for n, ex in experts.items()}
     loaded: list[str] = []
     for n in (HIGH, LOW):
         if n not in models:
-            models[n] = load_expert(parts.root, n, dtype, device)
+            models[n] = parts.expert(n, dtype, device)
             loaded.append(n)
-    vae = parts.vae if parts.vae is not None else load_vae(parts.root, torch.float32, device)
+    vae = parts.vae if parts.vae is not None else parts.fresh_vae(torch.float32, device)
     low_vram = bool(job.model.low_vram) and device.type == "cuda"
     placement = {n: next(m.parameters()).device for n, m in models.items()}
     modes = {n: m.training for n, m in models.items()}
@@ -204,11 +270,15 @@ def training_previews(*, job: Any, parts: Any, experts: dict[str, Any], embed: C
         def on_file(i: int, s: PreviewSpec, mp4: Path, png: Path) -> None:
             if emit:
                 emit("sample", step=step, index=i, path=str(mp4), png=str(png), prompt=s.prompt, seed=s.seed,
-                     frames=s.num_frames, width=s.width, height=s.height)
+                     frames=s.num_frames, width=s.width, height=s.height, accelerated=s.accelerated,
+                     steps=s.steps)
 
         with ExitStack() as stack, torch.no_grad():
             for ema in (emas or {}).values():
                 stack.enter_context(ema.applied())
+            if accel is not None:  # inference only: removed again before training goes on
+                stack.callback(detach_accelerator, models)
+                attach_accelerator(models, accel)
             return render(pipe, specs, out_dir, step, embed=embed, low_vram=low_vram, on_file=on_file)
     finally:
         for n, m in models.items():
@@ -235,8 +305,12 @@ def sample_from_files(loras: list[Path], *, model: str | None, image: Path, prom
                       negative: str = "", frames: int = 41, steps: int = 25, guidance: float = 3.5,
                       guidance_2: float | None = None, seed: int = 42, width: int = 768, height: int = 768,
                       fps: int = 16, sampler: str = "unipc", device: torch.device | None = None,
-                      low_vram: bool = False, on_file: Callable[..., None] | None = None) -> list[Path]:
-    """``wanlora sample``: the base model + one or two LoRA files (high first, or told by their metadata)."""
+                      low_vram: bool = False, on_file: Callable[..., None] | None = None,
+                      progress: bool = False) -> list[Path]:
+    """``wanlora sample``: the base model + one or two LoRA files (high first, or told by their metadata).
+
+    ``progress`` shows the pipeline's denoising bar (stderr): a CPU preview takes minutes, not seconds.
+    """
     from diffusers import WanImageToVideoPipeline
     from wanlora.engine.model.load import resolve_model_path
 
@@ -254,7 +328,7 @@ def sample_from_files(loras: list[Path], *, model: str | None, image: Path, prom
     pipe = WanImageToVideoPipeline.from_pretrained(root, dtype=dtype)
     pipe.vae.to(torch.float32)
     pipe.scheduler = make_scheduler(sampler, root)
-    pipe.set_progress_bar_config(disable=True)
+    pipe.set_progress_bar_config(disable=not progress, desc="denoising", leave=False)
     if HIGH in by_expert:
         pipe.load_lora_weights(str(by_expert[HIGH]), adapter_name="high")
     if LOW in by_expert:

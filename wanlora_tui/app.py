@@ -28,6 +28,16 @@ from wanlora.tui.wizard_state import WizardState
 Start = Literal["home", "wizard", "attach", "dashboard"]
 STEP_TITLES = {"recipe": "RECIPE", "gpu": "GPU", "scan": "DATASET SCAN", "review": "REVIEW", **dict(PANELS)}
 ORPHAN_CHECK_S = 5.0
+DRAFT = "wizard-draft.toml"
+
+
+def _tomlable(value: Any) -> Any:
+    """The user's answers without the ``None``s TOML cannot hold."""
+    if isinstance(value, dict):
+        return {str(k): _tomlable(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_tomlable(v) for v in value if v is not None]
+    return value
 
 
 def terminal_alive(fd: int = 0) -> bool:
@@ -47,7 +57,7 @@ class WanloraApp(App[int]):
     CSS_PATH = "app.tcss"
     TITLE = "wanlora"
     ENABLE_COMMAND_PALETTE = False
-    BINDINGS = [Binding("ctrl+q", "quit", "Quit", priority=True, show=False)]
+    BINDINGS = [Binding("ctrl+q", "quit", "Quit", priority=True, show=False)]  # the wizard asks first
 
     def __init__(
         self,
@@ -61,6 +71,7 @@ class WanloraApp(App[int]):
         clock: Callable[[], float] = time.time,
         poll_s: float = 1.0,
         watch_terminal: bool = True,
+        save_to: Path | None = None,
     ) -> None:
         super().__init__()
         self.home = Path(home) if home is not None else wanlora_home()
@@ -73,6 +84,7 @@ class WanloraApp(App[int]):
         self.wizard = self._initial_state(recipe, from_file)
         self.skip_recipe = recipe is not None or from_file is not None
         self.wizard_over_dashboard = False  # back on the first step returns to the job list
+        self.save_to = Path(save_to) if save_to is not None else None  # `wanlora edit --wizard`: write, not submit
 
     def _initial_state(self, recipe: str | None, from_file: Path | None) -> WizardState:
         if from_file is not None:
@@ -139,6 +151,10 @@ class WanloraApp(App[int]):
             return GpuScreen()
         if step == "datasets":
             return DatasetsScreen()
+        if step == "model":
+            from wanlora.tui.screens.model_panel import ModelPanelScreen
+
+            return ModelPanelScreen(dict(PANELS)[step])
         if step == "scan":
             return DatasetScanScreen()
         if step == "review":
@@ -149,6 +165,73 @@ class WanloraApp(App[int]):
         self.push_screen(self.make_step("recipe"))
         if self.skip_recipe:
             self.push_screen(self.make_step("gpu"))
+
+    # ---- messages from the screens (screens never import the app) ---------------------------------------
+    def on_wizard_screen_advance(self, message: Any) -> None:
+        message.stop()
+        self.save_draft()
+        self.wizard_next(message.step)
+
+    def on_wizard_screen_retreat(self, message: Any) -> None:
+        message.stop()
+        self.save_draft()
+        self.wizard_back(message.step)
+
+    def on_wizard_screen_quit_requested(self, message: Any) -> None:
+        message.stop()
+        self.confirm_quit()
+
+    def on_dashboard_screen_new_job(self, message: Any) -> None:
+        message.stop()
+        self.open_new_wizard()
+
+    async def action_quit(self) -> None:
+        """ctrl+q: leaving the wizard asks first (its answers are kept as a draft); elsewhere it just quits."""
+        from wanlora.tui.screens.wizard_base import WizardScreen
+
+        if isinstance(self.screen, WizardScreen):
+            self.confirm_quit()
+        else:
+            self.exit()
+
+    @work(exclusive=True, group="quit")
+    async def confirm_quit(self) -> None:
+        from wanlora.tui.screens.confirm import ConfirmScreen
+
+        where = self.save_draft()
+        keep = (f"Your answers are kept as a draft:\n{where}\n`wanlora new --draft` continues from it."
+                if where else "Nothing was entered yet.")
+        if await self.push_screen_wait(ConfirmScreen(f"Quit the wizard?\n{keep}", yes="Quit", no="Keep editing")):
+            self.exit()
+
+    # ---- the draft: what the wizard has so far, kept on disk --------------------------------------------
+    @property
+    def draft_path(self) -> Path:
+        return self.home / DRAFT
+
+    def save_draft(self) -> Path | None:
+        """Write the user's answers (a sparse job file) so quitting or a dropped SSH session loses nothing."""
+        if self.save_to is not None:  # `wanlora edit --wizard` edits a file of its own
+            return None
+        user = _tomlable(self.wizard.user)
+        if not any(k != "job" for k in user) and set(user.get("job", {})) <= {"preset", "vram_tier"}:
+            return None  # nothing typed yet
+        try:
+            import tomli_w
+            from wanlora.engine.config.jobdir import write_text_atomic
+
+            self.draft_path.parent.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(self.draft_path, "# wanlora wizard draft: `wanlora new --draft` continues it\n"
+                              + tomli_w.dumps(user))
+        except (OSError, TypeError, ValueError):
+            return None
+        return self.draft_path
+
+    def drop_draft(self) -> None:
+        try:
+            self.draft_path.unlink()
+        except OSError:
+            pass
 
     def wizard_next(self, step: str) -> None:
         if step == "review":
@@ -176,6 +259,10 @@ class WanloraApp(App[int]):
         from wanlora.tui.screens.confirm import ConfirmScreen
 
         text = self.wizard.toml()
+        if self.save_to is not None:
+            self.save_to.write_text(text, encoding="utf-8")
+            self.exit(0)
+            return
         if not await asyncio.to_thread(daemon_link.daemon_running, self.home):
             start = await self.push_screen_wait(ConfirmScreen(
                 "The wanlora daemon is not running, so nothing will train yet.\n"
@@ -190,6 +277,7 @@ class WanloraApp(App[int]):
         except Exception as e:  # disk full, permissions: say so and stay on the review
             self.notify(f"Could not submit: {e}", severity="error", timeout=10)
             return
+        self.drop_draft()
         self.notify(f"Submitted {self.wizard.job.job.name if self.wizard.job else ''}: {where}", timeout=6)
         await self._reset_to(self._dashboard_screen())
 
@@ -207,9 +295,9 @@ class WanloraApp(App[int]):
         from wanlora.tui.screens.job import JobScreen
 
         self.push_screen(self._dashboard_screen())
-        if job_id is None:  # the most recent job that is doing something, else the newest
+        if job_id is None:  # the running job (newest of them), else the newest job
             jobs = [j for j in list_jobs(self.home, now=self.clock()) if j.dir is not None]
-            active = [j for j in jobs if j.state in ("running", "starting", "loading", "paused", "queued")]
+            active = [j for j in jobs if j.state in ("running", "starting", "loading")]
             pick = (active or jobs)[-1:] if jobs else []
             job_id = pick[0].id if pick else None
         if job_id is not None:
@@ -255,6 +343,10 @@ class WanloraApp(App[int]):
                 os._exit(129)
 
         threading.Thread(target=hard_exit, daemon=True).start()
+        try:
+            self.save_draft()
+        except Exception:
+            pass
         try:
             self.call_later(self.exit, 129, 129)
         except Exception:

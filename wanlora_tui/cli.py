@@ -25,6 +25,9 @@ COMMANDS: dict[str, str] = {
     "demo": "demo",
     "cache": "cache",
     "sample": "sample",
+    "trial": "trial",
+    "model": "model",
+    "compare": "compare",
     # daemon control
     "submit": "submit",
     "status": "status",
@@ -37,6 +40,9 @@ COMMANDS: dict[str, str] = {
     "save-now": "control",
     "sample-now": "control",
     "priority": "control",
+    "edit": "edit",
+    "wait": "wait",
+    "clean": "clean",
     "daemon": "daemon",
     "doctor": "doctor",
     # TUI
@@ -56,11 +62,21 @@ def _load(module: str) -> ModuleType | None:
         raise
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("wanlora")
+    except PackageNotFoundError:
+        return "unknown (not installed; `pip install -e .`)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wanlora",
         description="Train Wan 2.2 I2V LoRAs: wizard, daemon and trainer. Run without arguments for the TUI.",
     )
+    parser.add_argument("--version", action="version", version=f"wanlora {_version()}")
     sub = parser.add_subparsers(dest="verb", metavar="COMMAND")
     for verb, module in COMMANDS.items():
         mod = _load(module)

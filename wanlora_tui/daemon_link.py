@@ -20,15 +20,30 @@ def submit(home: Path, text: str, name: str | None = None) -> str:
     return str(submit_file(home, text, name=name))
 
 
-def spooled(home: Path) -> list[str]:
-    """Job files waiting in the spool (not yet claimed by a daemon)."""
-    out: list[str] = []
-    for d in (Path(home) / SPOOL / "new", Path(home) / SPOOL):
+def spooled(home: Path) -> list[Any]:
+    """Jobs waiting in the spool (not yet taken in by a daemon): :class:`wanlora.tui.spooled.Spooled` rows."""
+    from wanlora.tui.spooled import spooled_jobs
+
+    return spooled_jobs(Path(home))
+
+
+def queued_ids(home: Path) -> set[str] | None:
+    """Ids in ``queue.db`` read directly (daemon down), or None without a queue: folders of removed jobs stay hidden."""
+    from wanlora.daemon.home import Home
+
+    db = Home.resolve(home).db
+    if not db.exists():
+        return None
+    try:
+        from wanlora.daemon.queue import Queue
+
+        q = Queue(db, readonly=True)
         try:
-            out.extend(sorted(p.name for p in d.iterdir() if p.suffix == ".toml" and p.is_file()))
-        except OSError:
-            pass
-    return out
+            return {str(r.id) for r in q.all()}
+        finally:
+            q.close()
+    except Exception:  # a locked or foreign database: show every folder rather than nothing
+        return None
 
 
 TIMEOUT_S = 5.0  # a dashboard poll must never hang on a wedged daemon

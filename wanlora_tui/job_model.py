@@ -115,6 +115,8 @@ class JobFeed:
     losses: list[float] = field(default_factory=list)
     last_step: dict[str, Any] = field(default_factory=dict)
     checkpoints: list[dict[str, Any]] = field(default_factory=list)
+    eval_steps: list[int] = field(default_factory=list)  # one point per save: mean eval loss over experts
+    eval_losses: list[float] = field(default_factory=list)
     samples: list[dict[str, Any]] = field(default_factory=list)
     notes: deque[str] = field(default_factory=lambda: deque(maxlen=50))  # warnings/errors/state changes
     status: dict[str, Any] | None = None
@@ -149,6 +151,8 @@ class JobFeed:
             self.last_step = ev
         elif t == "checkpoint":
             self.checkpoints.append(ev)
+        elif t == "eval":
+            self._apply_eval(ev)
         elif t == "sample":
             self.samples.append(ev)
         elif t in ("warning", "error"):
@@ -157,6 +161,18 @@ class JobFeed:
             st = ev.get("state")
             extra = f" ({ev['reason']})" if ev.get("reason") else ""
             self.notes.append(f"state: {st}{extra}")
+
+    def _apply_eval(self, ev: dict[str, Any]) -> None:
+        """One eval point per save (the mean over experts); a resumed run's re-saved step replaces it."""
+        losses = [r.get("loss") for r in (ev.get("experts") or {}).values() if isinstance(r, dict)]
+        losses = [float(v) for v in losses if isinstance(v, int | float)]
+        step = ev.get("step")
+        if not losses or not isinstance(step, int):
+            return
+        cut = bisect_left(self.eval_steps, step)
+        del self.eval_steps[cut:], self.eval_losses[cut:]
+        self.eval_steps.append(step)
+        self.eval_losses.append(sum(losses) / len(losses))
 
     def _read_log(self) -> bool:
         """Tail ``train.log`` from the last offset (64 KiB at most per poll; a big backlog is skipped)."""
@@ -177,7 +193,9 @@ class JobFeed:
         text = self._log_partial + data.decode("utf-8", errors="replace").replace("\r", "\n")
         lines = text.split("\n")
         self._log_partial = lines.pop()
-        new = [line for line in lines if line.strip()]
+        from wanlora.tui.progress import is_noise
+
+        new = [line for line in lines if line.strip() and not is_noise(line)]  # no tqdm load bars
         self.log_lines.extend(new)
         self.log_total += len(new)
         return True
@@ -191,3 +209,52 @@ class JobFeed:
         except OSError:
             return []
 
+
+def output_dir(job_dir: Path, daemon_row: dict[str, Any] | None = None) -> Path:
+    """Where the job's LoRA files land: the daemon's word, else ``[job] output_dir``, else ``checkpoints/``."""
+    if daemon_row and daemon_row.get("output_dir"):
+        return Path(str(daemon_row["output_dir"]))
+    try:
+        with open(job_dir / jobdir.JOB_TOML, "rb") as f:
+            out = tomllib.load(f).get("job", {}).get("output_dir")
+    except (OSError, tomllib.TOMLDecodeError):
+        out = None
+    return Path(out).expanduser() if isinstance(out, str) and out else job_dir / jobdir.CHECKPOINTS
+
+
+def lora_files(folder: Path) -> list[Path]:
+    """The LoRA files in a folder, oldest first (final pair last: it is written last)."""
+    try:
+        files = [p for p in folder.iterdir() if p.suffix == ".safetensors" and not p.name.startswith(".")]
+    except OSError:
+        return []
+    return sorted(files, key=lambda p: (p.stat().st_mtime, p.name))
+
+
+def newest_pair(files: list[Path]) -> list[Path]:
+    """The pair a user wants: the final files (no step suffix) if present, else the newest step pair."""
+    import re
+
+    final = [p for p in files if not re.search(r"_\d{6}\.safetensors$", p.name)]
+    if final:
+        return sorted(final, key=lambda p: p.name)
+    if not files:
+        return []
+    step = re.search(r"_(\d{6})\.safetensors$", files[-1].name)
+    return sorted([p for p in files if step and p.name.endswith(f"_{step.group(1)}.safetensors")], key=lambda p: p.name)
+
+
+def last_error_lines(job_dir: Path, n: int = 6) -> list[str]:
+    """The end of ``train.log`` without library noise: where a failure's own words are."""
+    from wanlora.tui.progress import is_noise
+
+    try:
+        with open(job_dir / jobdir.TRAIN_LOG, "rb") as f:
+            f.seek(0, 2)
+            size = f.tell()
+            f.seek(max(0, size - 65536))
+            text = f.read().decode("utf-8", errors="replace").replace("\r", "\n")
+    except OSError:
+        return []
+    lines = [ln.rstrip() for ln in text.split("\n") if ln.strip() and not is_noise(ln)]
+    return lines[-n:]

@@ -19,6 +19,7 @@ from typing import Any
 
 from wanlora.engine.config.findings import Finding, JobError
 from wanlora.engine.config.io import dump_job
+from wanlora.engine.config.machine import Machine, has_module, machine_findings, skip_requested
 from wanlora.engine.config.schema import Job
 
 _PART = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?:\[(\d+)\])?")
@@ -104,17 +105,71 @@ class WizardState:
     findings: list[Finding] = field(default_factory=list)
     schema_error: bool = False  # True when the edits do not even make a Job (then ``job`` is the last good one)
     dirty: bool = True  # edits not yet evaluated
+    # keys of a loaded file the schema does not know: dotted key → (value, "did you mean" key or "");
+    # held apart so the rest of the section still shows, until the user renames or drops each one
+    unknown: dict[str, tuple[Any, str]] = field(default_factory=dict)
 
     # ---- construction -------------------------------------------------------------------------------
     @classmethod
     def from_user_dict(cls, data: dict[str, Any], **kw: Any) -> WizardState:
         """Start from an existing job file's dict (``wanlora new --from``): its values count as the user's."""
-        data = copy.deepcopy(data)
+        from wanlora.engine.config.schema import expand_shorthand
+
+        data = expand_shorthand(copy.deepcopy(data))
         job = data.get("job", {}) if isinstance(data.get("job"), dict) else {}
         st = cls(recipe=str(job.get("preset", kw.pop("recipe", "custom"))), user=data, **kw)
         if "vram_tier" in job:
             st.tier = job["vram_tier"]
+        st.set_aside_unknown()
         return st
+
+    def set_aside_unknown(self) -> None:
+        """Move keys the schema does not know out of the edits (a typo must not blank its whole section)."""
+        from wanlora.engine.config.io import job_from_dict, suggest_key
+
+        for _ in range(50):
+            try:
+                job_from_dict(copy.deepcopy(self.user))
+                return
+            except JobError as e:
+                bad = [f.key for f in e.findings if f.message == "unknown key"]
+            except Exception:
+                return
+            moved = False
+            for key in bad:
+                sentinel = object()
+                value = get_path(self.user, key, sentinel)
+                if value is not sentinel and del_path(self.user, key):
+                    self.unknown[key] = (value, suggest_key(key))
+                    moved = True
+            if not moved:
+                return
+
+    def rename_unknown(self, key: str, to: str | None = None) -> str:
+        """Give an unknown key's value to ``to`` (default: its "did you mean"); returns the new key."""
+        value, suggestion = self.unknown.pop(key)
+        target = to or suggestion
+        if not target:
+            raise KeyError(f"{key} has no suggestion; drop it or type its value into the right field")
+        set_path(self.user, target, value)
+        self.evaluate()
+        return target
+
+    def drop_unknown(self, key: str) -> None:
+        self.unknown.pop(key, None)
+        self.evaluate()
+
+    def unknown_in(self, section: str) -> list[str]:
+        """Unknown keys shown on a panel: its own, and (on the first panel) those of unknown sections."""
+        from wanlora.engine.config.schema import PANELS
+
+        panels = {name for name, _ in PANELS}
+        out = []
+        for k in self.unknown:
+            top = k.split(".")[0].split("[")[0]
+            if top == section or (section == "job" and top not in panels):
+                out.append(k)
+        return out
 
     # ---- edits --------------------------------------------------------------------------------------
     def value(self, dotted: str) -> Any:
@@ -217,8 +272,17 @@ class WizardState:
             return
         self.schema_error = False
         self.job, self.origins = res.job, dict(res.origins)
+        extra = []
+        if not skip_requested():  # the wizard submits to this machine's daemon: can this machine run it?
+            extra = machine_findings(res.job, self.machine)
         self.findings = sort_findings(list(res.findings) + validate_job(
-            res.job, check_files=self.check_files, vram_gb=self.detected_vram_gb))
+            res.job, check_files=self.check_files, vram_gb=self.detected_vram_gb) + extra)
+
+    @property
+    def machine(self) -> Machine:
+        """This machine as the wizard sees it (the GPU step's list, so tests can pass a GPU)."""
+        return Machine(cuda=bool(self.gpus), bitsandbytes=has_module("bitsandbytes"),
+                       gpu_names=tuple(str(getattr(g, "name", "")) for g in self.gpus))
 
     @property
     def errors(self) -> list[Finding]:
@@ -258,7 +322,8 @@ class WizardState:
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(text)
-            _res, findings = check_file(Path(tmp), vram_gb=self.detected_vram_gb)
+            _res, findings = check_file(Path(tmp), vram_gb=self.detected_vram_gb,
+                                        machine=False if skip_requested() else self.machine)
         finally:
             os.unlink(tmp)
         return list(findings)

@@ -127,14 +127,15 @@ def _writable_dir(folder: Path) -> bool:
         return False
 
 
-def cache_dir_for(dataset_folder: Path | str, fallback_root: Path | None = None) -> Path:
+def cache_dir_for(dataset_folder: Path | str, fallback_root: Path | None = None, *, only_root: bool = False) -> Path:
     """``<dataset>/.wanlora_cache``, or ``<fallback_root>/<hash of the folder>`` if that cannot be written.
 
-    ``fallback_root`` defaults to ``<wanlora home>/cache``.
+    ``fallback_root`` defaults to ``<wanlora home>/cache``; ``only_root`` never writes beside the dataset
+    (``wanlora trial`` keeps its random-weight entries out of the user's folders).
     """
     folder = Path(dataset_folder).expanduser().resolve()
     beside = folder / CACHE_DIRNAME
-    if _writable_dir(beside):
+    if not only_root and _writable_dir(beside):
         return beside
     if fallback_root is None:
         from wanlora.engine.config.paths import wanlora_home

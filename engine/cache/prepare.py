@@ -20,8 +20,8 @@ import torch
 from wanlora.engine.cache.keys import HashIndex, cache_dir_for, model_identity
 from wanlora.engine.cache.latents import BatchLatents, FillStats, LatentCache, fill
 from wanlora.engine.cache.text import Embedder, TextCache
-from wanlora.engine.data.captions import substitute_trigger
-from wanlora.engine.train.dop import preservation_prompt
+from wanlora.engine.data.captions import sample_preservation_prompt, substitute_trigger, training_caption
+from wanlora.engine.model.part_sources import file_variant
 
 Emit = Callable[..., Any]  # emit("cache", **fields)
 
@@ -63,20 +63,23 @@ def sample_prompts(job: Any) -> set[str]:
 
 
 def job_prompts(job: Any, dataset: Any) -> dict[int, set[str]]:
-    """Every prompt the run can embed, per dataset: captions (trigger substituted), the empty prompt,
+    """Every prompt the run can embed, per dataset: captions (as ``captions.training_caption`` makes them), the empty prompt,
     the DOP class prompts; the preview prompts go with dataset 0.  With ``unload_text_encoder`` only
     the trigger word and the empty prompt (captions are ignored, as the guide says)."""
     trig = job.job.trigger_word
     out: dict[int, set[str]] = {}
+    inject = job.job.inject_trigger
     for d, entries in enumerate(dataset.entries):
         prompts = {""}
+        reg = bool(job.datasets[d].is_regularization) if d < len(job.datasets) else False
         if job.training.unload_text_encoder:
             prompts.add(trig)
         else:
             for e in entries:
-                prompts.add(substitute_trigger(e.caption_raw, trig))
+                prompts.add(training_caption(e.caption_raw, trig, inject=inject, is_regularization=reg))
                 if job.training.dop.enabled:
-                    prompts.add(preservation_prompt(e.caption_raw, trig, job.training.dop.preservation_class))
+                    prompts.add(sample_preservation_prompt(e.caption_raw, trig, job.training.dop.preservation_class,
+                                                           inject=inject, is_regularization=reg))
         out[d] = prompts
     out.setdefault(0, set()).update(sample_prompts(job))
     return out
@@ -91,7 +94,7 @@ def _free(parts: Any, name: str) -> None:
 
 def prepare_inputs(job: Any, parts: Any, dataset: Any, *, device: torch.device, dtype: torch.dtype,
                    emit: Emit | None = None, warn: Callable[..., None] | None = None,
-                   fallback_root: Path | None = None, free: bool = True) -> Inputs:
+                   fallback_root: Path | None = None, free: bool = True, only_root: bool = False) -> Inputs:
     """Fill the caches the job turns on; returns the per-step :class:`Inputs` (see the module docstring)."""
     tr = job.training
     use_text = tr.cache_text_embeddings or tr.unload_text_encoder
@@ -99,13 +102,13 @@ def prepare_inputs(job: Any, parts: Any, dataset: Any, *, device: torch.device, 
     dirs: dict[int, Path] = {}
     for d, ds in enumerate(job.datasets):
         if ds.cache_latents or (use_text and (d == 0 or not tr.unload_text_encoder)):
-            dirs[d] = cache_dir_for(ds.folder, fallback_root)
+            dirs[d] = cache_dir_for(ds.folder, fallback_root, only_root=only_root)
 
     caches: dict[int, LatentCache] = {}
     stats = None
     if cached_d:
         vae_dtype = str(next(parts.vae.parameters()).dtype).removeprefix("torch.")
-        vae_id = model_identity(parts.root, ["vae"], dtype=vae_dtype)
+        vae_id = model_identity(parts.root, ["vae"], dtype=vae_dtype, variant=file_variant(parts, "vae"))
         hashes: dict[Path, HashIndex] = {}
         for d in cached_d:
             h = hashes.setdefault(dirs[d], HashIndex(dirs[d]))
@@ -122,7 +125,8 @@ def prepare_inputs(job: Any, parts: Any, dataset: Any, *, device: torch.device, 
         # the dtypes actually held (a quantised encoder holds fp8/int weights) identify how it computes
         held = [*parts.text_encoder.parameters(), *parts.text_encoder.buffers()]
         te_dtypes = ",".join(sorted({str(q.dtype).removeprefix("torch.") for q in held}))
-        te_id = model_identity(parts.root, ["text_encoder", "tokenizer"], dtype=te_dtypes)
+        te_id = model_identity(parts.root, ["text_encoder", "tokenizer"], dtype=te_dtypes,
+                               variant=file_variant(parts, "text_encoder"))
         wanted: dict[TextCache, set[str]] = {}
         by_dir: dict[Path, TextCache] = {}
         for d, prompts in job_prompts(job, dataset).items():
@@ -150,6 +154,7 @@ def cache_job(job: Any, *, device: torch.device | None = None, emit: Emit | None
     """``wanlora cache``: fill the job's latent and text caches without loading any expert."""
     from wanlora.engine.data.dataset import build_dataset
     from wanlora.engine.model.load import load_parts
+    from wanlora.engine.model.part_sources import job_files
 
     device = device or (torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32  # as the trainer loads them
@@ -158,7 +163,7 @@ def cache_job(job: Any, *, device: torch.device | None = None, emit: Emit | None
     try:
         parts = load_parts(job.model.name_or_path, [], dtype=dtype, device=device,
                            boundary_override=job.model.boundary_ratio, text_encoder=use_text,
-                           vae_dtype=torch.float32)
+                           vae_dtype=torch.float32, files=job_files(job.model))
         return prepare_inputs(job, parts, dataset, device=device, dtype=dtype, emit=emit, warn=warn,
                               fallback_root=fallback_root, free=False)
     finally:

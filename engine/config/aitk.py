@@ -1,9 +1,13 @@
 """ai-toolkit job configs (yaml or the UI's JSON) → a wanlora job file, for users switching over.
 
-Only keys the ai-toolkit config sets are written (so our recipe and tier layers still fill the rest).
-Every key is either mapped, mapped with a note (a value that changes meaning on the way, e.g. its qtype
-``uint4|<adapter>`` → ``nf4`` + ``recovery_adapter``), or listed as not imported with the reason — never
-dropped silently.  Key names follow ai-toolkit's ``config/process[0]`` layout (shared/notes/ai-toolkit.md §1).
+The goal is the same run: a key the ai-toolkit config sets is mapped; a key it leaves out gets the value
+ai-toolkit itself would use — its code default, read from ostris/ai-toolkit (``toolkit/config_modules.py``
+and the files cited in :data:`AITK_DEFAULTS`), not ours — and a note says so.  Every key is either mapped,
+mapped with a note (a value that changes meaning on the way, e.g. its qtype ``uint4|<adapter>`` → ``nf4`` +
+``recovery_adapter``), or listed as not imported with the reason — never dropped silently.  Where wanlora
+cannot or deliberately does not do what ai-toolkit does (the 0.875 boundary, ``weighted`` timesteps, a
+dropped caption trained as the bare trigger), a note names the difference and the key that would get closer.
+Key names follow ai-toolkit's ``config/process[0]`` layout (shared/notes/ai-toolkit.md §1).
 """
 
 from __future__ import annotations
@@ -19,6 +23,73 @@ from wanlora.engine.config.findings import Finding, JobError
 from wanlora.engine.config.schema import PANELS, SamplePrompt, section_model
 
 _MISSING = object()
+_CM = "toolkit/config_modules.py"
+
+# (our key, ai-toolkit key, ai-toolkit's value when the key is absent, where ai-toolkit sets it).  Read from
+# ostris/ai-toolkit at 27a03a91 (2026-08-21).  Filled in only when the config leaves the ai-toolkit key out.
+# (model.compile is left to wanlora: it changes speed, not what is trained.)
+AITK_DEFAULTS: tuple[tuple[str, str, Any, str], ...] = (
+    ("training.steps", "train.steps", 1000, f"{_CM} TrainConfig"),
+    ("training.learning_rate", "train.lr", 1e-6, f"{_CM} TrainConfig"),
+    ("training.batch_size", "train.batch_size", 1, f"{_CM} TrainConfig"),
+    ("training.gradient_accumulation", "train.gradient_accumulation", 1, f"{_CM} TrainConfig"),
+    ("training.optimizer", "train.optimizer", "adamw", f"{_CM} TrainConfig"),
+    ("training.lr_scheduler", "train.lr_scheduler", "constant", f"{_CM} TrainConfig"),
+    ("training.max_grad_norm", "train.max_grad_norm", 1.0, f"{_CM} TrainConfig"),
+    ("training.weight_decay", "train.optimizer_params.weight_decay", 1e-2,
+     "toolkit/optimizer.py passes optimizer_params to torch AdamW / bitsandbytes AdamW8bit, whose default is 0.01"),
+    ("training.gradient_checkpointing", "train.gradient_checkpointing", True, f"{_CM} TrainConfig"),
+    ("training.timestep_type", "train.timestep_type", "sigmoid", f"{_CM} TrainConfig (the UI writes linear for Wan I2V)"),
+    ("training.timestep_bias", "train.content_or_style", "balanced", f"{_CM} TrainConfig"),
+    ("training.cache_text_embeddings", "train.cache_text_embeddings", False, f"{_CM} TrainConfig"),
+    ("training.unload_text_encoder", "train.unload_text_encoder", False, f"{_CM} TrainConfig"),
+    ("training.ema", "train.ema_config.use_ema", False, f"{_CM} TrainConfig"),
+    ("training.ema_decay", "train.ema_config.ema_decay", 0.999, f"{_CM} EMAConfig"),
+    ("training.dop.enabled", "train.diff_output_preservation", False, f"{_CM} TrainConfig"),
+    ("training.dop.multiplier", "train.diff_output_preservation_multiplier", 1.0, f"{_CM} TrainConfig"),
+    ("training.dop.preservation_class", "train.diff_output_preservation_class", "", f"{_CM} TrainConfig"),
+    ("advanced.differential_guidance", "train.do_differential_guidance", False, f"{_CM} TrainConfig"),
+    ("advanced.differential_guidance_scale", "train.differential_guidance_scale", 3.0, f"{_CM} TrainConfig"),
+    ("multistage.switch_every", "train.switch_boundary_every", 1, f"{_CM} TrainConfig"),
+    ("multistage.high_noise", "model.model_kwargs.train_high_noise", True,
+     "extensions_built_in/diffusion_models/wan22/wan22_14b_model.py"),
+    ("multistage.low_noise", "model.model_kwargs.train_low_noise", True,
+     "extensions_built_in/diffusion_models/wan22/wan22_14b_model.py"),
+    ("model.low_vram", "model.low_vram", False, f"{_CM} ModelConfig"),
+    ("model.layer_offloading", "model.layer_offloading", False, f"{_CM} ModelConfig"),
+    ("target.rank", "network.linear", 4, f"{_CM} NetworkConfig"),
+    ("save.every", "save.save_every", 1000, f"{_CM} SaveConfig"),
+    ("save.dtype", "save.dtype", "fp16", f"{_CM} SaveConfig (float16)"),
+    ("save.max_keep", "save.max_step_saves_to_keep", 5, f"{_CM} SaveConfig"),
+)
+DATASET_DEFAULTS: tuple[tuple[str, str, Any, str], ...] = (
+    ("caption_ext", "caption_ext", "txt", f"{_CM} DatasetConfig"),
+    ("default_caption", "default_caption", "", f"{_CM} DatasetConfig (None)"),
+    ("caption_dropout", "caption_dropout_rate", 0.0, f"{_CM} DatasetConfig"),
+    ("resolutions", "resolution", [512], f"{_CM} DatasetConfig"),
+    ("num_frames", "num_frames", 1, f"{_CM} DatasetConfig"),
+    ("frame_sampling", "shrink_video_to_frames", "even", f"{_CM} DatasetConfig (shrink_video_to_frames = true)"),
+    ("flip_x", "flip_x", False, f"{_CM} DatasetConfig"),
+    ("flip_y", "flip_y", False, f"{_CM} DatasetConfig"),
+    ("is_regularization", "is_reg", False, f"{_CM} DatasetConfig"),
+    ("weight", "network_weight", 1.0, f"{_CM} DatasetConfig"),
+    ("cache_latents", "cache_latents_to_disk", False, f"{_CM} DatasetConfig"),
+)
+SAMPLE_DEFAULTS: tuple[tuple[str, str, Any, str], ...] = (
+    ("sample.every", "sample.sample_every", 100, f"{_CM} SampleConfig"),
+    ("sample.width", "sample.width", 512, f"{_CM} SampleConfig"),
+    ("sample.height", "sample.height", 512, f"{_CM} SampleConfig"),
+    ("sample.num_frames", "sample.num_frames", 1, f"{_CM} SampleConfig"),
+    ("sample.fps", "sample.fps", 16, f"{_CM} SampleConfig"),
+    ("sample.guidance_scale", "sample.guidance_scale", 7.0, f"{_CM} SampleConfig"),
+    ("sample.steps", "sample.sample_steps", 20, f"{_CM} SampleConfig"),
+    ("sample.seed", "sample.seed", 0, f"{_CM} SampleConfig"),
+    ("sample.walk_seed", "sample.walk_seed", False, f"{_CM} SampleConfig"),
+    ("sample.negative_prompt", "sample.neg", "", f"{_CM} SampleConfig"),
+    ("sample.sampler", "sample.sampler", "flowmatch",
+     "extensions_built_in/diffusion_models/wan22/wan22_14b_model.py samples with its flow-match scheduler whatever "
+     f"sample.sampler says ({_CM} SampleConfig default 'ddpm')"),
+)
 
 
 @dataclass
@@ -29,6 +100,7 @@ class Conversion:
     notes: list[str] = field(default_factory=list)
     dropped: list[tuple[str, Any, str]] = field(default_factory=list)  # (ai-toolkit key, value, why)
     source: str = "config.yaml"
+    defaults: list[str] = field(default_factory=list)  # keys the config left out → ai-toolkit's own value
 
 
 class _Section:
@@ -145,10 +217,92 @@ def convert(cfg: dict[str, Any], source: str = "config.yaml") -> Conversion:
         job_ds.append(_dataset(_Section(d, f"datasets[{i}].", conv), conv))
     if job_ds:
         job["datasets"] = job_ds
+    has_sample = isinstance(proc_data.get("sample"), dict)
     _sample(_Section(p.take("sample", {}), "sample.", conv), job, conv)
     p.rest()
+    _fill_aitk_defaults(job, conv, has_sample)
+    _difference_notes(proc_data, job, conv)
     conv.job = _ordered(job)
     return conv
+
+
+def _get(job: dict[str, Any], dotted: str) -> Any:
+    cur: Any = job
+    for part in dotted.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            return _MISSING
+        cur = cur[part]
+    return cur
+
+
+def _fill_aitk_defaults(job: dict[str, Any], conv: Conversion, has_sample: bool) -> None:
+    """Keys the ai-toolkit config leaves out get ai-toolkit's own value (not wanlora's), each with a note."""
+    for ours, theirs, value, where in AITK_DEFAULTS:
+        if _get(job, ours) is _MISSING:
+            _set(job, ours, value)
+            conv.defaults.append(f"{theirs} not set: ai-toolkit uses {value!r} ({where}) → {ours} = {value!r}")
+    if _get(job, "quantization.transformer") is _MISSING:  # model.quantize absent: False, quantize_te follows it
+        _set(job, "quantization.transformer", "none")
+        conv.defaults.append(f"model.quantize not set: ai-toolkit uses False ({_CM} ModelConfig) → quantization.transformer = 'none'")
+    if _get(job, "quantization.text_encoder") is _MISSING:
+        te = "none" if job["quantization"]["transformer"] == "none" else "fp8"
+        _set(job, "quantization.text_encoder", te)
+        conv.defaults.append(f"model.quantize_te not set: ai-toolkit follows model.quantize (qtype_te qfloat8; {_CM} "
+                             f"ModelConfig) → quantization.text_encoder = {te!r}")
+    for i, d in enumerate(job.get("datasets", [])):
+        for ours, theirs, value, where in DATASET_DEFAULTS:
+            if ours not in d:
+                d[ours] = list(value) if isinstance(value, list) else value
+                conv.defaults.append(f"datasets[{i}].{theirs} not set: ai-toolkit uses {value!r} ({where}) → "
+                                     f"datasets[{i}].{ours} = {value!r}")
+    if not has_sample:
+        if _get(job, "sample.enabled") is _MISSING:
+            _set(job, "sample.enabled", False)
+            conv.defaults.append("no sample section: ai-toolkit makes no previews → sample.enabled = false")
+        return
+    for ours, theirs, value, where in SAMPLE_DEFAULTS:
+        if _get(job, ours) is _MISSING:
+            _set(job, ours, value)
+            conv.defaults.append(f"{theirs} not set: ai-toolkit uses {value!r} ({where}) → {ours} = {value!r}")
+    if _get(job, "sample.enabled") is _MISSING:
+        _set(job, "sample.enabled", bool(_get(job, "sample.prompts") not in (_MISSING, [])))
+
+
+def _difference_notes(proc: dict[str, Any], job: dict[str, Any], conv: Conversion) -> None:
+    """What wanlora does differently from ai-toolkit for this config, and the key that would get closer."""
+    conv.notes.append(
+        "boundary: ai-toolkit trains and samples Wan 2.2 I2V at the T2V boundary 0.875 "
+        "(extensions_built_in/diffusion_models/wan22/wan22_14b_model.py: boundary_ratio_t2v and "
+        "multistage_boundaries = [0.875, 0.0]; boundary_ratio_i2v = 0.9 is defined but unused), so its high-noise "
+        "expert trains on t > 875; wanlora uses the model's own 0.9 from model_index.json (t ≥ 900, the boundary the "
+        "inference pipeline routes by); set model.boundary_ratio = 0.875 to reproduce ai-toolkit's split")
+    train = proc.get("train") if isinstance(proc.get("train"), dict) else {}
+    if str(train.get("timestep_type", "")) == "weighted":
+        conv.notes.append(
+            "train.timestep_type 'weighted' is the linear table plus a per-timestep loss weight fitted on Flex.1 "
+            "(toolkit/samplers/custom_flowmatch_sampler.py get_weights_for_timesteps, "
+            "toolkit/timestep_weighing/default_weighing_scheme.py); wanlora trains linear timesteps with plain MSE, "
+            "so that loss weighting is lost")
+    if "noise_scheduler" not in train:
+        conv.notes.append(f"train.noise_scheduler not set: ai-toolkit's code default is 'ddpm' ({_CM} TrainConfig), "
+                          "which for Wan skips its flow-match timestep table; wanlora always trains flow matching "
+                          "(the UI writes 'flowmatch' for Wan)")
+    trig = str(_get(job, "job.trigger_word") if _get(job, "job.trigger_word") is not _MISSING else "")
+    if trig.strip():
+        _set(job, "job.inject_trigger", True)
+        conv.notes.append(
+            f"trigger injection: ai-toolkit prepends {trig!r} to every non-regularization caption that lacks it "
+            "(toolkit/dataloader_mixins.py get_caption → toolkit/prompt_utils.py inject_trigger_into_prompt); "
+            "wanlora does the same (job.inject_trigger = true). One difference: a dropped caption "
+            "(caption_dropout) trains as the empty prompt here, as the bare trigger word in ai-toolkit")
+    if "seed" not in train:
+        conv.notes.append("ai-toolkit draws a fresh random seed each run; wanlora's training.seed (42) makes the "
+                          "data order, noise and timesteps reproducible")
+    conv.notes.append("ai-toolkit's AdamW uses eps = 1e-6 (toolkit/optimizer.py); wanlora's uses 1e-8")
+    for i, d in enumerate(proc.get("datasets") or []):
+        if isinstance(d, dict) and d.get("shrink_video_to_frames") is False and "fps" not in d:
+            conv.notes.append(f"datasets[{i}]: shrink_video_to_frames = false without fps samples at ai-toolkit's "
+                              f"default 24 fps ({_CM} DatasetConfig); frame_sampling = \"fps\" samples at Wan's 16 fps")
 
 
 def _model(m: _Section, job: dict[str, Any], conv: Conversion) -> None:
@@ -445,11 +599,15 @@ def convert_file(path: Path | str) -> Conversion:
 def to_toml(conv: Conversion) -> str:
     """The job file text, with the changed values and the keys not imported as comments on top."""
     lines = [f"# Converted from the ai-toolkit config {conv.source} by `wanlora import-aitk`.",
-             "# Keys not set here come from the recipe (job.preset), the VRAM tier and the defaults;",
-             "# see them with `wanlora show THIS.toml`, check with `wanlora validate THIS.toml`."]
+             "# Every setting ai-toolkit would use is written out (its own defaults for keys the config left out),",
+             "# so recipe and VRAM tier layers do not change the run; only wanlora-only keys take wanlora's defaults.",
+             "# See them with `wanlora show THIS.toml`, check with `wanlora validate THIS.toml`."]
     if conv.notes:
-        lines.append("#\n# Changed on the way:")
+        lines.append("#\n# Changed on the way, and where wanlora differs from ai-toolkit:")
         lines += [f"#   - {n}" for n in conv.notes]
+    if conv.defaults:
+        lines.append("#\n# Not in the ai-toolkit config, so set to ai-toolkit's own default (not wanlora's):")
+        lines += [f"#   - {n}" for n in conv.defaults]
     if conv.dropped:
         lines.append("#\n# Not imported:")
         for key, value, why in conv.dropped:

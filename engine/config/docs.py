@@ -59,8 +59,9 @@ def _rows(model: type[BaseModel], prefix: str) -> list[str]:
     return rows
 
 
-def _table(title: str, model: type[BaseModel], prefix: str, toml_header: str) -> list[str]:
-    return [f"### {title} — `{toml_header}`", "", "| key | type | default | range | what it does |",
+def _table(title: str, model: type[BaseModel], prefix: str, toml_header: str, intro: str = "") -> list[str]:
+    return [f"### {title} — `{toml_header}`", "", *([intro, ""] if intro else []),
+            "| key | type | default | range | what it does |",
             "| --- | --- | --- | --- | --- |", *_rows(model, prefix), ""]
 
 
@@ -104,7 +105,8 @@ def render() -> str:
             lines += _table(title, model, f"{name}.", f"[{name}]")
             for sub, f in model.model_fields.items():
                 if isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel):
-                    lines += _table(f"{title} / {sub.upper()}", f.annotation, f"{name}.{sub}.", f"[{name}.{sub}]")
+                    lines += _table(f"{title} / {sub.upper()}", f.annotation, f"{name}.{sub}.", f"[{name}.{sub}]",
+                                    f.description or "")
     lines += _presets()
     return "\n".join(lines)
 

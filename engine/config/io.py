@@ -15,7 +15,7 @@ from typing import Any
 import tomli_w
 from pydantic import ValidationError
 from wanlora.engine.config.findings import Finding, JobError
-from wanlora.engine.config.schema import Job, all_keys
+from wanlora.engine.config.schema import Job, all_keys, compact_shorthand
 
 MAX_JOB_BYTES = 1_000_000
 MAX_DEPTH = 16  # a job file nests at most 3 levels (sample.prompts[].seed); tomllib is quadratic in key depth
@@ -267,7 +267,7 @@ def load_job(path: Path) -> Job:
 def job_to_dict(job: Job, *, exclude_defaults: bool = False) -> dict[str, Any]:
     """Plain TOML-ready dict (None values dropped: TOML has no null)."""
     d = job.model_dump(mode="json", exclude_defaults=exclude_defaults)
-    return _drop_none(d)
+    return compact_shorthand(_drop_none(d))
 
 
 def _drop_none(x: Any) -> Any:

@@ -41,6 +41,18 @@ def nvls_off_env() -> dict[str, str]:
     return dict(NVLS_OFF)
 
 
+# Buckets of different sizes fragment the CUDA caching allocator; expandable segments avoid the OOMs seen
+# at 41x480x832 and 81x480x832 on an H200 and 81x768^2 on an H100 without them (BENCHMARKS.md).
+TRAINER_ENV = {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True", **NVLS_OFF}
+
+
+def use_trainer_env() -> None:
+    """Set the trainer's own CUDA environment in this process (before torch touches CUDA), keeping what the
+    user set: the trainer, ``wanlora trial``, ``wanlora sample`` and every bench script call it first."""
+    for k, v in TRAINER_ENV.items():
+        os.environ.setdefault(k, v)
+
+
 def cpu_procs(env: Mapping[str, str] | None = None) -> int:
     """``WANLORA_CPU_PROCS`` as a count (0 when unset or invalid)."""
     env = os.environ if env is None else env
@@ -97,7 +109,7 @@ def child_env(base: Mapping[str, str] | None = None, gpus: Sequence[int] = ()) -
     env = dict(os.environ if base is None else base)
     if gpus:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(int(g)) for g in gpus)
-    for k, v in NVLS_OFF.items():
+    for k, v in TRAINER_ENV.items():
         env.setdefault(k, v)
     env.setdefault("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", str(SHUTDOWN_TIMEOUT_S))
     env.setdefault("PYTHONUNBUFFERED", "1")
@@ -105,6 +117,6 @@ def child_env(base: Mapping[str, str] | None = None, gpus: Sequence[int] = ()) -
 
 
 __all__ = [
-    "CPU_PROCS_ENV", "RDZV_ENDPOINT_ENV", "RDZV_ID_ENV", "NVLS_OFF", "LaunchError", "nvls_off_env", "cpu_procs",
+    "CPU_PROCS_ENV", "RDZV_ENDPOINT_ENV", "RDZV_ID_ENV", "NVLS_OFF", "TRAINER_ENV", "use_trainer_env", "LaunchError", "nvls_off_env", "cpu_procs",
     "gpu_count", "trainer_command", "child_env",
 ]

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from wanlora.engine.config.findings import Finding, JobError
 from wanlora.engine.config.io import job_from_dict, read_toml
-from wanlora.engine.config.schema import RECIPES, VRAM_TIERS, Job
+from wanlora.engine.config.schema import RECIPES, VRAM_TIERS, Job, expand_shorthand
 
 Origin = Literal["default", "recipe", "tier", "user"]
 RECIPE_NAMES = tuple(r for r in RECIPES if r != "custom")
@@ -140,7 +140,7 @@ def resolve(user: dict[str, Any], *, recipe: str | None = None, tier: int | str 
     """
     if not isinstance(user, dict):
         raise JobError([Finding("error", source, "a job file is a TOML table", "start from `wanlora presets motion`")])
-    user = copy.deepcopy(user)
+    user = expand_shorthand(copy.deepcopy(user))
     findings: list[Finding] = []
     if recipe is not None and recipe != "custom":
         load_recipe(recipe)  # unknown name -> JobError
@@ -151,6 +151,7 @@ def resolve(user: dict[str, Any], *, recipe: str | None = None, tier: int | str 
 
     rec_sections, rec_ds = _job_layer(load_recipe(rec_name), META_KEYS) if rec_name else ({}, {})
     tier_sections, tier_ds = _job_layer(load_tiers()[tier_gb], TIER_INFO_KEYS) if tier_gb else ({}, {})
+    rec_sections, tier_sections = expand_shorthand(rec_sections), expand_shorthand(tier_sections)
     # An explicit recipe/tier argument (the wizard, `wanlora show --tier`) replaces the file's choice and is
     # recorded in the job, so the resolved job says what was applied.
     if recipe is not None:

@@ -9,6 +9,7 @@ docs all read them from here.  Pure pydantic: importing this never imports torch
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -38,6 +39,9 @@ class Section(BaseModel):
 class JobSection(Section):
     name: str = F("my_wan_lora", "Folder and file names of this run; letters, digits, _ . - only, at most 64 characters.")
     trigger_word: str = F("", "Replaces [trigger] in captions and sample prompts; recommended for style, required for character LoRAs.")
+    inject_trigger: bool = F(
+        True, "With a trigger word: prepend it to every non-regularization caption that lacks it (as ai-toolkit does); false = only replace [trigger]."
+    )
     gpus: Literal["auto", "all"] | list[int] = F(
         "auto", "Which GPUs: \"auto\" (one free GPU), \"all\", or a list like [0,1]; more than one = data parallel."
     )
@@ -73,14 +77,25 @@ class JobSection(Section):
 class ModelSection(Section):
     arch: Literal["wan22_14b_i2v"] = F("wan22_14b_i2v", "Model family; Wan 2.2 I2V A14B (two 14B experts).")
     name_or_path: str = F(
-        "Wan-AI/Wan2.2-I2V-A14B-Diffusers", "Hub id (org/name[@revision]) or a local diffusers folder."
+        "Wan-AI/Wan2.2-I2V-A14B-Diffusers", "Hub id (org/name[@revision]) or a local diffusers folder; parts given "
+        "as *_file below come from those files instead (`wanlora model find` lists what this machine has)."
     )
+    high_noise_file: str = F(
+        "", "Single-file high-noise expert you already have (ComfyUI's wan2.2_i2v_high_noise_14B_*.safetensors, or "
+        "the original release's high_noise_model/ shards; bf16/fp16/fp8_scaled); empty = from name_or_path."
+    )
+    low_noise_file: str = F("", "Single-file low-noise expert (ComfyUI / original Wan keys); empty = from name_or_path.")
+    text_encoder_file: str = F(
+        "", "Single-file UMT5-XXL text encoder (ComfyUI's umt5_xxl_fp16 / fp8_e4m3fn_scaled); empty = from name_or_path."
+    )
+    vae_file: str = F("", "Single-file Wan 2.1 VAE (ComfyUI's wan_2.1_vae.safetensors); empty = from name_or_path.")
     low_vram: bool = F(False, "Keep only the active expert on the GPU and unload the text encoder/VAE after use (24-32 GB cards).")
     layer_offloading: bool = F(
         False, "Stream transformer blocks from pinned CPU memory (10-12 GB cards; needs about 64 GB of RAM)."
     )
     boundary_ratio: Literal["auto"] | float = F(
-        "auto", "Noise level where the high-noise expert hands over; auto = the model's own (0.9 for I2V A14B)."
+        "auto", "Noise level where the high-noise expert hands over; auto = the model's own model_index.json (0.9 for "
+        "I2V A14B, also with single files)."
     )
 
     @field_validator("boundary_ratio")
@@ -99,13 +114,68 @@ class QuantizationSection(Section):
     text_encoder: Literal["none", "fp8", "nf4"] = F("fp8", "Text encoder weights; fp8 saves ~5 GB with no visible cost.")
 
 
+EXPERTS = ("high_noise", "low_noise")
+TimestepType = Literal["linear", "sigmoid", "shift"]
+TimestepBias = Literal["balanced", "high_noise", "low_noise"]
+
+
+class ExpertSettings(Section):
+    """One expert: whether it trains, and settings of its own where it should differ (empty = the job-wide value).
+
+    ``high_noise = true`` is shorthand for a table with only ``train``.  Users find the high-noise expert
+    overtrains before the low-noise one (diffusion-pipe #372; ai-toolkit PR #474, closed unmerged), so each
+    expert may have its own learning rate, rank/alpha (each expert has its own LoRA file) and timestep shaping.
+    Truthiness is ``train``, so ``if job.multistage.high_noise:`` keeps meaning "is it trained".
+    """
+
+    train: bool = F(True, "Train this expert (high noise: composition, motion, camera; low noise: detail, identity, texture).")
+    learning_rate: float | None = F(None, "This expert's learning rate; empty = training.learning_rate (e.g. lower it for the high-noise expert if it overtrains).", gt=0, le=1e-2)
+    rank: int | None = F(None, "This expert's LoRA rank; empty = target.rank.", ge=1, le=256)
+    alpha: float | None = F(None, "This expert's LoRA alpha; empty = target.alpha (or this expert's rank when that is empty too).", gt=0, le=1024)
+    timestep_type: TimestepType | None = F(None, "This expert's timestep type; empty = training.timestep_type.")
+    timestep_bias: TimestepBias | None = F(None, "This expert's timestep bias inside its own range; empty = training.timestep_bias.")
+    weight_decay: float | None = F(None, "This expert's AdamW weight decay; empty = training.weight_decay.", ge=0.0, le=1.0)
+
+    def __bool__(self) -> bool:
+        return self.train
+
+    def overrides(self) -> dict[str, Any]:
+        """The settings this expert sets itself (``train`` aside)."""
+        return {k: v for k, v in self.model_dump().items() if k != "train" and v is not None}
+
+
+def _expert_shorthand(v: Any) -> Any:
+    if isinstance(v, bool):
+        return {"train": v}
+    if isinstance(v, ExpertSettings | dict):
+        return v
+    what = "use true/false (not 0/1)" if isinstance(v, int | float) else "use true/false"
+    raise ValueError(f"{what}, or a [multistage.high_noise] / [multistage.low_noise] table; "
+                     "e.g. high_noise = true, or [multistage.high_noise] learning_rate = 5e-5")
+
+
 class MultistageSection(Section):
-    high_noise: bool = F(True, "Train the high-noise expert (composition, motion, camera).")
-    low_noise: bool = F(True, "Train the low-noise expert (detail, identity, texture).")
     switch_every: int = F(
         10, "Steps on one expert before switching; 1 only if both experts stay resident, 10-50 with low VRAM/offload.",
         ge=1, le=10000,
     )
+    high_noise: ExpertSettings = Field(
+        default_factory=ExpertSettings,
+        description="The high-noise expert (composition, motion, camera): `high_noise = true|false`, or this table "
+                    "with settings of its own; an empty key takes the job-wide value.")
+    low_noise: ExpertSettings = Field(
+        default_factory=ExpertSettings,
+        description="The low-noise expert (detail, identity, texture): `low_noise = true|false`, or this table "
+                    "with settings of its own; an empty key takes the job-wide value.")
+
+    @field_validator("high_noise", "low_noise", mode="before")
+    @classmethod
+    def _shorthand(cls, v: Any) -> Any:
+        return _expert_shorthand(v)
+
+    def trained(self) -> list[str]:
+        """The experts that train, high noise first."""
+        return [e for e in EXPERTS if getattr(self, e).train]
 
 
 class TargetSection(Section):
@@ -142,10 +212,10 @@ class TrainingSection(Section):
     max_grad_norm: float = F(1.0, "Gradient clipping norm; 0 = off.", ge=0.0, le=1000.0)
     weight_decay: float = F(1e-4, "AdamW weight decay.", ge=0.0, le=1.0)
     loss: Literal["mse"] = F("mse", "Loss function on the flow-matching target.")
-    timestep_type: Literal["linear", "sigmoid", "shift"] = F(
+    timestep_type: TimestepType = F(
         "linear", "How timesteps are spread: linear (default), sigmoid (middle-heavy, characters), shift (toward high noise)."
     )
-    timestep_bias: Literal["balanced", "high_noise", "low_noise"] = F(
+    timestep_bias: TimestepBias = F(
         "balanced", "Which part of each expert's range to favour: balanced, high_noise (motion/look), low_noise (detail)."
     )
     ema: bool = F(False, "Keep an exponential moving average of the LoRA weights and save that.")
@@ -176,6 +246,10 @@ class DatasetSection(Section):
     caption_dropout: float = F(0.05, "Share of steps trained with an empty caption (0.05-0.1).", ge=0.0, le=1.0)
     weight: float = F(1.0, "Relative sampling weight between datasets.", gt=0.0, le=1000.0)
     is_regularization: bool = F(False, "Regularization data: keeps the base model's behaviour.")
+    is_eval: bool = F(False, "Held-out evaluation data: never trained on; its loss at fixed timesteps is measured at every save.")
+    eval_fraction: float = F(
+        0.0, "Share of this dataset's clips held out for evaluation (0-0.5), picked by file name; 0 = none.", ge=0.0, le=0.5
+    )
     cache_latents: bool = F(False, "Encode clips through the VAE once and reuse them (video too).")
     flip_x: bool = F(False, "Mirror frames horizontally; off for motion and character LoRAs.")
     flip_y: bool = F(False, "Mirror frames vertically; rarely useful.")
@@ -227,6 +301,11 @@ class SampleSection(Section):
     walk_seed: bool = F(True, "Add the prompt's index to the seed so each prompt differs.")
     negative_prompt: str = F("", "Negative prompt for all previews.")
     prompts: list[SamplePrompt] = Field(default_factory=list, description="Preview prompts, each with its ctrl_img.")
+    accelerator_lora: str | list[str] = F(
+        "", "Step-distilled LoRA pair for fast previews only (e.g. LightX2V 4-step): a folder, [high, low] files, or one file for both."
+    )
+    accelerator_steps: int = F(4, "Denoising steps when accelerator_lora is set (4 for LightX2V's 4-step LoRAs).", ge=1, le=200)
+    accelerator_guidance_scale: float = F(1.0, "CFG scale when accelerator_lora is set (distilled LoRAs run without CFG: 1).", ge=0.0, le=30.0)
 
 
 class Job(Section):
@@ -242,6 +321,74 @@ class Job(Section):
     advanced: AdvancedSection = Field(default_factory=AdvancedSection)
     datasets: list[DatasetSection] = Field(default_factory=list)
     sample: SampleSection = Field(default_factory=SampleSection)
+
+
+@dataclass(frozen=True)
+class ExpertPlan:
+    """What one expert trains with after its overrides: the value and the key it came from."""
+
+    expert: str
+    learning_rate: float
+    rank: int
+    alpha: float
+    timestep_type: str
+    timestep_bias: str
+    weight_decay: float
+    sources: dict[str, str]  # setting -> dotted key that supplied it
+
+
+def expert_plan(job: Job, expert: str) -> ExpertPlan:
+    """The settings ``expert`` trains with: its ``[multistage.<expert>]`` value, else the job-wide one.
+
+    Alpha: the expert's own, else ``target.alpha``, else the expert's (possibly overridden) rank, so
+    ``scale = alpha / rank`` stays 1 by default whatever rank an expert has.
+    """
+    ov: ExpertSettings = getattr(job.multistage, expert)
+    own = f"multistage.{expert}."
+    globals_ = {"learning_rate": ("training.learning_rate", job.training.learning_rate),
+                "rank": ("target.rank", job.target.rank),
+                "timestep_type": ("training.timestep_type", job.training.timestep_type),
+                "timestep_bias": ("training.timestep_bias", job.training.timestep_bias),
+                "weight_decay": ("training.weight_decay", job.training.weight_decay)}
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for k, (gkey, gval) in globals_.items():
+        mine = getattr(ov, k)
+        values[k], sources[k] = (mine, own + k) if mine is not None else (gval, gkey)
+    if ov.alpha is not None:
+        values["alpha"], sources["alpha"] = float(ov.alpha), own + "alpha"
+    elif job.target.alpha is not None:
+        values["alpha"], sources["alpha"] = float(job.target.alpha), "target.alpha"
+    else:
+        values["alpha"], sources["alpha"] = float(values["rank"]), sources["rank"]
+    return ExpertPlan(expert=expert, sources=sources, **values)
+
+
+def expand_shorthand(data: Any) -> Any:
+    """A copy of a job dict with ``multistage.high_noise = true`` written as ``{train = true}`` (origins and
+    layering compare tables key by key, so every layer must use the table form)."""
+    if not isinstance(data, dict):
+        return data
+    out = dict(data)
+    ms = out.get("multistage")
+    if isinstance(ms, dict):
+        ms = dict(ms)
+        for e in EXPERTS:
+            if isinstance(ms.get(e), bool):
+                ms[e] = {"train": ms[e]}
+        out["multistage"] = ms
+    return out
+
+
+def compact_shorthand(data: dict[str, Any]) -> dict[str, Any]:
+    """The inverse for writing files: an expert table holding only ``train`` becomes ``high_noise = true``."""
+    ms = data.get("multistage")
+    if isinstance(ms, dict):
+        for e in EXPERTS:
+            v = ms.get(e)
+            if isinstance(v, dict) and set(v) <= {"train"}:
+                ms[e] = bool(v.get("train", True))
+    return data
 
 
 # The wizard's panel order: (TOML section, title).  DATASETS and SAMPLE hold lists.

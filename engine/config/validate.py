@@ -13,10 +13,12 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from wanlora.engine.config.accelerator import AcceleratorError, accelerator_files, is_set
 from wanlora.engine.config.findings import Finding, JobError
 from wanlora.engine.config.io import parse_toml, read_toml
+from wanlora.engine.config.machine import Machine, machine_findings, skip_requested
 from wanlora.engine.config.presets import Resolved, recipe_meta, resolve
-from wanlora.engine.config.schema import DatasetSection, Job
+from wanlora.engine.config.schema import DatasetSection, Job, expert_plan
 from wanlora.engine.estimate import format_ladder, oom_ladder, peak_vram
 
 if TYPE_CHECKING:
@@ -73,14 +75,29 @@ def _check_structure(job: Job) -> list[Finding]:
     elif all(d.is_regularization for d in job.datasets):
         out.append(Finding("warning", "datasets", "every dataset is a regularization dataset, so there is nothing new to learn",
                            "set is_regularization = false on your main dataset"))
+    if job.datasets and all(d.is_eval for d in job.datasets):
+        out.append(Finding("error", "datasets", "every dataset has is_eval = true, so nothing is left to train on",
+                           "set is_eval = false on your training dataset (eval datasets are only measured)"))
+    for i, d in enumerate(job.datasets):
+        if d.is_eval and (d.is_regularization or d.eval_fraction):
+            out.append(Finding("warning", f"datasets[{i}].is_eval",
+                               "an is_eval dataset is only measured, never trained on; is_regularization and "
+                               "eval_fraction do nothing here", "remove is_regularization / eval_fraction from it"))
     ms = job.multistage
     if not ms.high_noise and not ms.low_noise:
-        out.append(Finding("error", "multistage.high_noise", "neither the high-noise nor the low-noise expert is trained",
+        out.append(Finding("error", "multistage.high_noise.train", "neither the high-noise nor the low-noise expert is trained",
                            "set high_noise = true and/or low_noise = true (both for most LoRAs)"))
     if ms.high_noise and ms.low_noise and ms.switch_every >= job.training.steps:
         out.append(Finding("warning", "multistage.switch_every",
                            f"switch_every = {ms.switch_every} is not below steps = {job.training.steps}, so the second expert never trains",
-                           "use switch_every = 10 (or 20-50 with low_vram/offloading)"))
+                           f"use switch_every = {max(1, min(10, job.training.steps // 2))} (at most half of steps; "
+                           f"10 is usual, 20-50 with low_vram/offloading) or raise steps above {ms.switch_every}"))
+    t = job.training
+    if t.lr_warmup_steps >= t.steps:
+        out.append(Finding("warning", "training.lr_warmup_steps",
+                           f"lr_warmup_steps = {t.lr_warmup_steps} is not below steps = {t.steps}, so the learning rate "
+                           f"never reaches learning_rate = {t.learning_rate:g}",
+                           f"use lr_warmup_steps = {min(100, t.steps // 10)} (a few percent of steps; 0 = no warm-up)"))
     return out
 
 
@@ -108,6 +125,12 @@ def _check_sample(job: Job, check_files: bool) -> list[Finding]:
     if s.enabled and not s.prompts:
         out.append(Finding("warning", "sample.prompts", "sampling is on but there are no [[sample.prompts]]",
                            "add prompts with a ctrl_img each, or set sample.enabled = false"))
+    if check_files and is_set(s.accelerator_lora):
+        try:
+            accelerator_files(s.accelerator_lora)
+        except AcceleratorError as e:
+            out.append(Finding("error", "sample.accelerator_lora", str(e),
+                               "download the step-distilled LoRA pair and point the key at it, or remove the key"))
     for i, p in enumerate(s.prompts):
         key = f"sample.prompts[{i}].ctrl_img"
         if not p.ctrl_img.strip():
@@ -162,10 +185,48 @@ def _check_text_encoder(job: Job) -> list[Finding]:
     return out
 
 
+def _check_dop(job: Job) -> list[Finding]:
+    """DOP needs a trigger word and a class word; otherwise it preserves the very prompt being trained."""
+    dop = job.training.dop
+    if not dop.enabled:
+        return []
+    out: list[Finding] = []
+    if not job.job.trigger_word.strip():
+        out.append(Finding("error", "training.dop.enabled",
+                           "DOP is on but job.trigger_word is empty: the preservation prompt would be the training caption "
+                           "itself, so DOP would pull the LoRA back to the base model on the very prompts it trains "
+                           "(ai-toolkit refuses this too)",
+                           'set job.trigger_word = "yourtoken" (captions lacking it get it prepended), '
+                           "or set training.dop.enabled = false"))
+    if not dop.preservation_class.strip():
+        out.append(Finding("error", "training.dop.preservation_class",
+                           "DOP is on but preservation_class is empty: there is no word to put in the trigger's place",
+                           'set preservation_class = "person" (or "scene", "landscape" ...)'))
+    elif job.job.trigger_word.strip() and dop.preservation_class.strip() == job.job.trigger_word.strip():
+        out.append(Finding("warning", "training.dop.preservation_class",
+                           f"preservation_class is the trigger word itself ({dop.preservation_class!r}), so every "
+                           "preservation prompt equals its training caption and DOP cancels what the LoRA learns",
+                           'use the class of the subject, e.g. preservation_class = "person"'))
+    return out
+
+
+def _check_experts(job: Job) -> list[Finding]:
+    """Per-expert settings on an expert that does not train are ignored: say so."""
+    out: list[Finding] = []
+    for e in ("high_noise", "low_noise"):
+        ex = getattr(job.multistage, e)
+        if not ex.train and ex.overrides():
+            keys = ", ".join(sorted(ex.overrides()))
+            out.append(Finding("warning", f"multistage.{e}.train",
+                               f"multistage.{e} sets {keys} but the {e.replace('_', '-')} expert is not trained, so they are ignored",
+                               f"set multistage.{e}.train = true, or remove those keys"))
+    return out
+
+
 def _check_model(job: Job, check_files: bool) -> list[Finding]:
     out: list[Finding] = []
     m, q = job.model, job.quantization
-    if (m.low_vram or m.layer_offloading) and job.multistage.switch_every < 10 and job.multistage.high_noise and job.multistage.low_noise:
+    if (m.low_vram or m.layer_offloading) and job.multistage.switch_every < 10 and len(job.multistage.trained()) == 2:
         why = "low_vram" if m.low_vram else "layer_offloading"
         out.append(Finding("warning", "multistage.switch_every",
                            f"switch_every = {job.multistage.switch_every} with {why}: every switch swaps 14B weights between CPU and GPU, "
@@ -188,11 +249,47 @@ def _check_model(job: Job, check_files: bool) -> list[Finding]:
         elif not HUB_ID.match(name):
             out.append(Finding("error", "model.name_or_path", f"{name!r} is neither a local folder nor a hub id",
                                "use org/name[@revision], e.g. Wan-AI/Wan2.2-I2V-A14B-Diffusers, or an absolute path"))
+        out += _check_part_files(job)
         ra = q.recovery_adapter.strip()
         if ra and _looks_local(ra) and not Path(ra).expanduser().is_file():
             out.append(Finding("error", "quantization.recovery_adapter", f"recovery adapter file {ra} does not exist",
                                "give the .safetensors file's path, or clear recovery_adapter"))
     return out
+
+
+def _check_part_files(job: Job) -> list[Finding]:
+    """Single-file parts (model.*_file): read only their safetensors headers (torch-free) — wrong model, LoRA
+    given as a base, T2V expert, swapped experts — before any GPU is touched."""
+    from wanlora.engine.model import weight_files as wf
+
+    m = job.model
+    files = {p: Path(str(getattr(m, f"{p}_file")).strip()).expanduser()
+             for p in wf.FILE_PARTS if str(getattr(m, f"{p}_file")).strip()}
+    if not files:
+        return []
+    local = Path(m.name_or_path.strip()).expanduser()
+    root = local if (local / "model_index.json").is_file() else None
+    errors, warnings, reports = wf.check_files(files, root)
+    out = [Finding("error", _file_key(e), e.split(": ", 1)[-1], _part_fix(e)) for e in errors]
+    out += [Finding("warning", _file_key(w), w.split(": ", 1)[-1], "") for w in warnings]
+    fp8 = [p for p, r in reports.items() if p in wf.EXPERTS and r.precision == "fp8_scaled"]
+    if fp8 and job.quantization.transformer == "none":
+        out.append(Finding("warning", "quantization.transformer",
+                           f"{', '.join(wf.FILE_KEY[p] for p in fp8)} is fp8-scaled but quantization.transformer = "
+                           '"none": it is widened to bf16 at load (twice the memory, no accuracy gained)',
+                           'set quantization.transformer = "fp8" to train on the file\'s fp8 weights as they are'))
+    return out
+
+
+def _file_key(message: str) -> str:
+    head = message.split(":", 1)[0]
+    return head if head.startswith("model.") else "model"
+
+
+def _part_fix(message: str) -> str:
+    if "swap" in message:
+        return "swap the two file paths"
+    return "give the right file (`wanlora model find` lists the Wan 2.2 I2V parts on this machine)"
 
 
 def _check_recipe(job: Job) -> list[Finding]:
@@ -209,7 +306,7 @@ def _check_recipe(job: Job) -> list[Finding]:
         if preset == "character":
             out.append(Finding("warning", "job.trigger_word", "a character LoRA without a trigger word has no on/off switch",
                                'set trigger_word = "frung" (any rare token) and start captions with "[trigger], <class>"'))
-        elif preset == "style":
+        elif preset == "style" and not job.training.dop.enabled:  # with DOP on, _check_dop refuses it outright
             out.append(Finding("info", "job.trigger_word", "a trigger word is recommended for style LoRAs (a clean on/off switch)",
                                'set trigger_word and put [trigger] in the captions'))
     t = job.training
@@ -217,9 +314,10 @@ def _check_recipe(job: Job) -> list[Finding]:
         out.append(Finding("warning", "training.steps",
                            f"steps = {t.steps}: the guide finds better data beats going far past 3000-4000 steps (overfitting, days of GPU time)",
                            "use 2000-3000 steps and compare the saved checkpoints"))
-    if job.target.rank >= 32 and any(max(d.resolutions) >= 1024 and d.num_frames >= 81 for d in job.datasets):
+    rank = max([expert_plan(job, e).rank for e in job.multistage.trained()] or [job.target.rank])
+    if rank >= 32 and any(max(d.resolutions) >= 1024 and d.num_frames >= 81 for d in job.datasets):
         out.append(Finding("warning", "target.rank",
-                           f"rank {job.target.rank} with a 1024 bucket and 81 frames makes out-of-memory spikes likely",
+                           f"rank {rank} with a 1024 bucket and 81 frames makes out-of-memory spikes likely",
                            "use rank 16, or drop the 1024 bucket / use 41 frames until the run is stable"))
     return out
 
@@ -376,7 +474,7 @@ def _check_data(job: Job, check_files: bool) -> tuple[list[Finding], dict[int, F
 
 
 def _check_counts(job: Job, reports: dict[int, FolderReport]) -> list[Finding]:
-    main = [i for i, d in enumerate(job.datasets) if not d.is_regularization and i in reports]
+    main = [i for i, d in enumerate(job.datasets) if not d.is_regularization and not d.is_eval and i in reports]
     if not main:
         return []
     n = sum(len(reports[i].usable) for i in main)
@@ -450,6 +548,7 @@ def _check_captions(job: Job, reports: dict[int, FolderReport]) -> list[Finding]
         out.append(Finding("error", "job.trigger_word",
                            f"[trigger] is used in {', '.join(places)} but trigger_word is empty, so the literal text '[trigger]' would be trained",
                            'set trigger_word = "yourtoken" in [job] (or remove [trigger] from those texts)'))
+    out.extend(_check_trigger_captions(job, reports))
     if job.training.unload_text_encoder:
         with_caps = [(i, rep) for i, rep in reports.items()
                      if any(c.caption for c in rep.usable)]
@@ -460,6 +559,46 @@ def _check_captions(job: Job, reports: dict[int, FolderReport]) -> list[Finding]
                                f"unload_text_encoder encodes only the trigger word, but datasets[{i}] has {n} per-clip caption(s) "
                                "that would be ignored silently",
                                "set unload_text_encoder = false (cache_text_embeddings = true saves the same VRAM and keeps captions)"))
+    return out
+
+
+def _check_trigger_captions(job: Job, reports: dict[int, FolderReport]) -> list[Finding]:
+    """Which captions get the trigger prepended, and whether a DOP preservation prompt would equal its caption."""
+    from wanlora.engine.data.captions import has_trigger, sample_preservation_prompt, training_caption
+
+    word = job.job.trigger_word.strip()
+    if not word:
+        return []
+    out: list[Finding] = []
+    dop = job.training.dop
+    for i, d in enumerate(job.datasets):
+        rep = reports.get(i)
+        if rep is None or d.is_regularization:
+            continue
+        raws = [(c.path, c.caption if c.caption is not None else d.default_caption.strip()) for c in rep.usable]
+        lacking = [p for p, raw in raws if not has_trigger(training_caption(raw, word, inject=False), word)]
+        if lacking and job.job.inject_trigger:
+            out.append(Finding("info", "job.inject_trigger",
+                               f"{len(lacking)} of {len(raws)} caption(s) in datasets[{i}] lack the trigger {word!r} "
+                               f"({_names(lacking)}): it is prepended to them (as ai-toolkit does)",
+                               "set job.inject_trigger = false to train those captions as written"))
+        if not dop.enabled:
+            continue
+        if lacking and not job.job.inject_trigger:
+            out.append(Finding("warning", "job.inject_trigger",
+                               f"{len(lacking)} caption(s) in datasets[{i}] lack the trigger {word!r} and inject_trigger = false "
+                               f"({_names(lacking)}): they train without the trigger, so DOP's preservation prompt for them "
+                               "is their own caption plus the class word and DOP pulls them back to the base model",
+                               "set job.inject_trigger = true, or put [trigger] in those captions"))
+        same = [] if dop.preservation_class.strip() == word else [
+                p for p, raw in raws
+                if sample_preservation_prompt(raw, word, dop.preservation_class, inject=job.job.inject_trigger)
+                == training_caption(raw, word, inject=job.job.inject_trigger)]
+        if same:
+            out.append(Finding("warning", "training.dop.preservation_class",
+                               f"for {len(same)} caption(s) in datasets[{i}] ({_names(same)}) the DOP preservation prompt "
+                               "equals the training caption, so DOP would cancel what the LoRA learns on them",
+                               "use a class word different from the trigger and make sure the captions contain the trigger"))
     return out
 
 
@@ -478,6 +617,8 @@ def validate_job(job: Job, *, check_files: bool = True, vram_gb: float | None = 
     out += _check_frames(job)
     out += _check_sample(job, check_files)
     out += _check_text_encoder(job)
+    out += _check_dop(job)
+    out += _check_experts(job)
     out += _check_model(job, check_files)
     out += _check_recipe(job)
     out += _check_vram(job, vram_gb)
@@ -491,18 +632,76 @@ def sort_findings(findings: list[Finding]) -> list[Finding]:
     return sorted(findings, key=lambda f: LEVEL_ORDER[f.level])
 
 
+_KEY_PART = re.compile(r"([^.\[\]]+)((?:\[\d+\])*)")
+
+
+def _drop_key(data: dict, dotted: str) -> bool:
+    """Remove ``datasets[0].num_frames``-style keys from a parsed job file; False when it is not there."""
+    parts: list[str | int] = []
+    for piece in dotted.split("."):
+        m = _KEY_PART.fullmatch(piece)
+        if not m:
+            return False
+        parts.append(m.group(1))
+        parts += [int(i) for i in re.findall(r"\[(\d+)\]", m.group(2))]
+    cur: object = data
+    for p in parts[:-1]:
+        try:
+            cur = cur[p]  # type: ignore[index]
+        except (KeyError, IndexError, TypeError):
+            return False
+    try:
+        del cur[parts[-1]]  # type: ignore[attr-defined]
+    except (KeyError, IndexError, TypeError):
+        return False
+    return True
+
+
+def _beyond_schema_errors(user: dict, schema: list[Finding], source: str, vram_gb: float | None) -> list[Finding]:
+    """The other findings of a file with schema errors: one typo must not hide everything else.
+
+    The offending keys are set aside (so their preset/default value applies) and the rest is checked as usual;
+    findings about the set-aside keys are dropped (the schema error already speaks for them).
+    """
+    import copy
+
+    trial = copy.deepcopy(user)
+    bad = {f.key for f in schema}
+    for _ in range(4):
+        if not all(_drop_key(trial, k) for k in bad if k != source):
+            return []
+        try:
+            res = resolve(trial, source=source, detected_vram_gb=vram_gb)
+        except JobError as e:
+            new = {f.key for f in e.findings} - bad
+            if not new:
+                return []
+            bad |= new
+            continue
+        found = res.findings + validate_job(res.job, check_files=True, vram_gb=res.detected_vram_gb)
+        return [f for f in found if f.key not in bad and f.level != "info"]
+    return []
+
+
 def check_file(path: Path | str, *, vram_gb: float | None = None, output_roots: list[Path] | None = None,
-               text: str | None = None) -> tuple[Resolved | None, list[Finding]]:
+               text: str | None = None, machine: Machine | bool | None = None) -> tuple[Resolved | None, list[Finding]]:
     """Parse + schema + presets + every check of a job file; never raises for a bad job.
 
     Returns ``(Resolved, findings)``, or ``(None, findings)`` when the file cannot become a job at all.
     ``text``: the file's content, already read safely by the caller (the daemon's intake); ``path`` then only names it.
+    ``machine``: None/True = also check that *this* machine can run it (``engine.config.machine``; skipped when
+    ``WANLORA_VALIDATE_ANYWHERE`` is set), a :class:`Machine` = check against that one, False = skip.
     """
     try:
         user = parse_toml(text, str(path)) if text is not None else read_toml(Path(path))
-        resolved = resolve(user, source=str(path), detected_vram_gb=vram_gb)
     except JobError as e:
         return None, e.findings
+    try:
+        resolved = resolve(user, source=str(path), detected_vram_gb=vram_gb)
+    except JobError as e:
+        return None, e.findings + _beyond_schema_errors(user, e.findings, str(path), vram_gb)
     vram = resolved.detected_vram_gb
-    return resolved, sort_findings(resolved.findings + validate_job(resolved.job, check_files=True, vram_gb=vram,
-                                                                     output_roots=output_roots))
+    found = resolved.findings + validate_job(resolved.job, check_files=True, vram_gb=vram, output_roots=output_roots)
+    if machine is not False and not (machine is None and skip_requested()):
+        found += machine_findings(resolved.job, machine if isinstance(machine, Machine) else None)
+    return resolved, sort_findings(found)

@@ -2,6 +2,11 @@
 
 - the same-stem caption file (``clip.mp4`` → ``clip.txt``), else the dataset's ``default_caption``;
 - ``[trigger]`` replaced by the job's trigger word (or by DOP's class word for the preservation pass);
+- with a trigger word set, every caption of a non-regularization dataset that lacks it gets it prepended
+  ("a woman walking" → "frung a woman walking"), as ai-toolkit does (``toolkit/prompt_utils.py``
+  ``inject_trigger_into_prompt`` with ``add_if_not_present``); ``job.inject_trigger = false`` turns that off;
+- DOP's preservation prompt: the training caption with the trigger replaced by the class word (never the
+  training caption itself, which would make DOP undo what the LoRA learns);
 - caption dropout: an empty caption with probability p, decided by a caller-supplied generator so the
   decision is reproducible (the dataset seeds one per sample from seed, epoch and position).
 """
@@ -41,6 +46,25 @@ def substitute_trigger(caption: str, word: str) -> str:
     return out.strip().strip(",;:").strip()
 
 
+def has_trigger(caption: str, word: str) -> bool:
+    """Whether ``word`` occurs in ``caption`` as a whole word (case-sensitive, as the tokenizer sees it)."""
+    word = word.strip()
+    return bool(word) and re.search(rf"(?<!\w){re.escape(word)}(?!\w)", caption) is not None
+
+
+def training_caption(raw: str, trigger_word: str, *, inject: bool = True, is_regularization: bool = False) -> str:
+    """The caption a sample trains with (before dropout): ``[trigger]`` substituted, then — with ``inject``,
+    a trigger word and a non-regularization dataset — the trigger prepended when the caption lacks it.
+
+    Regularization captions are never given the trigger: they teach what the base model already does.
+    """
+    text = substitute_trigger(raw, trigger_word)
+    word = trigger_word.strip()
+    if inject and word and not is_regularization and not has_trigger(text, word):
+        text = f"{word} {text}".strip()
+    return text
+
+
 def caption_dropout(p: float, rng: RandomLike) -> bool:
     """True = train this sample with the empty caption.  Always draws once, so streams stay aligned."""
     if not 0.0 <= p <= 1.0:
@@ -48,6 +72,36 @@ def caption_dropout(p: float, rng: RandomLike) -> bool:
     return rng.random() < p
 
 
-def final_caption(raw: str, trigger_word: str, dropped: bool) -> str:
-    """What the text encoder sees: "" when dropped, else ``raw`` with the trigger substituted."""
-    return "" if dropped else substitute_trigger(raw, trigger_word)
+def final_caption(raw: str, trigger_word: str, dropped: bool, *, inject: bool = True,
+                  is_regularization: bool = False) -> str:
+    """What the text encoder sees: "" when dropped (the unconditional prompt), else :func:`training_caption`.
+
+    ai-toolkit injects the trigger even into a dropped caption (so it trains on the bare trigger); here a
+    dropped caption stays empty, which is what caption dropout is for (SPEC: "an empty caption with
+    probability p").
+    """
+    return "" if dropped else training_caption(raw, trigger_word, inject=inject, is_regularization=is_regularization)
+
+
+def preservation_prompt(caption: str, trigger_word: str, class_word: str, *, add_if_missing: bool = True) -> str:
+    """The caption with ``[trigger]`` — and the trigger word itself, as a whole word — replaced by the class.
+
+    ``caption`` is the training caption (raw text works too: ``[trigger]`` is replaced here).  When it holds
+    no trigger at all and ``add_if_missing`` (non-regularization data), the class word is prepended, so the
+    result differs from the caption whenever the class word differs from the trigger.
+    """
+    word = trigger_word.strip()
+    had = "[trigger]" in caption.lower() or has_trigger(caption, word)
+    out = substitute_trigger(caption, class_word)
+    if word:
+        out = re.sub(rf"(?<!\w){re.escape(word)}(?!\w)", lambda _m: class_word, out)
+    if not had and add_if_missing and class_word.strip():
+        out = f"{class_word.strip()} {out}".strip()
+    return out
+
+
+def sample_preservation_prompt(caption_raw: str, trigger_word: str, class_word: str, *, inject: bool = True,
+                               is_regularization: bool = False) -> str:
+    """The preservation prompt of one sample from its raw caption (dropout ignored: DOP keeps the class)."""
+    caption = training_caption(caption_raw, trigger_word, inject=inject, is_regularization=is_regularization)
+    return preservation_prompt(caption, trigger_word, class_word, add_if_missing=not is_regularization)

@@ -16,7 +16,8 @@ resumed run — with the same or a different world size — sees bit-for-bit the
 
 Per sample: frame indices (:mod:`engine.data.frames`; ``even`` or ``fps``), decode + scale in decord,
 centre-crop to the bucket (:mod:`engine.data.buckets`), optional random flips (50 % each when
-``flip_x``/``flip_y``), caption with ``[trigger]`` substituted and caption dropout
+``flip_x``/``flip_y``), caption with ``[trigger]`` substituted (and the trigger prepended where missing,
+``job.inject_trigger``) and caption dropout
 (:mod:`engine.data.captions`).  Images are one-frame samples (bucket F = 1) whatever ``num_frames`` is.
 """
 
@@ -69,7 +70,7 @@ class ClipEntry:
 @dataclass
 class Sample:
     pixels: torch.Tensor  # float32 [3, F, H, W] in [-1, 1]
-    caption: str  # what to encode: "" if dropped, else caption_raw with [trigger] substituted
+    caption: str  # what to encode: "" if dropped, else captions.training_caption(caption_raw, ...)
     caption_raw: str  # before trigger substitution and dropout (DOP re-substitutes the class word)
     dropped: bool  # caption dropout hit this sample
     path: Path
@@ -166,6 +167,7 @@ class ClipDataset:
         self.configs = list(job.datasets)
         self.entries = entries
         self.trigger_word = job.job.trigger_word
+        self.inject_trigger = job.job.inject_trigger
         self.rank, self.world_size = int(rank), int(world_size)
         self.warn = warn
         self.num_workers = int(num_workers)
@@ -230,7 +232,8 @@ class ClipDataset:
         pixels = self.pixels(e, ref.bucket, idx, fx, fy)
         return Sample(
             pixels=pixels,
-            caption=final_caption(e.caption_raw, self.trigger_word, dropped),
+            caption=final_caption(e.caption_raw, self.trigger_word, dropped, inject=self.inject_trigger,
+                                  is_regularization=ds.is_regularization),
             caption_raw=e.caption_raw,
             dropped=dropped,
             path=e.path,
@@ -426,6 +429,19 @@ def _resize_uint8(arr: np.ndarray, w: int, h: int) -> np.ndarray:
     return np.stack([np.asarray(Image.fromarray(f).resize((w, h), Image.Resampling.BICUBIC)) for f in arr])
 
 
+def split_entries(entries: list[ClipEntry], ds: DatasetSection, split: str) -> list[ClipEntry]:
+    """This split's entries of one dataset (renumbered), by the hold-out rule of :mod:`engine.data.holdout`."""
+    from dataclasses import replace
+
+    from wanlora.engine.data.holdout import held_out
+
+    if split not in ("train", "eval"):
+        raise ValueError(f"unknown split {split!r}; expected train or eval")
+    out = held_out([e.path.name for e in entries], is_eval=ds.is_eval, fraction=ds.eval_fraction)
+    keep = [e for i, e in enumerate(entries) if (i in out) == (split == "eval")]
+    return [replace(e, clip_index=k) for k, e in enumerate(keep)]
+
+
 def build_dataset(
     job: Job,
     seed: int | None = None,
@@ -435,8 +451,12 @@ def build_dataset(
     batch_size: int | None = None,
     warn: Warn | None = None,
     num_workers: int = 0,
+    split: str = "train",
 ) -> ClipDataset:
     """Scan every ``[[datasets]]`` folder and build this rank's batch stream.
+
+    ``split = "train"`` leaves out the clips held for evaluation (:mod:`engine.data.holdout`);
+    ``"eval"`` keeps only those (``engine.train.evaluate`` reads them, never as training batches).
 
     ``seed`` defaults to ``job.training.seed``; ``batch_size`` to ``job.training.batch_size``;
     ``num_workers`` > 0 decodes that many batches ahead in threads (decord releases the GIL).
@@ -447,13 +467,20 @@ def build_dataset(
         raise DataExhausted("the job has no [[datasets]]; add one with folder = \"/path/to/clips\"")
     entries: list[list[ClipEntry]] = []
     for i, ds in enumerate(job.datasets):
+        if split == "eval" and not (ds.is_eval or ds.eval_fraction > 0):
+            entries.append([])  # nothing held out here: not even scanned
+            continue
         ents = _entries_for(i, ds, warn)
         if not ents:
             raise DataExhausted(
                 f"datasets[{i}]: {ds.folder} has no usable clip or image "
                 "(videos .mp4 .mov .mkv .webm .avi, images .png .jpg .jpeg .webp); run `wanlora scan` on it"
             )
-        entries.append(ents)
+        entries.append(split_entries(ents, ds, split))
+    if not any(entries):
+        raise DataExhausted("every clip is held out for evaluation (is_eval / eval_fraction); set is_eval = false "
+                            "on the dataset to train on" if split == "train" else
+                            "no clip is held out for evaluation (no is_eval dataset; eval_fraction needs 2+ clips)")
     return ClipDataset(
         job, entries,
         job.training.seed if seed is None else seed,

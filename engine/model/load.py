@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,17 @@ class WanParts:
     vae: Any = None
     text_encoder: Any = None
     tokenizer: Any = None
+    files: dict[str, Path] = field(default_factory=dict)  # parts loaded from single files (part_sources)
+    # How previews get an expert that is not trained, or a VAE the latent cache freed: (dtype, device) → module.
+    # None = from ``root`` (a diffusers folder); a model source without files (the trial's) sets its own.
+    load_expert: Callable[..., Any] | None = None
+    load_vae: Callable[..., Any] | None = None
+
+    def expert(self, name: str, dtype: torch.dtype, device: torch.device | str) -> Any:
+        return (self.load_expert or (lambda n, dt, dev: load_expert(self.root, n, dt, dev)))(name, dtype, device)
+
+    def fresh_vae(self, dtype: torch.dtype, device: torch.device | str) -> Any:
+        return (self.load_vae or (lambda dt, dev: load_vae(self.root, dt, dev)))(dtype, device)
 
 
 def split_hub_id(name: str) -> tuple[str, str | None]:
@@ -48,8 +60,11 @@ def split_hub_id(name: str) -> tuple[str, str | None]:
 def _download_hint(repo: str, rev: str | None, patterns: list[str]) -> str:
     inc = " ".join(f"--include '{p}'" for p in patterns)
     r = f" --revision {rev}" if rev else ""
-    return (f"download it on a machine with network access: `huggingface-cli download {repo}{r} {inc}` "
-            f"(or unset HF_HUB_OFFLINE here), or set model.name_or_path to a local diffusers folder")
+    cache = os.environ.get("HF_HOME") or "~/.cache/huggingface"
+    return (f"download it on a machine with network access: `hf download {repo}{r} {inc}` "
+            f"(or unset HF_HUB_OFFLINE here), or set model.name_or_path to a local diffusers folder. "
+            f"The full Wan 2.2 I2V A14B download is ~70 GB and lands in $HF_HOME (now {cache}): on RunPod/Vast "
+            "put it on the persistent disk first, e.g. `export HF_HOME=/workspace/hf`")
 
 
 def resolve_model_path(name_or_path: str, subfolders: list[str]) -> Path:
@@ -145,12 +160,22 @@ def load_text_encoder(root: Path, dtype: torch.dtype, device: torch.device | str
 def load_parts(name_or_path: str, experts: list[str], *, dtype: torch.dtype, device: torch.device | str,
                boundary_override: float | str = "auto", text_encoder: bool = True,
                vae_dtype: torch.dtype | None = None, expert_device: torch.device | str | None = None,
-               text_encoder_quant: str = "none") -> WanParts:
+               text_encoder_quant: str = "none", files: dict[str, Any] | None = None,
+               transformer_quant: str = "none") -> WanParts:
     """Load the trained ``experts`` (subset of HIGH/LOW), the VAE and (optionally) the text encoder.
 
     ``expert_device`` (default ``device``) = "cpu" keeps the experts in RAM so a quantiser can place them
-    on the GPU block by block (a bf16 14B expert would not fit a 24 GB card whole).
+    on the GPU block by block (a bf16 14B expert would not fit a 24 GB card whole).  ``files`` ({part: path},
+    from the job's ``model.*_file`` keys) loads those parts from single files (``part_sources``);
+    ``transformer_quant`` = "fp8" keeps an fp8-scaled file's weights fp8 as stored.
     """
+    if files:
+        from wanlora.engine.model.part_sources import load_parts_with_files
+
+        return load_parts_with_files(name_or_path, experts, {k: Path(v) for k, v in files.items()}, dtype=dtype,
+                                     device=device, boundary_override=boundary_override, text_encoder=text_encoder,
+                                     vae_dtype=vae_dtype, expert_device=expert_device,
+                                     text_encoder_quant=text_encoder_quant, transformer_quant=transformer_quant)
     subfolders = [EXPERT_SUBFOLDER[e] for e in experts] + ["vae"]
     if text_encoder:
         subfolders += ["text_encoder", "tokenizer"]

@@ -6,6 +6,8 @@ the same object the pipeline would run, and its state dict is what ``lora_format
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 ADAPTER_NAME = "default"
@@ -42,7 +44,10 @@ def add_lora(transformer, rank: int, alpha: float, modules: str = "attn+ffn",
     transformer.requires_grad_(False)
     cfg = LoraConfig(r=int(rank), lora_alpha=float(alpha), target_modules=target_regex(modules),
                      init_lora_weights=True)
-    transformer.add_adapter(cfg, adapter_name=ADAPTER_NAME)
+    with warnings.catch_warnings():
+        if _wrap_fp8_bases(transformer, cfg):  # peft warns about any layer type it does not ship; ours is handled
+            warnings.filterwarnings("ignore", message="Unsupported layer type", category=UserWarning)
+        transformer.add_adapter(cfg, adapter_name=ADAPTER_NAME)
     params = [p for n, p in transformer.named_parameters() if "lora_" in n]
     for p in params:
         p.requires_grad_(True)
@@ -51,6 +56,18 @@ def add_lora(transformer, rank: int, alpha: float, modules: str = "attn+ffn",
     if not params:
         raise RuntimeError(f"no Linear layer matched target.modules={modules!r}; is this a Wan transformer?")
     return params
+
+
+def _wrap_fp8_bases(transformer, cfg) -> bool:
+    """An expert loaded from an fp8-scaled file already holds :class:`Fp8Linear` bases: let peft wrap them too."""
+    from wanlora.engine.model.fp8_linear import Fp8Linear
+
+    if not any(isinstance(m, Fp8Linear) for m in transformer.modules()):
+        return False
+    from peft.tuners.lora.layer import Linear as LoraLinear
+
+    cfg._register_custom_module({Fp8Linear: LoraLinear})
+    return True
 
 
 def lora_state_dict(transformer) -> dict[str, torch.Tensor]:

@@ -57,7 +57,17 @@ def check_available(mode: Mode, device: torch.device) -> None:
                                           "pip install 'wanlora[cuda]'") from None
 
 
+def _ready(module: nn.Module, device: torch.device) -> nn.Module:
+    """A module whose weights are still on ``meta`` (the trial's random full-size model) gets them here, on
+    ``device``, where a loaded one would be copied to: same placement order, same peak memory."""
+    from wanlora.engine.model.fullsize import materialize_
+
+    materialize_(module, device)
+    return module
+
+
 def _convert(lin: nn.Linear, mode: Mode, device: torch.device) -> nn.Module:
+    _ready(lin, device)
     if mode == "fp8":
         return Fp8Linear.from_linear(lin.to(device))
     return Nf4Linear(lin, device)
@@ -69,23 +79,23 @@ def quantize_and_place(transformer: nn.Module, mode: Mode, device: torch.device)
     Returns how many Linears were quantised (0 for ``mode == "none"``, which is just ``.to(device)``).
     """
     if mode == "none":
-        transformer.to(device)
+        _ready(transformer, device).to(device)
         return 0
     check_available(mode, device)
     count = 0
     blocks = transformer.blocks
     for child in transformer.children():
         if child is not blocks:
-            child.to(device)
+            _ready(child, device).to(device)
     for p in transformer.parameters(recurse=False):
-        p.data = p.data.to(device)
+        p.data = p.data.to(device) if not p.is_meta else torch.empty_like(p, device=device).normal_(0, 0.02)
     for block in blocks:
         targets = [(parent, cname, c) for parent in block.modules() for cname, c in parent.named_children()
                    if fp8_eligible(c) and not c.weight.requires_grad]
         for parent, cname, c in targets:
             setattr(parent, cname, _convert(c, mode, device))
             count += 1
-        block.to(device)  # norms, LoRA params and anything not quantised
+        _ready(block, device).to(device)  # norms, LoRA params and anything not quantised
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return count
@@ -111,14 +121,15 @@ def quantize_text_encoder(text_encoder: nn.Module, mode: Mode, device: torch.dev
     ~5.6 GiB in fp8.
     """
     if mode == "none":
-        text_encoder.to(device)
+        _ready(text_encoder, device).to(device)
         return 0
     check_available(mode, device)
     targets = [(parent, name, child) for parent in text_encoder.modules() for name, child in parent.named_children()
                if fp8_eligible(child) and not child.weight.requires_grad]
     for parent, name, child in targets:
+        _ready(child, device)
         new = Fp8Linear.from_linear(child.to(device), fp8_compute=False) if mode == "fp8" else Nf4Linear(child, device)
         setattr(parent, name, new)
-    text_encoder.to(device)
+    _ready(text_encoder, device).to(device)
     return len(targets)
 

@@ -9,6 +9,7 @@ runs unchanged on it.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -50,10 +51,14 @@ TRANSFORMER_CONFIG = dict(
     num_layers=2,
     cross_attn_norm=True,
     qk_norm="rms_norm_across_heads",
-    rope_max_seq_len=32,
+    rope_max_seq_len=1024,  # as the real model: positions for up to 1024 patches per side (768² needs 48)
 )
+# The latent contract is the A14B VAE's (16 channels, ÷8 in space, ÷4 in time, causal first frame, latents_mean/std),
+# but the tiny VAE folds 2×2 pixels into channels first (``patch_size=2``, the Wan 2.2 VAE's own mechanism) and
+# keeps one resampling block per level, so a 768² × 41-frame preview encodes and decodes in seconds on a CPU.
 VAE_CONFIG = dict(
-    base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]
+    base_dim=3, z_dim=16, dim_mult=[1, 1, 1], num_res_blocks=0, temperal_downsample=[True, True],
+    patch_size=2, in_channels=12, out_channels=12, scale_factor_spatial=8, scale_factor_temporal=4,
 )
 BOUNDARY_RATIO = 0.9
 
@@ -130,11 +135,30 @@ def build_tiny_model(path: Path, seed: int = 0) -> Path:
     return path
 
 
+def is_current(path: Path) -> bool:
+    """True when the folder holds a tiny model built from today's configs.
+
+    An older build (e.g. one whose rotary table stopped at 32 patches, which made 768² previews crash with
+    ``shape '[1, 48, 1, -1]' is invalid``) is rebuilt rather than trusted.
+    """
+    path = Path(path)
+    if not (path / "model_index.json").is_file():
+        return False
+    for sub, want in (("transformer", TRANSFORMER_CONFIG), ("transformer_2", TRANSFORMER_CONFIG), ("vae", VAE_CONFIG)):
+        try:
+            have = json.loads((path / sub / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        if any(have.get(k) != json.loads(json.dumps(v)) for k, v in want.items()):
+            return False
+    return True
+
+
 def ensure_tiny_model(path: Path | None = None) -> Path:
-    """The tiny model at ``path`` (default ``paths.tiny_model_dir()``), built once on first use."""
+    """The tiny model at ``path`` (default ``paths.tiny_model_dir()``), built on first use or when outdated."""
     from wanlora.engine.config.paths import tiny_model_dir
 
     path = Path(path) if path is not None else tiny_model_dir()
-    if not (path / "model_index.json").is_file():
+    if not is_current(path):
         build_tiny_model(path)
     return path

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-# Buckets of different sizes fragment the CUDA caching allocator; expandable segments avoid the OOMs that
-# fragmentation caused at 81x768^2 on an H100 (BENCHMARKS.md). Must be set before torch touches CUDA.
-os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+from wanlora.engine.config.launch import use_trainer_env
+
+use_trainer_env()  # expandable segments, NVLink multicast off: before torch touches CUDA
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,8 @@
-"""The demo run: synthetic clips + the tiny model + a short job, used by ``wanlora demo`` and the tests."""
+"""The demo run: synthetic clips + the tiny model + a short job, used by ``wanlora demo`` and the tests.
+
+The synthetic captions read ``[trigger] a red square moving right``, so the demo job sets a trigger word
+(``DEMO_TRIGGER``): a newcomer who reuses the clips with any recipe trains on the same text the demo did.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +13,14 @@ from wanlora.engine.config import jobdir
 from wanlora.engine.config.io import job_from_dict, save_job
 from wanlora.engine.config.schema import Job
 
+DEMO_TRIGGER = "sks"  # the synthetic captions start with [trigger]; "sks" is in the tiny tokenizer's vocabulary
+
 
 def demo_job_dict(clips: Path, model: Path, *, steps: int = 40, name: str = "wanlora_demo",
                   num_frames: int = 9, resolution: int = 64, **overrides: Any) -> dict[str, Any]:
     """A job that trains both experts of the tiny model on the clips in a couple of minutes on a CPU."""
     d: dict[str, Any] = {
-        "job": {"name": name, "trigger_word": "", "preset": "motion"},
+        "job": {"name": name, "trigger_word": DEMO_TRIGGER, "preset": "motion"},
         "model": {"name_or_path": str(model)},
         "quantization": {"transformer": "none", "text_encoder": "none"},
         "multistage": {"high_noise": True, "low_noise": True, "switch_every": 5},
@@ -49,5 +55,25 @@ def prepare_demo(home: Path, *, steps: int = 40, n_clips: int = 4, model: Path |
     clips = home / "demo" / "clips"
     if not any(clips.glob("*.mp4")):
         write_clips(clips, n=n_clips, num_frames=24, size=(64, 64), fps=16.0, captions=True)
+    held, ctrl = _demo_eval_and_ctrl(home / "demo", clips)
     model = ensure_tiny_model(model or home / "models" / "tiny-wan22-i2v")
-    return write_job_dir(home / "demo" / "job", demo_job_dict(clips, model, steps=steps))
+    d = demo_job_dict(clips, model, steps=steps)
+    # a held-out clip (eval loss at every save) and a preview prompt: `wanlora compare` works on the demo job
+    d["datasets"].append({"folder": str(held), "resolutions": [64], "num_frames": 9, "is_eval": True})
+    d["sample"] = {"width": 64, "height": 64, "num_frames": 9, "steps": 4, "fps": 8,
+                   "prompts": [{"prompt": "a red square moving right", "ctrl_img": str(ctrl)}]}
+    return write_job_dir(home / "demo" / "job", d)
+
+
+def _demo_eval_and_ctrl(demo: Path, clips: Path) -> tuple[Path, Path]:
+    """One held-out clip (another seed) and a control image (its first frame) for the demo job."""
+    from PIL import Image
+    from wanlora.engine.data.decode import read_video_frames
+    from wanlora.engine.data.synthetic import write_clips
+
+    held, ctrl = demo / "eval", demo / "ctrl.png"
+    if not any(held.glob("*.mp4")):
+        write_clips(held, n=1, num_frames=24, size=(64, 64), fps=16.0, captions=True, seed=7, prefix="held")
+    if not ctrl.is_file():
+        Image.fromarray(read_video_frames(sorted(held.glob("*.mp4"))[0], [0])[0]).save(ctrl)
+    return held, ctrl

@@ -19,7 +19,7 @@ from typing import Any
 
 from wanlora.engine.config import jobdir
 
-EVENT_TYPES = ("step", "heartbeat", "checkpoint", "sample", "warning", "error", "state", "cache")
+EVENT_TYPES = ("step", "heartbeat", "checkpoint", "sample", "warning", "error", "state", "cache", "eval")
 
 
 def _clean(x: Any) -> Any:

@@ -25,15 +25,16 @@ from wanlora.engine.cache.prepare import Inputs, prepare_inputs
 from wanlora.engine.config import jobdir
 from wanlora.engine.config.findings import JobError
 from wanlora.engine.config.io import load_job
-from wanlora.engine.config.schema import Job
+from wanlora.engine.config.schema import ExpertPlan, Job, expert_plan
 from wanlora.engine.model import lora_format
 from wanlora.engine.model.load import ModelLoadError, WanParts, load_parts
 from wanlora.engine.model.lora import add_lora, load_lora_state_dict, lora_state_dict
 from wanlora.engine.model.offload import BlockStreamer
+from wanlora.engine.model.part_sources import fp8_files_direct, job_files
 from wanlora.engine.model.quant import QuantizationUnavailable, check_available, quantize_and_place
 from wanlora.engine.sample import training_previews
 from wanlora.engine.train import acceleration as acc
-from wanlora.engine.train import distributed, dop
+from wanlora.engine.train import distributed, dop, evaluate
 from wanlora.engine.train import ema as ema_mod
 from wanlora.engine.train import state as train_state
 from wanlora.engine.train.batches import Batch, BatchSource, DataExhausted, make_batch_source
@@ -101,13 +102,19 @@ class Trainer:
 
     def __init__(self, job: Job, job_dir: Path, events: EventLog, status: Status,
                  device: torch.device | None = None, stop: StopSignal | None = None,
-                 dist: distributed.DistContext | None = None) -> None:
+                 dist: distributed.DistContext | None = None, *, model_source: Any = load_parts,
+                 cache_root: Path | None = None) -> None:
         self.job, self.job_dir, self.events, self.status = job, Path(job_dir), events, status
+        # ``load_parts`` unless a trial swaps in random full-size weights; a trial also keeps its caches apart
+        self.model_source, self.cache_root = model_source, cache_root
+        self.plan_override: str | None = None  # "greedy" | "frugal": a trial forcing a plan (OOM fallback check)
         self.dist = dist or distributed.SINGLE  # rank 0 of 1 unless launched by torchrun
         self.device = device or (self.dist.device if self.dist.enabled else pick_device())
         self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
         self.stop = stop or StopSignal()
-        self.trained = trained_experts(job.multistage.high_noise, job.multistage.low_noise)
+        self.trained = trained_experts(job.multistage.high_noise.train, job.multistage.low_noise.train)
+        # each expert's own learning rate / rank / alpha / timestep shaping ([multistage.<expert>] over the job's)
+        self.plans: dict[str, ExpertPlan] = {e: expert_plan(job, e) for e in self.trained}
         self.out_dir = output_dir(job, job_dir)
         self.experts: dict[str, Expert] = {}
         self.parts: WanParts | None = None
@@ -122,10 +129,15 @@ class Trainer:
         self.inputs: Inputs | None = None  # per-step latents + embeddings (caches or live), set by setup()
         self.last_dop: torch.Tensor | None = None
         self.step_reg = 0  # regularization samples in the current step (reported, then reset)
+        self.eval_set: evaluate.EvalSet | None = None  # held-out clips (engine.train.evaluate), rank 0
 
     # ---------------------------------------------------------------- setup
     def setup(self) -> None:
         job = self.job
+        if job.training.dop.enabled and not job.job.trigger_word.strip():
+            raise JobError([], "training.dop.enabled needs job.trigger_word: without a trigger the preservation "
+                               "prompt is the training caption itself and DOP undoes what the LoRA learns; set "
+                               "job.trigger_word (and use it in the captions) or set training.dop.enabled = false")
         self.status.update(state="loading", total_steps=job.training.steps)
         self.events.emit("state", state="loading", experts=self.trained, device=str(self.device))
         torch.manual_seed(job.training.seed)
@@ -135,10 +147,14 @@ class Trainer:
                 raise QuantizationUnavailable(f"quantization.transformer = \"{quant}\" needs a CUDA GPU; "
                                               "use \"none\" on this machine")
             check_available(quant, self.device)
-        self.parts = load_parts(job.model.name_or_path, self.trained, dtype=self.dtype, device=self.device,
+        files = job_files(job.model)  # single-file parts (ComfyUI / original Wan), streamed to the device
+        stage_on_cpu = quant != "none" and not fp8_files_direct(files, self.trained, quant, job.model.low_vram)
+        extra = {"files": files, "transformer_quant": quant} if files else {}  # sources without files: unchanged
+        self.parts = self.model_source(job.model.name_or_path, self.trained, dtype=self.dtype, device=self.device,
                                 boundary_override=job.model.boundary_ratio, vae_dtype=torch.float32,
-                                expert_device="cpu" if quant != "none" or job.advanced.fsdp or self._offloading else None,
-                                text_encoder_quant=job.quantization.text_encoder if self.device.type == "cuda" else "none")
+                                expert_device="cpu" if stage_on_cpu or job.advanced.fsdp or self._offloading else None,
+                                text_encoder_quant=job.quantization.text_encoder if self.device.type == "cuda" else "none",
+                                **extra)
         self._warn_unsupported()
         for name in self.trained:
             self.experts[name] = self._prepare_expert(name)
@@ -149,15 +165,24 @@ class Trainer:
         self.data = make_batch_source(job, seed=job.training.seed, warn=self._data_warning,
                                       prefetch=2 if self.device.type == "cuda" else 0,
                                       rank=self.dist.rank, world_size=self.dist.world_size)
+        self.eval_set = evaluate.setup_eval(self)  # held-out clips, encoded before the caches free VAE/TE
         self.inputs = prepare_inputs(job, self.parts, self.data, device=self.device, dtype=self.dtype,
-                                     emit=self.events.emit, warn=self._data_warning)
+                                     emit=self.events.emit, warn=self._data_warning,
+                                     fallback_root=self.cache_root, only_root=self.cache_root is not None)
         if job.training.ema:
             ema_mod.attach(self.experts, job.training.ema_decay)
         latest = distributed.broadcast_object(self.dist, train_state.latest_state(self.job_dir))  # rank 0's pick
         if latest is not None:
             self._resume(latest)
         self.events.emit("state", state="ready", step=self.step, boundary_ratio=self.parts.boundary_ratio,
-                         resumed_from=str(latest) if latest else None)
+                         resumed_from=str(latest) if latest else None,
+                         expert_settings={n: self._plan_dict(n) for n in self.trained})
+
+    def _plan_dict(self, name: str) -> dict[str, Any]:
+        """One expert's effective settings and, for each, the job key that supplied it (events, metadata)."""
+        p = self.plans[name]
+        return {"learning_rate": p.learning_rate, "rank": p.rank, "alpha": p.alpha, "timestep_type": p.timestep_type,
+                "timestep_bias": p.timestep_bias, "weight_decay": p.weight_decay, "sources": dict(p.sources)}
 
     @property
     def _offloading(self) -> bool:
@@ -180,6 +205,10 @@ class Trainer:
             if cuda and n:
                 n, keep = acc.plan_checkpointing(ex.model, tokens, job.training.batch_size, self.device,
                                                  save_attention=True)
+            if self.plan_override == "greedy":
+                n = keep = 0
+            elif self.plan_override == "frugal":
+                n, keep = len(ex.model.blocks), 0
             acc.set_checkpointing(ex.model, n, save_attention=cuda, keep_attention=keep)
             # CPU: the warm-up costs more than it saves; nf4: bitsandbytes kernels are not measured compiled
             if job.advanced.compile and cuda and job.quantization.transformer != "nf4":
@@ -199,8 +228,9 @@ class Trainer:
     def _prepare_expert(self, name: str) -> Expert:
         job = self.job
         model = self.parts.experts[name]
+        plan = self.plans[name]
         lora_dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
-        params = add_lora(model, job.target.rank, job.target.effective_alpha, job.target.modules, dtype=lora_dtype)
+        params = add_lora(model, plan.rank, plan.alpha, job.target.modules, dtype=lora_dtype)
         if job.quantization.transformer != "none":  # after LoRA: only the frozen base Linears are quantised
             n = quantize_and_place(model, job.quantization.transformer, self.device)
             self.events.emit("state", state="quantized", expert=name, mode=job.quantization.transformer, linears=n)
@@ -216,8 +246,7 @@ class Trainer:
             self.events.emit("state", state="offloading", expert=name,
                              streamed_gib_per_pass=round(streamer.bytes_per_pass / 2**30, 2))
         model.train()
-        opt = build_optimizer(params, job.training.optimizer, job.training.learning_rate,
-                              job.training.weight_decay, self.device)
+        opt = build_optimizer(params, job.training.optimizer, plan.learning_rate, plan.weight_decay, self.device)
         return Expert(name=name, model=model, params=params, optimizer=opt)
 
     def _data_warning(self, message: str, path: str | None = None) -> None:
@@ -270,15 +299,18 @@ class Trainer:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         written = []
         for name, ex in self.experts.items():
+            plan = self.plans[name]
             meta = lora_format.lora_metadata(
-                base_model=job.model.name_or_path, expert=name, rank=job.target.rank,
-                alpha=job.target.effective_alpha, trigger=job.job.trigger_word, step=self.step,
+                base_model=job.model.name_or_path, expert=name, rank=plan.rank,
+                alpha=plan.alpha, trigger=job.job.trigger_word, step=self.step,
                 recipe=job.job.preset, modules=job.target.modules, boundary_ratio=self.parts.boundary_ratio,
-                extra={"learning_rate": job.training.learning_rate, "timestep_type": job.training.timestep_type,
-                       "timestep_bias": job.training.timestep_bias, "expert_steps": ex.steps_done})
+                extra={"learning_rate": plan.learning_rate, "timestep_type": plan.timestep_type,
+                       "timestep_bias": plan.timestep_bias, "weight_decay": plan.weight_decay,
+                       "expert_steps": ex.steps_done,
+                       "per_expert": sorted(k for k, src in plan.sources.items() if src.startswith("multistage."))})
             path = self.out_dir / lora_filename(job.job.name, name, None if final else self.step)
             weights, wmeta = ema_mod.file_weights(ex, lora_state_dict(ex.model))
-            lora_format.save_lora(path, weights, alpha=job.target.effective_alpha, dtype=job.save.dtype,
+            lora_format.save_lora(path, weights, alpha=plan.alpha, dtype=job.save.dtype,
                                   metadata={**meta, **wmeta})
             written.append(path)
         for name in self.experts:  # only after every new file is complete
@@ -286,6 +318,7 @@ class Trainer:
         self.last_checkpoint = str(written[0])
         self.events.emit("checkpoint", step=self.step, files=[str(p) for p in written], final=final)
         self.status.update(last_checkpoint=self.last_checkpoint)
+        evaluate.eval_at_save(self, written, final)  # the pair's eval loss per expert (eval datasets only)
         return written
 
     # ---------------------------------------------------------------- one step
@@ -300,13 +333,14 @@ class Trainer:
         self.step_reg += sum(bool(s.is_regularization) for s in getattr(batch, "samples", []))
         emb = self.embed(batch.captions)
         positions = batch_positions(batch)
+        plan = self.plans[ex.name]
         if positions is not None:  # keyed per sample: the same draws whatever the batch size or world size
             t, noise = draw_per_sample(positions, job.training.seed, x0.shape[1:], expert=ex.name,
-                                       boundary_ratio=parts.boundary_ratio, kind=job.training.timestep_type,
-                                       bias=job.training.timestep_bias, device=self.device, dtype=x0.dtype)
+                                       boundary_ratio=parts.boundary_ratio, kind=plan.timestep_type,
+                                       bias=plan.timestep_bias, device=self.device, dtype=x0.dtype)
         else:
-            t = sample_timesteps(x0.shape[0], ex.name, parts.boundary_ratio, job.training.timestep_type,
-                                 job.training.timestep_bias, generator=self.gen_t).to(self.device)
+            t = sample_timesteps(x0.shape[0], ex.name, parts.boundary_ratio, plan.timestep_type,
+                                 plan.timestep_bias, generator=self.gen_t).to(self.device)
             noise = torch.randn(x0.shape, generator=self.gen_noise, device=self.device, dtype=x0.dtype)
         xt = noisy_latents(x0, noise, sigmas_from_timesteps(t))
         inp = model_input(xt, cond, self.dtype)
@@ -316,7 +350,8 @@ class Trainer:
             target = differential_guidance_target(pred, target, job.advanced.differential_guidance_scale)
         loss, self.last_dop = mse_loss(pred, target), None
         if job.training.dop.enabled:  # same noisy input and t, class prompt: LoRA on pulled toward LoRA off
-            cls = self.embed(dop.batch_prompts(batch, job.job.trigger_word, job.training.dop.preservation_class))
+            cls = self.embed(dop.batch_prompts(batch, job.job.trigger_word, job.training.dop.preservation_class,
+                                               inject=job.job.inject_trigger))
             self.last_dop = dop.preservation_term(ex.model, inp, t, cls, job.training.dop.multiplier)
             loss = loss + self.last_dop
         return loss, t
@@ -327,7 +362,7 @@ class Trainer:
         name = expert_for_step(self.step, self.trained, job.multistage.switch_every)
         ex = self.experts[name]
         place_experts(self.experts, name, self.device, job.model.low_vram and not self._offloading)
-        lr = lr_at(self.step, job.training.learning_rate, job.training.steps, job.training.lr_warmup_steps,
+        lr = lr_at(self.step, self.plans[name].learning_rate, job.training.steps, job.training.lr_warmup_steps,
                    job.training.lr_scheduler)
         set_lr(ex.optimizer, lr)
         accum = job.training.gradient_accumulation

@@ -8,8 +8,12 @@ inference pipeline routes by.  All formulas, with N = 1000 training timesteps:
 - ``linear``:  ``t_i = linspace(1000, 1, N)[i]``
 - ``sigmoid``: ``t = sort_desc((1 − sigmoid(z)) · 1000)``, ``z ~ N(0, 1)^N`` (redrawn every step; most
   draws land mid-range)
-- ``shift``:   ``σ_i = linspace(1, 1/N, N)[i]``, ``σ'_i = 5σ_i / (1 + 4σ_i)``, ``t_i = 1000 σ'_i``
-  (shift 5, Wan's own sampling shift; pushes mass toward high noise)
+- ``shift``:   ``σ_i = linspace(1, σ_min, N)[i]`` with ``σ_min = S(1/N)``, then ``t_i = 1000 · S(σ_i)``, where
+  ``S(σ) = 5σ / (1 + 4σ)`` (shift 5; pushes mass toward high noise).  This is ai-toolkit's table exactly
+  (``toolkit/samplers/custom_flowmatch_sampler.py`` ``set_train_timesteps``: it spans the scheduler's own
+  sigma range, ``FlowMatchEulerDiscreteScheduler(shift=5)``'s ``sigma_max = 1`` to ``sigma_min = S(1/N)``,
+  already shifted once, and shifts again).  For N = 1000 that is ``σ_i = (1004 − i)/1004`` and
+  ``t_i = 5000·(1004 − i) / (5020 − 4i)``: 1000 at i = 0, 24.41 at i = 999 (not 4.98)
 
 **Expert range** — defined on the timestep the model sees, as ``WanImageToVideoPipeline`` routes:
 high-noise expert ``t ≥ boundary · 1000``, low-noise expert ``t < boundary · 1000``.  Because the table
@@ -55,9 +59,10 @@ def timestep_table(
     if kind == "sigmoid":
         z = torch.randn(n, generator=generator, dtype=torch.float32)
         return torch.sort((1.0 - torch.sigmoid(z)) * 1000.0, descending=True).values
-    if kind == "shift":
-        sigma = torch.linspace(1.0, 1.0 / n, n, dtype=torch.float32)
-        return shift_sigma(sigma) * 1000.0
+    if kind == "shift":  # in float64 like ai-toolkit's numpy, then fp32
+        sigma_min = float(shift_sigma(torch.tensor(1.0 / n, dtype=torch.float64)))
+        sigma = torch.linspace(1.0, sigma_min, n, dtype=torch.float64)
+        return (shift_sigma(sigma) * 1000.0).to(torch.float32)
     raise ValueError(f"unknown timestep type {kind!r}; expected linear, sigmoid or shift")
 
 

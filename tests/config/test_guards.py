@@ -45,7 +45,7 @@ def _errors(findings: list) -> dict[str, str]:
 @pytest.mark.parametrize(("section", "key", "value", "word"), [
     ("target", "rank", '"8"', "whole number"),
     ("training", "steps", "4.0", "decimal point"),
-    ("multistage", "low_noise", "0", "not 0/1"),
+    ("multistage", "low_noise", "0", "use true/false"),
     ("training", "gradient_checkpointing", '"yes"', "true or false"),
     ("save", "every", "true", "whole number"),
     ("job", "gpus", "[0.0]", ""),

@@ -104,6 +104,7 @@ def test_fps_sampling_on_clips_too_short(job_file, ten_clips):
 
 def test_info_lines_for_caching_that_ai_toolkit_refuses(job_file, ten_clips):
     body = clean_job(ten_clips).replace("num_frames = 21", "num_frames = 21\ncache_latents = true")
+    body = body.replace('name = "clean"', 'name = "clean"\ntrigger_word = "sks"')  # DOP needs a trigger
     body += "[training]\ncache_text_embeddings = true\n[training.dop]\nenabled = true\n"
     info = by_key(job_file(body), "info")
     (te,) = info["training.cache_text_embeddings"]

@@ -235,7 +235,8 @@ def test_install_service_writes_a_restart_safe_unit(home: Path, tmp_path: Path) 
     assert "Restart=on-failure" in text and f"Environment=WANLORA_HOME={home}" in text
     assert "KillMode=process" in text  # restarting the daemon must not kill the trainers
     assert "-m wanlora.daemon run" in text and "WantedBy=default.target" in text
-    assert "systemctl --user enable --now wanlora.service" in r.stdout and "loginctl enable-linger alice" in r.stdout
+    # a unit outside systemd's folders is enabled by its path (by name systemd would not find it: issue #14)
+    assert f"systemctl --user enable --now {unit}" in r.stdout and "loginctl enable-linger alice" in r.stdout
 
 
 def test_doctor_reports_the_machine_without_torch(home: Path) -> None:

@@ -37,13 +37,34 @@ def test_tables_are_descending_and_match_the_formulas() -> None:
     lin = timestep_table("linear")
     assert lin[0] == 1000 and lin[-1] == 1 and lin.numel() == 1000
     sh = timestep_table("shift")
-    sigma = torch.linspace(1, 1 / 1000, 1000)
-    assert torch.allclose(sh, 1000 * 5 * sigma / (1 + 4 * sigma))
     assert torch.allclose(shift_sigma(torch.tensor([0.5])), torch.tensor([5 * 0.5 / 3]))
     sig = timestep_table("sigmoid", torch.Generator().manual_seed(0))
     for t in (lin, sh, sig):
         assert (t[:-1] >= t[1:]).all()
     assert 0 < sig.min() and sig.max() < 1000
+
+
+def test_shift_table_is_ai_toolkits() -> None:
+    """ai-toolkit's shift table, derived by hand (not from our code): its scheduler is
+    FlowMatchEulerDiscreteScheduler(shift=5), whose sigma_min is S(1/1000) = 0.005/1.004 = 5/1004 with
+    S(σ) = 5σ/(1+4σ); set_train_timesteps("shift") takes linspace(1, 5/1004, 1000) — i.e. σ_i = (1004 − i)/1004,
+    since the step is (999/1004)/999 = 1/1004 — and shifts it again: t_i = 1000·S(σ_i) = 5000(1004 − i)/(5020 − 4i).
+    """
+    sh = timestep_table("shift").double()
+    by_hand = torch.tensor([5000.0 * (1004 - i) / (5020 - 4 * i) for i in range(1000)], dtype=torch.float64)
+    assert torch.allclose(sh, by_hand, rtol=0, atol=1e-4), (sh - by_hand).abs().max()
+    # a few entries as numbers: 1000, 5000·504/3020 and 25000/1024 (the low end, where a single shift of
+    # linspace(1, 1/1000) would give 4.98 — the 19.4 gap this table used to have)
+    assert sh[0].item() == 1000.0
+    assert abs(sh[500].item() - 834.4370860927) < 1e-4 and abs(sh[999].item() - 24.4140625) < 1e-4
+    # and the same numbers from diffusers' scheduler the way ai-toolkit's sampler reads it
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    sched = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=5.0, use_dynamic_shifting=False)
+    sig = torch.linspace(sched.sigma_max, sched.sigma_min, 1000, dtype=torch.float64)
+    assert torch.allclose(sh, 1000 * 5 * sig / (1 + 4 * sig), rtol=0, atol=1e-3)
+    # routing: 359 entries at t ≥ 900 go to the high-noise expert
+    assert int((sh >= 900).sum()) == 359
 
 
 def test_linear_expert_slices_split_at_the_boundary() -> None:

@@ -34,7 +34,7 @@ def test_loss_falls_on_a_fixed_batch(tmp_path: Path, clips: Path, tiny_model: Pa
     tr.setup()
     assert list(tr.parts.experts) == [expert]  # only the trained expert is loaded
     batch = tr.data.next_batch()
-    assert batch.pixels.shape == (1, 3, 9, 64, 64) and batch.captions == ["a red square moving right"]
+    assert batch.pixels.shape == (1, 3, 9, 64, 64) and batch.captions == ["sks a red square moving right"]
     ex = tr.experts[expert]
 
     def loss_once(train: bool) -> float:

@@ -82,7 +82,10 @@ def test_ema_update_formula_and_saved_weights_are_the_shadows() -> None:
 def test_preservation_prompt_replaces_the_trigger_with_the_class() -> None:
     assert preservation_prompt("[trigger], a woman walking", "frung", "person") == "person, a woman walking"
     assert preservation_prompt("frung walking; not frungle", "frung", "person") == "person walking; not frungle"
-    assert preservation_prompt("a castle", "", "scene") == "a castle"
+    # a caption without the trigger: the class takes the place the injected trigger would have had, so the
+    # preservation prompt is never the caption being trained (unless the caller says it is regularization data)
+    assert preservation_prompt("a castle", "frung", "scene") == "scene a castle"
+    assert preservation_prompt("a castle", "frung", "scene", add_if_missing=False) == "a castle"
 
 
 def test_dop_term_pulls_the_lora_toward_the_base_and_only_trains_the_lora(tiny_pipe) -> None:

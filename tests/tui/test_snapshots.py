@@ -71,10 +71,13 @@ def test_review_screen(snap_compare: Any, fixed_dirs: tuple[Path, Path]) -> None
         app = pilot.app
         app.wizard.set("datasets[0].folder", str(clips))
         app.wizard.set("job.name", "orbit_v1")
-        for _ in range(12):  # gpu → … → review
+        for _ in range(16):  # recipe → gpu → … → review
+            if getattr(app.screen, "STEP", "") == "review":
+                break
             await pilot.press("ctrl+n")
             await pilot.pause()
             await app.workers.wait_for_complete()
+        assert app.screen.STEP == "review"
         app.screen.query_one("#price", Input).focus()
         await pilot.press("2", ".", "4", "9")
         await _still(pilot)

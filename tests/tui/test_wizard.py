@@ -104,7 +104,10 @@ async def test_each_recipe_reaches_the_spool(recipe: str, home: Path, clips: Pat
                 break
         files = spooled(home)
         assert len(files) == 1, files
-        await pilot.pause(0.3)
+        for _ in range(50):  # the wizard's 14 screens are popped one by one; slow on a loaded CI box
+            await pilot.pause(0.1)
+            if type(app.screen).__name__ == "DashboardScreen":
+                break
         assert type(app.screen).__name__ == "DashboardScreen"
         assert "submitted" in screen_text(app)
 
@@ -204,3 +207,66 @@ async def test_datasets_can_be_added_and_removed(home: Path, clips: Path) -> Non
         await pilot.pause(0.2)
         assert app.wizard.rows("datasets") == 1
         assert app.wizard.job is not None and app.wizard.job.datasets[0].folder == str(clips)
+
+
+async def test_multistage_panel_edits_one_experts_own_settings(home: Path) -> None:
+    """The per-expert tables render from the schema like any section: type a learning rate for the
+    high-noise expert only; the origin badge says user, the other expert keeps the job-wide value."""
+    from wanlora.engine.config.schema import expert_plan
+
+    app = WanloraApp(home=home, start="wizard", recipe="motion", gpus=[H100], watch_terminal=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.2)
+        for step in ("job", "model", "quantization", "multistage"):
+            await next_step(pilot, step)
+        from wanlora.tui.widgets.field import SchemaField
+
+        keys = {f.key for f in app.screen.query(SchemaField)}
+        assert {"multistage.switch_every", "multistage.high_noise.train", "multistage.high_noise.learning_rate",
+                "multistage.low_noise.rank", "multistage.low_noise.timestep_bias"} <= keys, keys
+        assert app.wizard.origin("multistage.high_noise.train") == "recipe"
+        await type_into(pilot, "multistage.high_noise.learning_rate", "5e-5")
+        job = app.wizard.job
+        assert job is not None and expert_plan(job, "high_noise").learning_rate == 5e-5
+        assert expert_plan(job, "low_noise").learning_rate == job.training.learning_rate == 1e-4
+        assert app.wizard.origin("multistage.high_noise.learning_rate") == "user"
+        assert "[multistage.high_noise]" in app.wizard.toml() and "learning_rate = 5e-05" in app.wizard.toml()
+        await pilot.press("ctrl+r")  # back to "empty = the job-wide value"
+        await pilot.pause(0.1)
+        assert app.wizard.job.multistage.high_noise.learning_rate is None
+
+
+async def test_review_offers_a_trial_on_this_gpu_and_runs_it_on_the_saved_file(
+        home: Path, clips: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from wanlora.tui.screens import review
+
+    ran: list[Path] = []
+    monkeypatch.setattr(review, "run_trial_in_terminal", lambda app, path: ran.append(path) or 0)
+    app = WanloraApp(home=home, start="wizard", gpus=[H100], watch_terminal=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await walk(pilot, 0, {"job.name": "orbit_v1", "datasets[0].folder": str(clips)})
+        target = tmp_path / "saved" / "orbit_v1.toml"
+        app.screen.query_one("#save-path").value = str(target)
+        button = app.screen.query_one("#trial", Button)
+        app.screen.query_one("#review-body").scroll_to_widget(button, animate=False)
+        await pilot.pause()
+        button.press()
+        await pilot.pause(0.3)
+        assert ran == [target], "the trial did not run on the file the review saved"
+        assert job_from_dict(read_toml(target)).job.name == "orbit_v1"
+        assert "wanlora trial" in screen_text(app)
+
+
+async def test_review_without_a_gpu_offers_no_trial(home: Path, clips: Path) -> None:
+    app = WanloraApp(home=home, start="wizard", recipe="motion", gpus=[], watch_terminal=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.2)
+        await next_step(pilot, "job")
+        for step in ("model", "quantization", "multistage", "target", "save", "training", "advanced", "datasets"):
+            await next_step(pilot, step)
+        await type_into(pilot, "datasets[0].folder", str(clips))
+        await next_step(pilot, "sample")
+        await next_step(pilot, "scan")
+        await pilot.app.workers.wait_for_complete()
+        await next_step(pilot, "review")
+        assert not app.screen.query("#trial")

@@ -60,6 +60,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: {message}", file=sys.stderr, flush=True)
 
     device = torch.device("cpu") if args.cpu or not torch.cuda.is_available() else torch.device("cuda")
+    from wanlora.tui.progress import quiet_libraries
+
+    quiet_libraries()
+    print(f"caching for {len(job.datasets)} dataset(s) on the {device.type.upper()}: loading the VAE/text encoder "
+          f"of {job.model.name_or_path} …", flush=True)
     try:
         inputs = cache_job(job, device=device, emit=emit, warn=warn)
     except (ModelLoadError, DataExhausted) as e:

@@ -32,6 +32,9 @@ def run(args: argparse.Namespace) -> int:
         print("--steps must be at least 1")
         return 2
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the demo never downloads anything
+    from wanlora.tui.progress import quiet_libraries
+
+    quiet_libraries()
     import torch
     from wanlora.engine.train.demo import prepare_demo
     from wanlora.engine.train.loop import run as train
@@ -44,9 +47,19 @@ def run(args: argparse.Namespace) -> int:
     for name in (jobdir.EVENTS, jobdir.STATUS):
         (job_dir / name).unlink(missing_ok=True)
     device = torch.device("cuda") if args.gpu and torch.cuda.is_available() else torch.device("cpu")
-    print(f"training both experts for {args.steps} steps on the {device.type.upper()} …", flush=True)
-    code = train(job_dir, device=device)
+    print(f"training both experts for {args.steps} steps on the {device.type.upper()} … (Ctrl-C stops it)", flush=True)
+    from wanlora.tui.progress import EventPrinter
+
+    interrupted = False
+    with EventPrinter(job_dir, lambda line: print(f"  {line}", flush=True)):
+        try:
+            code = train(job_dir, device=device)
+        except KeyboardInterrupt:
+            code, interrupted = 130, True
     status = jobdir.read_status(job_dir) or {}
+    if code == 130 or interrupted:
+        print(f"demo stopped by Ctrl-C at step {status.get('step', 0)}/{args.steps}; `wanlora demo` starts it again")
+        return 130
     if code != jobdir.EXIT_OK:
         print(f"demo failed ({jobdir.EXIT_REASONS.get(code, code)}): {status.get('message', '')}")
         print(f"events: {job_dir / jobdir.EVENTS}")
@@ -60,4 +73,25 @@ def run(args: argparse.Namespace) -> int:
     print(f"  clips       {home / 'demo' / 'clips'}")
     print(f"  tiny model  {model}")
     print("load in diffusers: pipe.load_lora_weights(high); pipe.load_lora_weights(low, load_into_transformer_2=True)")
+    ctrl = home / "demo" / "ctrl.png"
+    first = ctrl if ctrl.is_file() else _first_frame(home / "demo" / "clips", home / "demo" / "first_frame.png")
+    print("next (README: \"From the demo to your first real job\"): render the pair at the default size,")
+    print(f"  wanlora sample {ckpt / 'wanlora_demo_high_noise.safetensors'} \\\n"
+          f"      {ckpt / 'wanlora_demo_low_noise.safetensors'} \\\n"
+          f"      --image {first or 'FIRST_FRAME.png'} --prompt \"a red square moving right\"")
+    print(f"  or queue the same job through the daemon: wanlora daemon start && wanlora submit {job_dir / 'job.toml'}")
+    print(f"compare the checkpoints (eval loss, previews, a pick): wanlora compare {job_dir}")
     return 0
+
+
+def _first_frame(clips: Path, out: Path) -> Path | None:
+    """The first frame of the first demo clip as a PNG: the control image `wanlora sample` needs."""
+    try:
+        from PIL import Image
+        from wanlora.engine.data.decode import read_video_frames
+
+        clip = sorted(clips.glob("*.mp4"))[0]
+        Image.fromarray(read_video_frames(clip, [0])[0]).save(out)
+        return out
+    except Exception:  # a convenience: the demo has succeeded either way
+        return None

@@ -34,8 +34,9 @@ def run(args: argparse.Namespace) -> int:
         from wanlora.engine.config.jobdir import write_text_atomic
 
         write_text_atomic(out, text)
-        print(f"wrote {out}: {len(conv.notes)} value(s) changed, {len(conv.dropped)} key(s) not imported "
-              f"(listed at the top of the file); next: wanlora validate {out}", file=sys.stderr)
+        print(f"wrote {out}: {len(conv.notes)} note(s) on changed values and differences, {len(conv.defaults)} key(s) "
+              f"the config left out set to ai-toolkit's own defaults, {len(conv.dropped)} key(s) not imported "
+              f"(all listed at the top of the file); next: wanlora validate {out}", file=sys.stderr)
     else:
         sys.stdout.write(text)
         for key, _, why in conv.dropped:

@@ -1,7 +1,9 @@
-"""``wanlora logs JOB [-f] [--events]``: the trainer's log (or its events), followed like ``tail -f``.
+"""``wanlora logs JOB [-f] [--events] [--raw]``: the trainer's log with its progress, followed like ``tail -f``.
 
 Reads the job folder directly (files are the real reattach channel), so it works whether or not the
-daemon runs; ``-f`` stops when the job is no longer queued or running.
+daemon runs; ``-f`` stops when the job is no longer queued or running.  Between the log's lines come the
+trainer's step lines (step, loss, s/step, ETA), checkpoints and errors from ``events.jsonl``; library noise
+(tqdm load bars, a torchvision note) is left out unless ``--raw``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser, verb: str = "logs") -> None:
     parser.add_argument("job", help="job id (or name)")
     parser.add_argument("-f", "--follow", action="store_true", help="keep printing new lines until the job stops")
     parser.add_argument("-n", "--lines", type=int, default=50, help="how many lines of the end to show first (0 = all)")
-    parser.add_argument("--events", action="store_true", help="show the trainer's events (steps, checkpoints) instead")
+    parser.add_argument("--events", action="store_true", help="show the trainer's raw events (JSON) instead")
+    parser.add_argument("--raw", action="store_true", help="the log exactly as written: no step lines, no filtering")
     add_home(parser)
 
 
@@ -40,6 +43,10 @@ def _find(home: Any, ref: str) -> tuple[int, Path] | None:
         rows = [r for r in q.all() if r.name == ref]
     finally:
         q.close()
+    if len(rows) > 1:
+        from wanlora.tui.commands.status import Ambiguous, ambiguous_message
+
+        raise Ambiguous(ambiguous_message(ref, [(r.id, r.state) for r in rows]))
     return (rows[-1].id, home.job_dir(rows[-1].id)) if rows else None
 
 
@@ -86,9 +93,15 @@ def _tail_lines(path: Path, n: int) -> tuple[list[str], int]:
 
 def run(args: argparse.Namespace) -> int:
     from wanlora.engine.config import jobdir
+    from wanlora.tui.commands.status import Ambiguous
+    from wanlora.tui.progress import event_line, is_noise
 
     home = home_of(args)
-    found = _find(home, str(args.job))
+    try:
+        found = _find(home, str(args.job))
+    except Ambiguous as e:
+        print(f"wanlora logs: {e}", file=sys.stderr)
+        return 1
     if found is None:
         print(f"wanlora logs: no job {args.job!r} under {home.jobs}", file=sys.stderr)
         return 1
@@ -108,14 +121,34 @@ def run(args: argparse.Namespace) -> int:
             print(format_event(ev), file=out, flush=True)
         return 0
     log = job_dir / jobdir.TRAIN_LOG
-    lines, offset = _tail_lines(log, args.lines)
+    lines, offset = _tail_lines(log, 0 if not args.raw else args.lines)
+    if not args.raw:
+        lines = [ln for ln in lines if not is_noise(ln)]
+        lines = lines[-args.lines:] if args.lines > 0 else lines
     for ln in lines:
         print(ln, file=out)
+    cursor = jobdir.EventCursor()
+    last_step, recent = None, []
+    for ev in jobdir.read_events(job_dir, cursor):
+        if ev.get("type") == "step":
+            last_step = ev
+        elif ev.get("type") in ("checkpoint", "sample", "warning", "error"):
+            recent = [*recent[-4:], ev]
+    if not args.raw:
+        for ev in recent:  # the latest files and problems, then where the run is now
+            print(event_line(ev), file=out)
+        if last_step is not None:
+            print(event_line(last_step), file=out)
     out.flush()
     if not args.follow:
         return 0
     while True:
-        active = _active(home, job_id, job_dir)
+        active = _active(home, job_id, job_dir)  # asked first: what was written before it stopped is still printed
+        if not args.raw:
+            for ev in jobdir.read_events(job_dir, cursor):
+                line = event_line(ev)
+                if line:
+                    print(line, file=out, flush=True)
         try:
             with open(log, "rb") as f:
                 f.seek(offset)
@@ -126,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
         if end:
             text = chunk[:end].decode("utf-8", errors="replace").replace("\r", "\n")
             for ln in text.splitlines():
-                if ln.strip():
+                if ln.strip() and (args.raw or not is_noise(ln)):
                     print(ln, file=out, flush=True)
             offset += end
         if not active:

@@ -56,6 +56,9 @@ def run(args: argparse.Namespace) -> int:
         for p in problems:
             print(p, file=sys.stderr)
         return 2
+    from wanlora.tui.progress import quiet_libraries
+
+    quiet_libraries()
     import torch
     from wanlora.engine.model.load import ModelLoadError
     from wanlora.engine.sample import sample_from_files
@@ -67,12 +70,14 @@ def run(args: argparse.Namespace) -> int:
     def on_file(_i, _spec, mp4: Path, png: Path) -> None:
         print(f"wrote {mp4}\n      {png}", flush=True)
 
+    print(f"sampling {args.frames} frames at {args.width}×{args.height}, {args.steps} steps on the "
+          f"{device.type.upper()} …" + (" (a CPU takes minutes)" if device.type == "cpu" else ""), flush=True)
     try:
         sample_from_files(loras, model=args.model, image=Path(args.image).expanduser(), prompt=args.prompt,
                           out_dir=out, negative=args.negative, frames=args.frames, steps=args.steps,
                           guidance=args.guidance, guidance_2=args.guidance_2, seed=args.seed, width=args.width,
                           height=args.height, fps=args.fps, sampler=args.sampler, device=device,
-                          low_vram=args.low_vram, on_file=on_file)
+                          low_vram=args.low_vram, on_file=on_file, progress=True)
     except ModelLoadError as e:
         print(str(e), file=sys.stderr)
         return 1

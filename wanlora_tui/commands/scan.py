@@ -42,6 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser, verb: str = "scan") -> None:
         help=f"frames per training clip, for the speed check (default: the recipe's, else {DEFAULT_NUM_FRAMES})",
     )
     parser.add_argument("--caption-ext", default="txt", help="extension of caption files (default txt)")
+    parser.add_argument("--trigger", default="", metavar="WORD",
+                        help="the job's trigger_word: show which captions get it prepended (job.inject_trigger)")
 
 
 def recipe_meta(name: str) -> dict[str, Any]:
@@ -88,7 +90,20 @@ def _fmt_size(c: Any) -> str:
     return f"{c.width}x{c.height}" if c.width else "-"
 
 
-def build_summary(report: Any, preset: str | None, num_frames: int) -> dict[str, Any]:
+def _trigger_summary(report: Any, trigger: str) -> dict[str, Any]:
+    """Which captions already hold the trigger (or ``[trigger]``) and which get it prepended at training."""
+    from wanlora.engine.data.captions import TRIGGER, has_trigger, substitute_trigger
+
+    word = trigger.strip()
+    uses_token = [c.path.name for c in report.usable if c.caption and TRIGGER in c.caption.lower()]
+    if not word:
+        return {"word": "", "uses_token": uses_token, "has": [], "prepended": []}
+    has = [c.path.name for c in report.usable if has_trigger(substitute_trigger(c.caption or "", word), word)]
+    prepended = [c.path.name for c in report.usable if c.path.name not in set(has)]
+    return {"word": word, "uses_token": uses_token, "has": has, "prepended": prepended}
+
+
+def build_summary(report: Any, preset: str | None, num_frames: int, trigger: str = "") -> dict[str, Any]:
     """Everything the text and JSON outputs say, as data."""
     from wanlora.engine.data.frames import SPEEDUP_WARN, TARGET_FPS, even_speedup, max_even_duration
 
@@ -114,9 +129,18 @@ def build_summary(report: Any, preset: str | None, num_frames: int) -> dict[str,
         "too_fast": too_fast,
         "max_even_duration_s": round(max_even_duration(num_frames), 2),
         "target_fps": TARGET_FPS,
+        "trigger": _trigger_summary(report, trigger),
         "advice": [],
     }
     advice: list[str] = out["advice"]
+    trig = out["trigger"]
+    if trig["word"] and trig["prepended"]:
+        advice.append(
+            f"{len(trig['prepended'])} of {len(usable)} caption(s) lack the trigger {trig['word']!r}: training prepends it "
+            f"(\"{trig['word']} <caption>\", as ai-toolkit does); set job.inject_trigger = false to train them as written.")
+    elif not trig["word"] and trig["uses_token"]:
+        advice.append(f"{len(trig['uses_token'])} caption(s) use [trigger]: set job.trigger_word in the job "
+                      "(pass --trigger WORD here to see every caption as it will train).")
     if preset:
         meta = recipe_meta(preset)
         lo, hi = meta.get("clips_min"), meta.get("clips_max")
@@ -151,10 +175,13 @@ def _print_text(report: Any, summary: dict[str, Any], num_frames: int) -> None:
     from wanlora.engine.data.frames import even_speedup
 
     rows = [("file", "kind", "seconds", "fps", "frames", "size", "caption", f"speed@{num_frames}f")]
+    prepended = set(summary["trigger"]["prepended"])
     for c in report.items:
         if not c.ok:
             continue
         cap = "yes" if c.caption else ("empty" if c.caption == "" else "NO")
+        if c.path.name in prepended:
+            cap += "+trigger"
         if c.kind == "video":
             rows.append((c.path.name, "video", f"{c.duration_s:.2f}", f"{c.fps:g}", str(c.frames), _fmt_size(c), cap,
                          f"{even_speedup(c.duration_s, num_frames):.2f}x"))
@@ -187,6 +214,7 @@ def _print_text(report: Any, summary: dict[str, Any], num_frames: int) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from wanlora.engine.data.captions import training_caption
     from wanlora.engine.data.scan import ScanError, scan_folder
 
     num_frames = args.num_frames
@@ -204,13 +232,14 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(f"error: {e}", file=sys.stderr)
         return 1
-    summary = build_summary(report, args.preset, num_frames)
+    summary = build_summary(report, args.preset, num_frames, trigger=args.trigger)
     if args.json:
         summary["items"] = [
             {
                 "file": c.path.name, "kind": c.kind, "frames": c.frames, "fps": c.fps,
                 "duration_s": round(c.duration_s, 3), "width": c.width, "height": c.height,
                 "caption": c.caption, "error": c.error,
+                **({"training_caption": training_caption(c.caption or "", args.trigger)} if args.trigger else {}),
             }
             for c in report.items
         ]

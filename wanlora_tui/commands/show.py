@@ -71,6 +71,28 @@ def render(job_dict: dict[str, Any], origins: dict[str, str], width: int = 48) -
     return "\n".join(lines) + "\n"
 
 
+def summary_lines(job: Any, origins: dict[str, str]) -> list[str]:
+    """Comment lines for what the table alone does not say: the trigger rule and each expert's settings."""
+    from wanlora.engine.config.schema import expert_plan
+
+    out: list[str] = []
+    word = job.job.trigger_word.strip()
+    if word:
+        rule = ("captions lacking it get it prepended (job.inject_trigger = true, as ai-toolkit does)"
+                if job.job.inject_trigger else "captions without it train as written (job.inject_trigger = false)")
+        out.append(f"# trigger: {word!r} replaces [trigger]; {rule}; regularization captions are left alone")
+    else:
+        out.append("# trigger: none (job.trigger_word is empty): [trigger] would be removed from captions")
+    for e in job.multistage.trained():
+        p = expert_plan(job, e)
+        parts = []
+        for k in ("learning_rate", "rank", "alpha", "timestep_type", "timestep_bias", "weight_decay"):
+            src = p.sources[k]
+            parts.append(f"{k} {_value(getattr(p, k))} ({src}, {origins.get(src, 'default')})")
+        out.append(f"# {e} expert trains with: " + "; ".join(parts))
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     from wanlora.engine.config.presets import resolve_file
 
@@ -86,6 +108,12 @@ def run(args: argparse.Namespace) -> int:
     print("# origin: default = schema default, recipe = presets/<recipe>.toml, tier = presets/tiers.toml, user = your file")
     for f in r.findings:
         print(f"# {f.message}")
+    for line in summary_lines(r.job, r.origins):
+        print(line)
+    from wanlora.engine.model.weight_files import source_notes
+
+    for line in source_notes(r.job.model):
+        print(f"# model source: {line}")
     print()
     print(render(dump, r.origins), end="")
     return 0

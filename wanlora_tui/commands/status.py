@@ -35,8 +35,20 @@ def _offline(home: Any, job: str | None) -> dict[str, Any]:
         q.close()
     if job is None:
         return {"jobs": [job_view(home, r) for r in rows]}
-    match = [r for r in rows if str(r.id) == job or r.name == job]
+    match = [r for r in rows if str(r.id) == job] or [r for r in rows if r.name == job]
+    if len(match) > 1:
+        raise Ambiguous(ambiguous_message(job, [(r.id, r.state) for r in match]))
     return {"job": job_view(home, match[-1], detail=True) if match else None}
+
+
+class Ambiguous(Exception):
+    """A name that several jobs share: the message lists them."""
+
+
+def ambiguous_message(ref: str, matches: list[tuple[object, str]]) -> str:
+    """The same words as the daemon's: which jobs share the name, and to use an id."""
+    listed = ", ".join(f"{i} ({st})" for i, st in matches)
+    return f"{len(matches)} jobs are named {ref!r}: {listed}; give the id instead (e.g. `{matches[-1][0]}`)"
 
 
 def _step(j: dict[str, Any]) -> str:
@@ -49,15 +61,25 @@ def table(jobs: list[dict[str, Any]]) -> str:
     for j in jobs:
         state = j["state"].upper() + (" STALE" if j.get("stale") else "")
         eta = duration(j.get("eta_s")) if j["state"] == "running" else "-"
+        if j.get("id") is None and j.get("spool_id"):  # submitted while the daemon is down: no id yet
+            rows.append(("-", j["name"][:24], state, "-", "-", "-", "-", f"{j['reason']} (spool id {j['spool_id']})"))
+            continue
         rows.append((str(j["id"]), j["name"][:24], state, _step(j), eta, j.get("gpus") or "-",
-                     str(j.get("restart_count", 0)), (j.get("reason") or "")[:60]))
+                     str(j.get("restart_count", 0)), ((j.get("reason") or "") if j.get("reason") != j["state"] else "")[:60]))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=False)) + "  " + r[-1] for r in rows)
 
 
+def spooled_detail(j: dict[str, Any]) -> str:
+    return "\n".join([f"spool id {j['spool_id']}  {j['name']}",
+                      f"  state      submitted, {j['reason']} (it gets a job id when the daemon takes it in)",
+                      f"  file       {j['file']}",
+                      "  next       `wanlora daemon start` (the daemon validates it, then queues it)"])
+
+
 def detail(j: dict[str, Any]) -> str:
     lines = [f"job {j['id']}  {j['name']}",
-             f"  state      {j['state']}" + (f" ({j['reason']})" if j.get("reason") else "") + ("  STALE" if j.get("stale") else ""),
+             f"  state      {j['state']}" + (f" ({j['reason']})" if j.get("reason") and j["reason"] != j["state"] else "") + ("  STALE" if j.get("stale") else ""),
              f"  step       {_step(j)}" + (f"   loss {j['loss']:.4g}" if isinstance(j.get("loss"), int | float) else "")
              + (f"   expert {j['expert']}" if j.get("expert") else "")
              + (f"   ETA {duration(j.get('eta_s'))}" if j["state"] == "running" else ""),
@@ -69,6 +91,10 @@ def detail(j: dict[str, Any]) -> str:
         lines.append(f"  message    {j['message']}")
     if j.get("last_checkpoint"):
         lines.append(f"  checkpoint {j['last_checkpoint']}")
+    ev = (j.get("trainer_status") or {}).get("eval")
+    if isinstance(ev, dict):  # held-out clips at the last save (engine.train.evaluate)
+        losses = "   ".join(f"{k} {v:.5f}" for k, v in ev.items() if k != "step" and isinstance(v, int | float))
+        lines.append(f"  eval loss  {losses}   (step {ev.get('step')}; `wanlora compare {j['id']}` to pick)")
     lines.append(f"  output     {j.get('output_dir') or '-'}")
     d = j.get("disk") or {}
     if "free_gb" in d:
@@ -95,14 +121,31 @@ def run(args: argparse.Namespace) -> int:
     home = home_of(args)
     job = str(args.job) if args.job is not None else None
     up = True
+    from wanlora.tui.spooled import find_spooled, spooled_jobs
+
+    pending = find_spooled(home.root, job) if job else []
+    if job and pending and not job.isdigit():
+        if len(pending) > 1:
+            print(f"wanlora status: {ambiguous_message(job, [(s.spool_id, 'submitted') for s in pending])}",
+                  file=sys.stderr)
+            return 1
+        j = pending[0].to_dict()
+        print(json.dumps({"job": j}, indent=2) if args.json else spooled_detail(j))
+        return 0
     try:
         reply = client.request(home, "status" if job else "list", job=job) if job else client.request(home, "list")
     except client.DaemonDown:
         up = False
-        reply = _offline(home, job)
+        try:
+            reply = _offline(home, job)
+        except Ambiguous as e:
+            print(f"wanlora status: {e}", file=sys.stderr)
+            return 1
     except client.DaemonError as e:
         print(f"wanlora status: {e}", file=sys.stderr)
         return 1
+    if job is None:  # jobs still in the spool exist too, even without an id
+        reply = {**reply, "jobs": list(reply.get("jobs") or []) + [s.to_dict() for s in spooled_jobs(home.root)]}
     if args.json:
         print(json.dumps({"daemon": reply.get("daemon") if up else None, **{k: v for k, v in reply.items()
                                                                             if k in ("jobs", "job", "telemetry")}},

@@ -43,13 +43,19 @@ def run(args: argparse.Namespace) -> int:
         print(f"{path}: the daemon refused it: {e}", file=sys.stderr)
         return 1
     if done.job_id is None:
+        from wanlora.tui.spooled import spool_id
+
         why = done.note or client.DOWN_MESSAGE
-        print(f"{why}. The job is spooled as {done.spooled} and is queued when the daemon starts"
-              f" (submission {done.submission_id}).", file=sys.stderr)
+        sid = spool_id(done.spooled) if done.spooled else done.submission_id
+        print(f"{why}. The job is spooled as {done.spooled} and is queued when the daemon starts "
+              f"(`wanlora status` shows it as submitted, spool id {sid}).", file=sys.stderr)
+        if args.parsable:
+            print(sid)
         return 0
     if done.note:
         print(f"{done.note} (submission {done.submission_id}).", file=sys.stderr)
     job_id = done.job_id
+    _warn_same_name(home, {"id": done.job_id, "name": done.name})
     if args.priority is not None:
         try:
             client.request(home, "priority", job=str(job_id), priority=args.priority)
@@ -57,3 +63,18 @@ def run(args: argparse.Namespace) -> int:
             print(f"job {job_id}: priority not set: {e}", file=sys.stderr)
     print(job_id if args.parsable else f"Submitted job {job_id}")
     return 0
+
+
+def _warn_same_name(home: object, reply: dict) -> None:
+    """Names need not be unique, but then only the id picks one job: say so at once."""
+    from wanlora.daemon import client
+
+    try:
+        jobs = client.request(home, "list").get("jobs") or []
+    except (client.DaemonDown, client.DaemonError):
+        return
+    same = [j for j in jobs if j.get("name") == reply.get("name") and j.get("id") != reply.get("id")]
+    if same:
+        listed = ", ".join(f"{j['id']} ({j['state']})" for j in same)
+        print(f"note: job {reply['id']} has the same name as job(s) {listed}; refer to it by its id "
+              f"({reply['id']}), a name would be ambiguous", file=sys.stderr)

@@ -15,6 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser, verb: str = "validate") -> No
     parser.add_argument("--json", action="store_true", help="print the findings as JSON")
     parser.add_argument("--vram", type=float, metavar="GIB", default=None,
                         help="check against this much free GPU memory instead of the detected GPU/tier")
+    parser.add_argument("--anywhere", action="store_true",
+                        help="skip the checks that this machine can run the job (fp8/nf4 need CUDA, adamw8bit "
+                             "bitsandbytes): for a job written here to run on a GPU machine")
 
 
 def format_findings(findings: list, *, width: int = 100) -> str:
@@ -41,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     if not path.is_file():
         print(f"wanlora validate: {path}: no such file", file=sys.stderr)
         return 2
-    resolved, findings = check_file(path, vram_gb=args.vram)
+    resolved, findings = check_file(path, vram_gb=args.vram, machine=False if args.anywhere else None)
     n = summary(findings)
     if args.json:
         out = {"file": str(path), "ok": n["error"] == 0, **{f"{k}s": v for k, v in n.items()},

@@ -12,21 +12,34 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.css.query import NoMatches
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 from wanlora.tui.job_model import JobSummary, fmt_eta, list_jobs
 from wanlora.tui.screens.job import CONTROL_BINDINGS, ControlMixin
 
-COLUMNS = ("id", "name", "state", "reason", "progress", "ETA", "loss")
+# Fixed widths that add up to 80 columns with DataTable's cell padding (1 each side): name, id, state,
+# progress and ETA always fit; the reason takes what is left and is shortened with "…".
+COLUMNS = ("id", "name", "state", "progress", "ETA", "reason")
+WIDTHS = {"id": 4, "name": 20, "state": 9, "progress": 11, "ETA": 7, "reason": 15}
 LIST_POLL_FACTOR = 2.0  # the list polls at half the job view's rate
 
 
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def row_cells(j: JobSummary) -> tuple[str, ...]:
-    pct = f"{100 * j.step / j.total:3.0f}%" if j.total else ""
-    prog = f"{j.step}/{j.total} {pct}" if j.total else "-"
-    loss = f"{j.loss:.4f}" if isinstance(j.loss, int | float) else "-"
-    name = j.name if len(j.name) <= 22 else j.name[:21] + "…"
-    return (j.id, name, j.shown_state, j.reason[:18], prog, fmt_eta(j.eta_s) if j.state == "running" else "-", loss)
+    prog = f"{j.step}/{j.total}" if j.total else "-"
+    eta = fmt_eta(j.eta_s) if j.state == "running" and not j.stale else "-"
+    return (_cut(j.id, WIDTHS["id"]), _cut(j.name, WIDTHS["name"]), _cut(j.shown_state, WIDTHS["state"]),
+            _cut(prog, WIDTHS["progress"]), eta, _cut(j.reason if j.reason != j.state else "", WIDTHS["reason"]))
+
+
+def spooled_cells(s: Any, daemon_up: bool) -> tuple[str, ...]:
+    """A job still in the spool: no id yet, its name from the file, "submitted"."""
+    reason = "being taken in" if daemon_up or s.claimed else "waiting for daemon"
+    return ("-", _cut(s.name, WIDTHS["name"]), "submitted", "-", "-", _cut(reason, WIDTHS["reason"]))
 
 
 class DashboardScreen(ControlMixin, Screen[None]):
@@ -46,7 +59,7 @@ class DashboardScreen(ControlMixin, Screen[None]):
     def on_mount(self) -> None:
         t = self.query_one("#jobs", DataTable)
         for c in COLUMNS:
-            t.add_column(c, key=c)
+            t.add_column(c, key=c, width=WIDTHS[c])
         t.focus()
         self._poll()
 
@@ -64,10 +77,14 @@ class DashboardScreen(ControlMixin, Screen[None]):
         app: Any = self.app
         rows = daemon_link.daemon_jobs(app.home)
         jobs = list_jobs(app.home, rows, now=app.clock())
+        # a folder without a queue row was removed (`remove`, `clean`): the daemon's list, else queue.db itself
+        listed = {str(r.get("id")) for r in rows} if rows is not None else daemon_link.queued_ids(app.home)
+        if listed is not None:
+            jobs = [j for j in jobs if j.id in listed]
         pending = daemon_link.spooled(app.home)
         app.call_from_thread(self._show, jobs, pending, rows is not None)
 
-    def _show(self, jobs: list[JobSummary], pending: list[str], daemon_up: bool) -> None:
+    def _show(self, jobs: list[JobSummary], pending: list[Any], daemon_up: bool) -> None:
         if not self.is_attached:  # the app is closing while the poll ran in its thread
             return
         try:
@@ -76,9 +93,8 @@ class DashboardScreen(ControlMixin, Screen[None]):
             return
         keys = {str(k.value) for k in t.rows}
         wanted: dict[str, tuple[str, ...]] = {j.id: row_cells(j) for j in jobs}
-        for name in pending:
-            wanted[f"spool:{name}"] = ("…", name, "submitted", "waiting for the daemon" if not daemon_up else "picking up",
-                                       "-", "-", "-")
+        for sp in pending:
+            wanted[f"spool:{sp.spool_id}"] = spooled_cells(sp, daemon_up)
         for k in keys - set(wanted):
             t.remove_row(k)
         for k, cells in wanted.items():
@@ -113,6 +129,8 @@ class DashboardScreen(ControlMixin, Screen[None]):
             return
         app.push_screen(JobScreen(jid))
 
+    class NewJob(Message):
+        """n: the user wants the wizard (the app opens it on top of the list)."""
+
     def action_new(self) -> None:
-        app: Any = self.app
-        app.open_new_wizard()
+        self.post_message(self.NewJob())

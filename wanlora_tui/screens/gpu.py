@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.markup import escape as _esc
 from textual import on, work
 from textual.app import ComposeResult
 from textual.widgets import OptionList, Static
@@ -43,20 +44,20 @@ class GpuScreen(WizardScreen):
     def on_mount(self) -> None:
         self.query_one("#tiers", OptionList).focus()
         self.refresh_status()
-        if self.wapp.gpu_cache is not None:
-            self._show_gpus(self.wapp.gpu_cache)
+        if self.host.gpu_cache is not None:
+            self._show_gpus(self.host.gpu_cache)
         else:
             self._detect()
 
     @work(thread=True, exclusive=True, group="gpu-detect")
     def _detect(self) -> None:
-        gpus = self.wapp.detect_gpus()
+        gpus = self.host.detect_gpus()
         self.app.call_from_thread(self._show_gpus, gpus)
 
     def _show_gpus(self, gpus: list[Any]) -> None:
         from wanlora.engine.config.gpu import pick_tier
 
-        self.wapp.gpu_cache = gpus
+        self.host.gpu_cache = gpus
         self.state.gpus = list(gpus)
         self.query_one("#gpu-info", Static).update(gpu_lines(gpus))
         detected = pick_tier(max(g.free_gb for g in gpus)) if gpus else None
@@ -69,7 +70,7 @@ class GpuScreen(WizardScreen):
 
     def _advice(self, tier: int) -> None:
         meta = tier_meta(tier)
-        self.query_one("#tier-advice", Static).update(f"[b]Tier {tier}:[/b] {meta.get('advice', '')}")
+        self.query_one("#tier-advice", Static).update(f"[b]Tier {tier}:[/b] {_esc(str(meta.get('advice', '')))}")
 
     @on(OptionList.OptionHighlighted, "#tiers")
     def _highlighted(self, event: OptionList.OptionHighlighted) -> None:
@@ -80,7 +81,7 @@ class GpuScreen(WizardScreen):
         self.action_next()
 
     def can_leave(self) -> bool:
-        if self.wapp.gpu_cache is None:
+        if self.host.gpu_cache is None:
             self.notify("Still detecting GPUs…")
             return False
         ol = self.query_one("#tiers", OptionList)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.markup import escape as _esc
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -17,7 +18,15 @@ from textual.containers import Horizontal
 from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Footer, ProgressBar, Static
-from wanlora.tui.job_model import JobFeed, fmt_eta, live_state
+from wanlora.tui.job_model import (
+    JobFeed,
+    fmt_eta,
+    last_error_lines,
+    live_state,
+    lora_files,
+    newest_pair,
+    output_dir,
+)
 from wanlora.tui.widgets.gpu import GpuPanel
 from wanlora.tui.widgets.log_tail import LogTail
 from wanlora.tui.widgets.loss_plot import LossPlot
@@ -103,6 +112,7 @@ class JobScreen(ControlMixin, Screen[None]):
             yield ProgressBar(total=1, show_eta=False, id="job-bar")
             yield Static("", id="job-step")
         yield Static("", id="job-stats")
+        yield Static("", id="job-problem", markup=False)
         yield LossPlot(id="job-loss")
         with Horizontal(id="job-bottom"):
             yield GpuPanel("", id="job-gpu")
@@ -154,9 +164,13 @@ class JobScreen(ControlMixin, Screen[None]):
         bar = self.query_one("#job-bar", ProgressBar)
         bar.update(total=max(total, 1), progress=step)
         eta = st.get("eta_s", last.get("eta_s"))
-        state = str(st.get("state", ""))
-        eta_txt = "done" if state == "completed" else f"ETA {fmt_eta(eta)}"
-        self.query_one("#job-step", Static).update(f" {step}/{total or '?'} · {eta_txt} (trainer)")
+        app: Any = self.app
+        state, _reason, _stale = live_state(f.status, self._daemon_row, app.clock())
+        # only a running job has an ETA; the others say what they are waiting for
+        eta_txt = {"completed": "done", "paused": "paused: `wanlora resume` continues it",
+                   "queued": "queued", "failed": "failed", "cancelled": "cancelled",
+                   "stopped": "stopped"}.get(state, f"ETA {fmt_eta(eta)} (trainer)")
+        self.query_one("#job-step", Static).update(f" {step}/{total or '?'} · {eta_txt}")
         parts = []
         if last.get("expert") or st.get("expert"):
             parts.append(f"expert [b]{last.get('expert') or st.get('expert')}[/]")
@@ -170,11 +184,22 @@ class JobScreen(ControlMixin, Screen[None]):
             parts.append(f"loss {f.losses[-1]:.4f}")
         self.query_one("#job-stats", Static).update(" · ".join(parts) or "[dim]no steps yet[/]")
         plot = self.query_one("#job-loss", LossPlot)
-        plot.set_data(f.steps, f.losses)
+        finished = state in ("completed", "failed", "cancelled", "stopped", "paused")
+        plot.set_data(f.steps, f.losses, f.eval_steps, f.eval_losses,
+                      empty="no step was trained" if finished else "waiting for the first step…")
         gpus = (self._daemon_row or {}).get("gpus") or st.get("gpus")
-        self.query_one("#job-gpu", GpuPanel).show(gpus, last.get("peak_vram_gb"))
-        self.query_one("#job-files", Static).update(self._files_text())
+        gpu_panel = self.query_one("#job-gpu", GpuPanel)
+        gpu_panel.display = not finished  # a finished job's GPU is someone else's: room for its files
+        gpu_panel.show(gpus, last.get("peak_vram_gb"))
+        files = self.query_one("#job-files", Static)
+        files.set_class(finished, "finished")  # finished: full width, full names, wrapped (nothing cut)
+        files.update(self._files_text(finished))
+        problem = self.query_one("#job-problem", Static)
+        text = self._problem_text(state)
+        problem.display = bool(text)
+        problem.update(text)
         log = self.query_one("#job-log", LogTail)
+        log.display = state != "failed"  # the failure box shows the log's last lines instead
         lines = list(f.log_lines) if f.log_lines else list(f.notes)
         total_seen = f.log_total if f.log_lines else len(f.notes)
         log.sync(lines, total_seen)
@@ -186,17 +211,45 @@ class JobScreen(ControlMixin, Screen[None]):
         state, reason, stale = live_state(f.status, self._daemon_row, app.clock())
         name = (self._daemon_row or {}).get("name") or _name(f)
         shown = "[b red]STALE[/] (no heartbeat; trainer gone or hung)" if stale else _state_markup(state)
-        why = f" · {reason}" if reason and not stale else ""
-        self.query_one("#job-head", Static).update(f"job {self.job_id} · [b]{name}[/] · {shown}{why}")
+        why = f" · {_esc(reason)}" if reason and not stale and reason != state and state != "failed" else ""
+        self.query_one("#job-head", Static).update(f"job {self.job_id} · [b]{_esc(str(name))}[/] · {shown}{why}")
 
-    def _files_text(self) -> str:
+    def _problem_text(self, state: str) -> str:
+        """A failed job: its reason and message in full, then the last lines of its log (nothing cut)."""
+        if state != "failed":
+            return ""
         f = self.feed
         assert f is not None
-        ckpts = f.files("checkpoints")
+        row, st = self._daemon_row or {}, f.status or {}
+        reason = row.get("reason") or st.get("reason") or "failed"
+        message = row.get("message") or st.get("message") or ""
+        lines = [f"✗ failed ({reason}): {message}".rstrip(": ")]
+        tail = last_error_lines(f.dir)
+        if tail:
+            lines.append("last lines of train.log:")
+            lines.extend(f"  {ln}" for ln in tail)
+        lines.append(f"fix the job (`wanlora edit {self.job_id}`), then `wanlora retry {self.job_id}`")
+        return "\n".join(lines)
+
+    def _files_text(self, finished: bool = False) -> str:
+        f = self.feed
+        assert f is not None
+        folder = output_dir(f.dir, self._daemon_row)
+        loras = lora_files(folder)
         samples = f.files("samples")
-        lines = [f"checkpoints: {len(ckpts)}"]
-        lines.extend(f"  {p.name}" for p in ckpts[-2:])
-        lines.append(f"previews: {len(samples)}" + (f"  {samples[-1].name}" if samples else ""))
+        if not finished:
+            lines = [f"checkpoints: {len(loras)}"]
+            lines.extend(f"  {p.name}" for p in loras[-2:])
+            lines.append(f"previews: {len(samples)}" + (f"  {samples[-1].name}" if samples else ""))
+            return "\n".join(lines)
+        pair = newest_pair(loras)
+        lines = [f"LoRAs ({len(loras)} files) in {folder}/"]
+        lines.extend(f"  {p.name}" for p in pair)
+        if pair:
+            lines.append("ComfyUI: one LoRA loader per expert's model (high_noise file → high-noise model, low_noise → low)")
+            lines.append("diffusers: pipe.load_lora_weights(high); pipe.load_lora_weights(low, load_into_transformer_2=True)")
+        if samples:
+            lines.append(f"previews: {len(samples)}  newest {samples[-1].name}")
         return "\n".join(lines)
 
     # ---- keys ---------------------------------------------------------------------------------------

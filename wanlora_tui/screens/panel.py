@@ -22,7 +22,7 @@ from textual.widget import Widget
 from textual.widgets import Button, Input, Static
 from wanlora.engine.config.schema import Job
 from wanlora.tui.screens.wizard_base import WizardScreen
-from wanlora.tui.widgets.field import SchemaField
+from wanlora.tui.widgets.field import SchemaField, format_value
 from wanlora.tui.wizard_state import TIER_SECTIONS, advice_for, get_path, tier_meta
 
 # Knobs chosen on an earlier step; shown for completeness, changed there.
@@ -55,6 +55,7 @@ class PanelScreen(WizardScreen):
         self.section = section
         self.section_title = title
         self._pending: Timer | None = None
+        self._unknown_keys: list[str] = []
 
     # ---- building the form from the schema ----------------------------------------------------------
     def compose_body(self) -> ComposeResult:
@@ -74,7 +75,16 @@ class PanelScreen(WizardScreen):
         self.refresh_fields()
         self.focus_first()
 
-    def focus_first(self) -> None:
+    def focus_first(self, errors_first: bool = False) -> None:
+        if errors_first:
+            for f in self.query(SchemaField):
+                if self.state.field_error(f.key) is not None:
+                    ctl = f.query_one("#ctl")
+                    if ctl.focusable:
+                        ctl.focus()
+                        f.scroll_visible(animate=False, top=True)
+                        return
+        self.query_one("#fields", VerticalScroll).scroll_home(animate=False)
         for w in self.query("#fields Input, #fields Select, #fields Checkbox, #fields Button"):
             if w.focusable:
                 w.focus()
@@ -82,6 +92,7 @@ class PanelScreen(WizardScreen):
         self.query_one("#next", Button).focus()
 
     def build_fields(self) -> Iterator[Widget]:
+        yield from self._unknown_rows()
         ann = Job.model_fields[self.section].annotation
         item = _list_item_model(ann)
         if item is not None:
@@ -107,6 +118,35 @@ class PanelScreen(WizardScreen):
                     key, info, self.state.value(key), self.state.origin(key),
                     advice=advice_for(self.state.recipe, key), disabled_reason=LOCKED.get(key, ""),
                 )
+
+    def _unknown_rows(self) -> Iterator[Widget]:
+        """Keys of the loaded file the schema does not know, each with Rename (to its "did you mean") / Drop."""
+        self._unknown_keys = self.state.unknown_in(self.section)
+        for i, key in enumerate(self._unknown_keys):
+            value, suggestion = self.state.unknown[key]
+            hint = f"did you mean {suggestion}?" if suggestion else "no similar key; drop it or type it into its field"
+            yield Static(f"? {key} = {format_value(value)}: unknown key — {hint}", classes="unknown-key", markup=False)
+            buttons: list[Widget] = []
+            if suggestion:
+                buttons.append(Button(f"Rename to {suggestion.rsplit('.', 1)[-1]}", id=f"unk-ren-{i}",
+                                      classes="unk-rename", compact=True))
+            buttons.append(Button("Drop it", id=f"unk-drop-{i}", classes="unk-drop", compact=True))
+            yield Horizontal(*buttons, classes="unknown-buttons")
+
+    @on(Button.Pressed, ".unk-rename, .unk-drop")
+    async def _unknown_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        self.flush()
+        bid = str(event.button.id)
+        key = self._unknown_keys[int(bid.rsplit("-", 1)[1])]
+        if bid.startswith("unk-ren-"):
+            to = self.state.rename_unknown(key)
+            self.notify(f"{key} → {to}", timeout=3)
+            await self.rebuild(focus=f"#f-{_safe(to)} #ctl")
+        else:
+            self.state.drop_unknown(key)
+            self.notify(f"{key} dropped", timeout=3)
+            await self.rebuild()
 
     def _rows(self, list_key: str, item: type[BaseModel]) -> Iterator[Widget]:
         noun = ROW_NAMES.get(list_key, "Row")
@@ -147,10 +187,12 @@ class PanelScreen(WizardScreen):
         st = self.state
         mine = [f for f in st.section_findings(self.section) if f.level == "error"]
         line = self.query_one("#wiz-status", Static)
-        if mine:
+        if mine:  # the full text is under the field; this line names it and begins the message
             first = mine[0]
-            more = f" (+{len(mine) - 1} more here)" if len(mine) > 1 else ""
-            line.update(f"[b red]✗ {_esc(first.key)}[/]: {_esc(first.message)}{more}")
+            tail = f" (see field{f'; +{len(mine) - 1} more' if len(mine) > 1 else ''})"
+            room = max(10, (self.size.width or 80) - 6 - len(first.key) - len(tail))
+            msg = first.message if len(first.message) <= room else first.message[: room - 1] + "…"
+            line.update(f"[b red]✗ {_esc(first.key)}[/]: {_esc(msg)}[dim]{_esc(tail)}[/]")
             return
         others = sorted({f.key.split(".")[0].split("[")[0] for f in st.errors})
         tail = f" · [red]errors on: {', '.join(others)}[/]" if others else ""
@@ -229,6 +271,7 @@ class PanelScreen(WizardScreen):
     def on_screen_resume(self) -> None:
         super().on_screen_resume()
         self.refresh_fields()
+        self.focus_first(errors_first=True)  # back on a panel: its first error, else its top
 
     def current(self, key: str) -> Any:
         """The value the job will have for ``key`` (tests and the review read this)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.markup import escape as _esc
 from textual import on
 from textual.app import ComposeResult
 from textual.widgets import OptionList, Static
@@ -14,10 +15,11 @@ from wanlora.tui.wizard_state import recipe_meta
 def recipe_details(name: str) -> str:
     """The recipe's description and data/caption/trigger advice, as shown beside the list."""
     meta = recipe_meta(name)
-    lines = [f"[b]{meta.get('title', name)}[/b]", str(meta.get("description", ""))]
+    # advice is data, not markup: "[trigger]" must reach the screen as written (issue #14)
+    lines = [f"[b]{_esc(str(meta.get('title', name)))}[/b]", _esc(str(meta.get("description", "")))]
     for key, head in (("clip_advice", "Clips"), ("caption_advice", "Captions"), ("trigger_advice", "Trigger")):
         if meta.get(key):
-            lines.append(f"[b]{head}:[/b] {meta[key]}")
+            lines.append(f"[b]{head}:[/b] {_esc(str(meta[key]))}")
     if meta.get("steps_range"):
         lo, hi = meta["steps_range"]
         lines.append(f"[b]Steps:[/b] {lo}-{hi}")

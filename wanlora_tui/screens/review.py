@@ -7,6 +7,8 @@ The estimate (peak VRAM, hours, disk) comes from ``engine.estimate``; the cost n
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +39,30 @@ def disk_gib(job: Any) -> float:
     """LoRA checkpoints kept (+ final) and one resumable state, in GiB (caches are listed separately)."""
     from wanlora.engine.estimate import lora_params
 
-    experts = int(job.multistage.high_noise) + int(job.multistage.low_noise)
+    experts = len(job.multistage.trained())
     params = lora_params(job.target.rank, job.target.modules) * experts
     per_file = params * {"bf16": 2, "fp16": 2, "fp32": 4}[job.save.dtype]
     state = params * 12  # fp32 master + two AdamW moments
     return ((job.save.max_keep + 1) * per_file + state) / 2**30
+
+
+def speed(s_per_step: float) -> str:
+    """Seconds per step with the digits that matter (0.04 s/step is not "0.0 s/step")."""
+    return f"{s_per_step:.2g} s/step" if s_per_step < 10 else f"{s_per_step:.0f} s/step"
+
+
+def hours(h: float) -> str:
+    """Wall time: minutes (or seconds) for short jobs, hours for long ones."""
+    s = h * 3600
+    if s < 90:
+        return f"{max(1, round(s))} s"
+    if s < 90 * 60:
+        return f"{round(s / 60)} min"
+    return f"{h:.1f} h"
+
+
+def money(v: float) -> str:
+    return "< 0.01" if 0 < v < 0.01 else f"{v:.2f}"
 
 
 def estimate_lines(state: Any, price: float | None) -> str:
@@ -59,15 +80,29 @@ def estimate_lines(state: Any, price: float | None) -> str:
     fits = "" if have is None else (" [green]fits[/]" if mem.need_gib <= have else f" [b red]> {have:.0f} GiB: will not fit[/]")
     lines = [
         f"Peak VRAM  [b]{mem.need_gib:.1f} GiB[/]{fits}  ({_esc(mem.worst)})",
-        f"Time       [b]{t.s_per_step:.1f} s/step[/] × {job.training.steps} steps ≈ [b]{t.hours:.1f} h[/] on {_esc(t.gpu)}",
+        f"Time       [b]{speed(t.s_per_step)}[/] × {job.training.steps} steps ≈ [b]{hours(t.hours)}[/] on {_esc(t.gpu)}",
         f"Disk       ≈ {disk_gib(job):.1f} GiB for checkpoints + state (+ latent/text caches next to the data)",
     ]
     if price is not None:
-        lines.append(f"Cost       ≈ [b]{t.hours * price:.2f}[/] at {price:g}/h")
+        lines.append(f"Cost       ≈ [b]{money(t.hours * price)}[/] at {price:g}/h")
     else:
         lines.append("Cost       type the GPU's hourly price below to see it")
     lines.extend(f"[dim]· {_esc(n)}[/]" for n in t.notes)
     return "\n".join(lines)
+
+
+TRIAL_HINT = ("[dim]Saves the job, then runs its real trainer path on this GPU with random full-size weights for "
+              "a few steps per bucket: s/step, peak VRAM and the projected hours, before you download ~70 GB. "
+              "Nothing is written into the job's folders.[/]")
+
+
+def run_trial_in_terminal(app: Any, path: Path) -> int:
+    """``wanlora trial PATH`` in the terminal the TUI runs in (the app is suspended meanwhile; torch loads in
+    the child, never in the TUI)."""
+    with app.suspend():
+        code = subprocess.run([sys.executable, "-m", "wanlora.tui.cli", "trial", str(path)]).returncode
+        input("\n[wanlora] press Enter to return to the review… ")
+    return code
 
 
 class ReviewScreen(WizardScreen):
@@ -85,6 +120,11 @@ class ReviewScreen(WizardScreen):
                 yield Static("Save as:", classes="review-label")
                 yield Input(placeholder="path/to/job.toml", id="save-path", compact=True)
                 yield Button("Save TOML", id="save", compact=True)
+            if self.state.gpus:  # a GPU here: measure the job on it before committing days to it
+                with Horizontal(classes="review-row"):
+                    yield Static("This GPU:", classes="review-label")
+                    yield Button("Try it here (wanlora trial)", id="trial", compact=True)
+                yield Static(TRIAL_HINT, id="trial-hint")
             yield Static("", id="review-toml")
 
     def on_mount(self) -> None:
@@ -126,20 +166,36 @@ class ReviewScreen(WizardScreen):
     @on(Button.Pressed, "#save")
     @on(Input.Submitted, "#save-path")
     def _save(self) -> None:
+        path = self._write()
+        if path is None:
+            return
+        self.notify(f"Saved {path}  (submit later with: wanlora submit {path})")
+
+    def _write(self) -> Path | None:
         from wanlora.engine.config.jobdir import write_text_atomic
 
         path = Path(self.query_one("#save-path", Input).value).expanduser()
         text = self.state.toml()
         if not text:
             self.notify("The job is not complete yet: fix the errors first.", severity="error")
-            return
+            return None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             write_text_atomic(path, text)
         except OSError as e:
             self.notify(f"Cannot write {path}: {e.strerror or e}", severity="error")
+            return None
+        return path
+
+    @on(Button.Pressed, "#trial")
+    def _trial(self) -> None:
+        path = self._write()
+        if path is None:
             return
-        self.notify(f"Saved {path}  (submit later with: wanlora submit {path})")
+        code = run_trial_in_terminal(self.app, path)
+        self.notify(f"wanlora trial {path}: " + ("done (the report was shown in the terminal)" if code == 0
+                                                  else f"exit {code}; see the terminal output"),
+                    severity="information" if code == 0 else "error")
 
     def can_leave(self) -> bool:
         """Submit: block on any error, including those only the file-level check finds."""

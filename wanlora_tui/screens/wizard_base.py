@@ -1,24 +1,37 @@
 """Shared frame of every wizard step: a title line, the step's body, Back/Next, and the keys for them.
 
-Back pops the screen (the state object keeps every value, so nothing typed is lost); Next asks the app for
-the next step.  Keys work everywhere, including inside inputs: ctrl+n / ctrl+b, and escape for Back.
+Back and Next are messages (:class:`WizardScreen.Advance` / :class:`WizardScreen.Retreat`) that bubble up to
+the app, which owns the order of the steps; a screen reads what it shows through :class:`WizardHost`, a
+protocol the app satisfies.  So screens never import the app (no import cycle, and a screen can be tested
+with any host).  Keys work everywhere, including inside inputs: ctrl+n / ctrl+b, and escape for Back.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from rich.markup import escape as _esc
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Static
 
 if TYPE_CHECKING:
-    from wanlora.tui.app import WanloraApp
     from wanlora.tui.wizard_state import WizardState
+
+
+class WizardHost(Protocol):
+    """What a wizard step needs from the program around it (the app provides it)."""
+
+    wizard: WizardState
+    gpu_cache: list[Any] | None
+
+    def wizard_title(self, step: str) -> str: ...
+
+    def detect_gpus(self) -> list[Any]: ...
 
 
 class WizardScreen(Screen[None]):
@@ -31,19 +44,36 @@ class WizardScreen(Screen[None]):
         Binding("ctrl+n", "next", "Next", priority=True),
         Binding("ctrl+b", "back", "Back", priority=True),
         Binding("escape", "back", "Back", show=False),
-        Binding("ctrl+q", "app.quit", "Quit", priority=True),
+        Binding("ctrl+q", "quit_wizard", "Quit", priority=True),
     ]
 
+    class Advance(Message):
+        """The user finished this step (Next / Submit)."""
+
+        def __init__(self, step: str) -> None:
+            super().__init__()
+            self.step = step
+
+    class Retreat(Message):
+        """The user wants the previous step (Back)."""
+
+        def __init__(self, step: str) -> None:
+            super().__init__()
+            self.step = step
+
+    class QuitRequested(Message):
+        """ctrl+q in the wizard: the app confirms first (and keeps a draft)."""
+
     @property
-    def wapp(self) -> WanloraApp:
+    def host(self) -> WizardHost:
         return self.app  # type: ignore[return-value]
 
     @property
     def state(self) -> WizardState:
-        return self.wapp.wizard
+        return self.host.wizard
 
     def title_text(self) -> str:
-        return self.wapp.wizard_title(self.STEP)
+        return self.host.wizard_title(self.STEP)
 
     def compose(self) -> ComposeResult:
         yield Static(self.title_text(), id="wiz-title", markup=False)
@@ -81,8 +111,11 @@ class WizardScreen(Screen[None]):
     @on(Button.Pressed, "#next")
     def action_next(self) -> None:
         if self.can_leave():
-            self.wapp.wizard_next(self.STEP)
+            self.post_message(self.Advance(self.STEP))
 
     @on(Button.Pressed, "#back")
     def action_back(self) -> None:
-        self.wapp.wizard_back(self.STEP)
+        self.post_message(self.Retreat(self.STEP))
+
+    def action_quit_wizard(self) -> None:
+        self.post_message(self.QuitRequested())

@@ -105,6 +105,14 @@ def parse_text(ann: Any, text: str) -> Any:
     return text  # let pydantic explain what is wrong
 
 
+class OnOff(Checkbox):
+    """A checkbox whose glyph says the value ("✓" on, blank off): colour alone is lost in 256-colour SSH."""
+
+    @property  # type: ignore[override]
+    def BUTTON_INNER(self) -> str:  # noqa: N802 - Textual's class attribute name
+        return "✓" if self.value else " "
+
+
 class SchemaField(Vertical, can_focus=False):
     """A knob: ``key  [control]  origin`` then help, the recipe/tier advice and this field's findings."""
 
@@ -173,7 +181,7 @@ class SchemaField(Vertical, can_focus=False):
         cid = "ctl"
         if self.kind.kind == "bool":
             v = bool(self._value)
-            return Checkbox("on" if v else "off", v, compact=True, id=cid, disabled=disabled)
+            return OnOff("on" if v else "off", v, compact=True, id=cid, disabled=disabled)
         if self.kind.kind == "choice":
             opts = [(format_value(c), c) for c in self.kind.choices]
             value = self._value if self._value in self.kind.choices else self.kind.choices[0]

@@ -48,22 +48,38 @@ def _fmt(v: float) -> str:
     return f"{v:.3f}"
 
 
+def _polyline(bits: list[list[int]], points: Sequence[tuple[int, int]]) -> None:
+    """Set the braille dots of a line through ``points`` (dot coordinates, x ascending)."""
+    for i, (x, y) in enumerate(points):
+        x0, y0 = points[i - 1] if i else (x, y)
+        for xi in range(x0, x + 1):
+            yi = y if xi == x or x == x0 else round(y0 + (y - y0) * (xi - x0) / (x - x0))
+            cx, bx = divmod(xi, 2)
+            for yy in range(min(y0 if xi == x0 else yi, yi), max(y0 if xi == x0 else yi, yi) + 1):
+                cy, by = divmod(yy, 4)
+                bits[cy][cx] |= _DOT[bx][by]
+
+
 def render_plot(steps: Sequence[int], losses: Sequence[float], width: int, height: int,
-                smoothing: float = 0.9) -> list[Text]:
-    """``height`` lines of ``width`` cells: y labels on the left, x range on the bottom line."""
+                smoothing: float = 0.9, eval_steps: Sequence[int] = (),
+                eval_losses: Sequence[float] = (), empty: str = "waiting for the first step…") -> list[Text]:
+    """``height`` lines of ``width`` cells: y labels on the left, x range on the bottom line.
+
+    ``eval_steps`` / ``eval_losses`` (one point per save, held-out clips) draw a second curve in yellow.
+    """
     if width < 12 or height < 3:
         return [Text("")] * max(height, 0)
     if not losses:
         blank = [Text(" " * width) for _ in range(height)]
-        blank[height // 2] = Text("waiting for the first step…".center(width)[:width], style="dim")
+        blank[height // 2] = Text(empty.center(width)[:width], style="dim")
         return blank
     label_w = 8
     cols, rows = width - label_w, height - 1
     px_w, px_h = cols * 2, rows * 4
     smooth = ema(losses, smoothing)
     ordered = sorted(losses)
-    lo = min(_quantile(ordered, 0.01), min(smooth))
-    hi = max(_quantile(ordered, 0.99), max(smooth))
+    lo = min(_quantile(ordered, 0.01), min(smooth), *eval_losses)
+    hi = max(_quantile(ordered, 0.99), max(smooth), *eval_losses)
     if hi - lo < 1e-12:
         hi, lo = hi + 1e-3, lo - 1e-3
     pad = (hi - lo) * 0.05
@@ -111,6 +127,9 @@ def render_plot(steps: Sequence[int], losses: Sequence[float], width: int, heigh
                 smooth_bits[cy][cxi] |= _DOT[bxi][by]
             last_y = yi
         prev = (x, y_s)
+    eval_bits = [[0] * cols for _ in range(rows)]
+    _polyline(eval_bits, [(min(px_w - 1, max(0, (st - s0) * (px_w - 1) // span)), ypx(v))
+                          for st, v in zip(eval_steps, eval_losses, strict=False)])
     lines: list[Text] = []
     for r in range(rows):
         if r == 0:
@@ -123,15 +142,17 @@ def render_plot(steps: Sequence[int], losses: Sequence[float], width: int, heigh
             label = ""
         line = Text(label.rjust(label_w - 1)[: label_w - 1] + "┤", style="dim")
         for c in range(cols):
-            sb, rb = smooth_bits[r][c], raw_bits[r][c]
-            if sb:
+            sb, rb, eb = smooth_bits[r][c], raw_bits[r][c], eval_bits[r][c]
+            if eb:
+                line.append(chr(0x2800 | eb), style="bold yellow")
+            elif sb:
                 line.append(chr(0x2800 | sb | rb), style="bold green")
             elif rb:
                 line.append(chr(0x2800 | rb), style="color(66)")
             else:
                 line.append(" ")
         lines.append(line)
-    left, right = f"step {s0}", f"{s1}"
+    left, right = f"step {s0}" + (f" · eval {_fmt(eval_losses[-1])} (held-out)" if eval_losses else ""), f"{s1}"
     axis = " " * label_w + left + right.rjust(max(1, cols - len(left)))
     lines.append(Text(axis[:width], style="dim"))
     return lines
@@ -147,11 +168,18 @@ class LossPlot(Widget):
         super().__init__(id=id, classes=classes)
         self._steps: Sequence[int] = ()
         self._losses: Sequence[float] = ()
+        self._eval: tuple[Sequence[int], Sequence[float]] = ((), ())
         self._version = 0
         self.drawn_points = 0  # how many points the last render drew (the attach benchmark waits on it)
 
-    def set_data(self, steps: Sequence[int], losses: Sequence[float]) -> None:
+    empty_text = "waiting for the first step…"  # what an empty plot says (a failed job: no step was trained)
+
+    def set_data(self, steps: Sequence[int], losses: Sequence[float], eval_steps: Sequence[int] = (),
+                 eval_losses: Sequence[float] = (), empty: str | None = None) -> None:
+        if empty is not None:
+            self.empty_text = empty
         self._steps, self._losses = steps, losses
+        self._eval = (eval_steps, eval_losses)
         self._version += 1
         self.refresh()
 
@@ -166,6 +194,6 @@ class LossPlot(Widget):
 
     def render(self) -> Text:
         w, h = self.content_size.width, self.content_size.height
-        lines = render_plot(self._steps, self._losses, w, h, self.smoothing)
+        lines = render_plot(self._steps, self._losses, w, h, self.smoothing, *self._eval, empty=self.empty_text)
         self.drawn_points = len(self._losses)
         return Text("\n").join(lines)

@@ -1,0 +1,69 @@
+"""Write the clips and job files that BENCHMARKS.md runs through ``wanlora trial`` (synthetic clips, real codecs).
+
+    python bench/trial_jobs.py OUT      # then: wanlora trial OUT/guide.toml, OUT/s41x512.toml, ...
+
+- ``guide.toml``: the guide's run — motion recipe, 20 clips, 41 frames, 512/768/1024 buckets, both experts,
+  switch_every 10, 3000 steps, latents and text cached — on the 141 GB tier (bf16, both resident).
+- ``guide_80.toml`` / ``guide_24.toml``: the same run on the 80 GB (fp8) and 24 GB (nf4, low_vram, 512 only)
+  tiers, for ``wanlora trial --vram-gib 80`` / ``--vram-gib 24``.
+- ``s41x512.toml``, ``s41x480.toml``, ``s81x480.toml``: one expert at one bucket each (41x512x512,
+  41x480x848, 81x480x848), the shapes bench/step.py measures; ``s41x480`` also renders one preview at the
+  defaults (768x768, 41 frames, 25 steps, both experts).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _job(name: str, folder: Path, *, tier: int | str = 141, resolutions: list[int], frames: int,
+         both: bool = True, switch_every: int = 10, steps: int = 3000, preview: Path | None = None) -> str:
+    lines = [
+        "[job]", f'name = "{name}"', 'preset = "motion"', f"vram_tier = {tier}", "",
+        "[model]", 'name_or_path = "Wan-AI/Wan2.2-I2V-A14B-Diffusers"', "",
+        "[multistage]", "high_noise = true", f"low_noise = {'true' if both else 'false'}",
+        f"switch_every = {switch_every}", "",
+        "[training]", f"steps = {steps}", "cache_text_embeddings = true", "",
+        "[save]", "every = 250", "",
+    ]
+    if preview is not None:
+        lines += ["[sample]", "enabled = true", "every = 250", "",
+                  "[[sample.prompts]]", 'prompt = "a red square moving right"', f'ctrl_img = "{preview}"', ""]
+    lines += ["[[datasets]]", f'folder = "{folder}"', f"resolutions = {resolutions}", f"num_frames = {frames}",
+              "cache_latents = true", ""]
+    return "\n".join(lines)
+
+
+def main(out: Path) -> int:
+    from wanlora.engine.data.synthetic import write_clips
+
+    out = Path(out).resolve()
+    square, wide = out / "clips_square", out / "clips_480p"
+    if not any(square.glob("*.mp4")):
+        write_clips(square, n=20, num_frames=48, size=(768, 768), fps=16.0, caption="a red square moving right")
+    if not any(wide.glob("*.mp4")):
+        write_clips(wide, n=4, num_frames=96, size=(848, 480), fps=16.0, caption="a red square moving right")
+    from PIL import Image
+
+    first = out / "first_frame.png"
+    Image.new("RGB", (768, 768), (40, 90, 160)).save(first)
+    jobs = {
+        "guide": _job("guide_141", square, resolutions=[512, 768, 1024], frames=41),
+        "guide_80": _job("guide_80", square, tier=80, resolutions=[512, 768, 1024], frames=41),
+        "guide_24": _job("guide_24", square, tier=24, resolutions=[512], frames=41),
+        "s41x512": _job("s41x512", square, resolutions=[512], frames=41, both=False),
+        "s41x480": _job("s41x480", wide, resolutions=[640], frames=41, both=False, preview=first),
+        "s81x480": _job("s81x480", wide, resolutions=[640], frames=81, both=False),
+    }
+    for name, text in jobs.items():
+        (out / f"{name}.toml").write_text(text)
+        print(out / f"{name}.toml")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(Path(sys.argv[1] if len(sys.argv) > 1 else "trial_jobs")))

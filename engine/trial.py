@@ -1,0 +1,399 @@
+"""``wanlora trial JOB``: the job's real trainer path on this GPU, with random full-size weights, in minutes.
+
+Before a 70 GB download and days of rent, a user learns what *their* job costs on *this* GPU: the job's
+clips go through decode, buckets and caching (full-size VAE + UMT5-XXL), both experts run under the job's
+quantisation / low_vram / offloading / compile / checkpoint plan for a few steps per bucket, a checkpoint
+pair is written and one preview rendered if the job samples.  The report gives, per bucket, s/step after
+the compile warm-up (warm-up shown apart), peak VRAM allocated and reserved, the checkpoint plan, the cost
+of switching experts; caching time per clip; preview time; and the projected wall time of the whole job.
+
+Only the weights are fake (:mod:`engine.model.fullsize`); everything else is :class:`engine.train.loop.
+Trainer` as the daemon runs it.  Nothing is written into the job's folders: model files, caches, events
+and LoRA files live in a temporary folder that is removed afterwards.  Without CUDA the trial runs the
+tiny architecture on the CPU (that is how CI tests it) and says so.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import statistics
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from wanlora.engine.config.io import job_to_dict
+from wanlora.engine.config.schema import Job
+from wanlora.engine.train import acceleration as acc
+from wanlora.engine.train.events import EventLog, Status
+from wanlora.engine.train.experts import expert_for_step, steps_per_expert
+
+Progress = Callable[[str], None]
+GIB = 2**30
+
+
+def _label(bucket: tuple[int, int, int]) -> str:
+    f, h, w = bucket
+    return f"{f}x{h}x{w}"
+
+
+def trial_job(job: Job, tmp: Path, *, tiny_model: Path | None) -> tuple[Job, list[str]]:
+    """The job as the trial runs it (outputs in ``tmp``, one preview prompt) and notes on what differs."""
+    d = job_to_dict(job)
+    notes: list[str] = []
+    d["job"]["output_dir"] = str(tmp / "out")
+    prompts = d.get("sample", {}).get("prompts") or []
+    if len(prompts) > 1:
+        d["sample"]["prompts"] = prompts[:1]
+    if tiny_model is not None:
+        d["model"]["name_or_path"] = str(tiny_model)
+        for key in ("transformer", "text_encoder"):
+            if d.get("quantization", {}).get(key, "none") != "none":
+                notes.append(f"quantization.{key} = {d['quantization'][key]!r} needs CUDA; the CPU trial runs it "
+                             "unquantised")
+                d["quantization"][key] = "none"
+        if d.get("training", {}).get("optimizer") == "adamw8bit":
+            d["training"]["optimizer"] = "adamw"
+            notes.append("training.optimizer = 'adamw8bit' needs CUDA; the CPU trial uses adamw")
+    return Job.model_validate(d), notes
+
+
+class _Tee(EventLog):
+    """The trainer's event log, also turned into progress lines for the screen."""
+
+    def __init__(self, job_dir: Path, progress: Progress) -> None:
+        super().__init__(job_dir)
+        self.progress = progress
+        self.records: list[dict[str, Any]] = []
+
+    def emit(self, type: str, **fields: Any) -> dict[str, Any]:
+        ev = super().emit(type, **fields)
+        self.records.append(ev)
+        if type == "cache" and fields.get("done") in (0, fields.get("total")) or type == "warning":
+            self.progress(f"{type}: " + ", ".join(f"{k}={v}" for k, v in fields.items() if k != "folders"))
+        elif type == "state" and fields.get("state") in ("loading", "checkpointing", "quantized", "ready"):
+            self.progress("state: " + ", ".join(f"{k}={v}" for k, v in fields.items()))
+        return ev
+
+
+class _Replay:
+    """A batch source that hands out prepared batches (one bucket, in order) to ``Trainer.train_step``."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.queue = inner, []
+
+    def next_batch(self):
+        return self.queue.pop(0) if self.queue else self.inner.next_batch()
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.inner.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.inner.load_state_dict(state)
+
+    def close(self) -> None:
+        if hasattr(self.inner, "close"):
+            self.inner.close()
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _step_for(expert: str, trained: list[str], switch_every: int) -> int:
+    return next(s for s in range(len(trained) * max(1, switch_every)) if expert_for_step(s, trained, switch_every) == expert)
+
+
+def _gather(source: Any, need: int, buckets: list[tuple[int, int, int]], limit: int) -> dict[tuple, list]:
+    """Batches grouped by bucket, ``need`` of each (or as many as ``limit`` draws gave)."""
+    got: dict[tuple, list] = {b: [] for b in buckets}
+    for _ in range(limit):
+        if all(len(v) >= need for v in got.values()):
+            break
+        b = source.next_batch()
+        key = tuple(b.bucket)
+        if key in got and len(got[key]) < need:
+            got[key].append(b)
+    return got
+
+
+def bucket_shares(dataset: Any, batches: int) -> dict[tuple, float]:
+    """How often each bucket comes up in the job's own batch order (the first ``batches`` batches)."""
+    counts: Counter = Counter()
+    for i, pb in enumerate(dataset.order.batches()):
+        if i >= batches:
+            break
+        counts[tuple(pb.bucket)] += 1
+    total = sum(counts.values()) or 1
+    return {b: n / total for b, n in counts.items()}
+
+
+def _time_steps(trainer: Any, expert: str, n: int, losses: list[float] | None = None) -> list[float]:
+    out = []
+    for _ in range(n):
+        trainer.step = _step_for(expert, trainer.trained, trainer.job.multistage.switch_every)
+        _sync(trainer.device)
+        t0 = time.perf_counter()
+        r = trainer.train_step()
+        _sync(trainer.device)
+        out.append(time.perf_counter() - t0)
+        if losses is not None:
+            losses.append(r.loss)
+    return out
+
+
+def run_trial(job: Job, *, steps: int = 3, progress: Progress = lambda s: None, keep: Path | None = None,
+              device: torch.device | None = None, vram_gib: float | None = None, plan: str = "auto",
+              preview: bool = True) -> dict[str, Any]:
+    """Run the trial for ``job`` and return its report (see docs/contracts.md, ``wanlora trial --json``)."""
+    from wanlora.engine.model.fullsize import RandomFullSize
+    from wanlora.engine.model.load import load_parts
+    from wanlora.engine.model.tiny import ensure_tiny_model
+    from wanlora.engine.train.loop import Trainer
+
+    device = device or (torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+    cuda = device.type == "cuda"
+    tmp = Path(tempfile.mkdtemp(prefix="wanlora-trial-")) if keep is None else Path(keep)
+    tmp.mkdir(parents=True, exist_ok=True)
+    job_dir = tmp / "job"
+    job_dir.mkdir(exist_ok=True)
+    tiny = None if cuda else ensure_tiny_model()
+    tjob, notes = trial_job(job, tmp, tiny_model=tiny)
+    if not preview:
+        tjob.sample.enabled = False
+    if cuda and vram_gib:
+        acc.set_vram_limit(device, vram_gib)
+    source = RandomFullSize(tmp / "model", tokenizer_from=ensure_tiny_model()) if cuda else load_parts
+    events = _Tee(job_dir, progress)
+    status = Status(job_dir)
+    report: dict[str, Any] = {
+        "job": job.job.name, "device": str(device),
+        "gpu": torch.cuda.get_device_name(device) if cuda else "cpu",
+        "architecture": "full" if cuda else "tiny",
+        "model": ("Wan 2.2 I2V A14B, full size, random weights" if cuda
+                  else "the tiny Wan 2.2 I2V architecture (no CUDA here: speed and memory are not representative)"),
+        "vram_total_gib": round(acc.memory_budget(device)[1] / GIB, 2) if cuda else None,
+        "notes": notes, "torch": torch.__version__, "prompts_in_job": len(job.sample.prompts),
+    }
+    trainer = None
+    try:
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(device)
+        t0 = time.perf_counter()
+        progress("loading the model" + (" (random full-size weights on the GPU)" if cuda else " (tiny, CPU)"))
+        trainer = Trainer(tjob, job_dir, events, status, device=device, model_source=source,
+                          cache_root=tmp / "cache")
+        trainer.plan_override = None if plan == "auto" else plan
+        report["plan_forced"] = trainer.plan_override
+        trainer.setup()
+        setup_s = time.perf_counter() - t0
+        report.update(_setup_report(trainer, events, setup_s, tjob))
+        report["plan"] = _plan_report(trainer, events)
+        ds = trainer.data
+        shares = bucket_shares(ds, tjob.training.steps * tjob.training.gradient_accumulation)
+        buckets = sorted(shares, key=lambda b: b[0] * b[1] * b[2])
+        accum = tjob.training.gradient_accumulation
+        warm = 2 if (cuda and tjob.advanced.compile) else 1
+        per_expert = (warm + steps) * accum
+        need = per_expert * len(trainer.trained) + accum  # + one step after a switch
+        progress(f"buckets: {', '.join(_label(b) for b in buckets)}; decoding batches")
+        got = _gather(ds, need, buckets, limit=need * len(buckets) * 6 + 20)
+        replay = _Replay(ds)
+        trainer.data = replay
+        rows = []
+        for b in buckets:
+            rows.append(_bucket_row(trainer, replay, b, got[b], shares[b], warm, steps, accum, progress))
+        report["buckets"] = rows
+        report.update(_checkpoint_and_preview(trainer, tjob, progress))
+        report["projection"] = project(tjob, report, shares)
+        report["memory_ok"] = all(r.get("oom_fallback") is False and r.get("reserved_fraction", 0) <= acc.RESERVED_LIMIT
+                                  for r in rows if "s_per_step" in r) if cuda else None
+    finally:
+        if trainer is not None and hasattr(trainer.data, "close"):
+            trainer.data.close()
+        events.close()
+        if keep is None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    report["wrote_to_job"] = False
+    return report
+
+
+def _setup_report(trainer: Any, events: _Tee, setup_s: float, job: Job) -> dict[str, Any]:
+    inp = trainer.inputs
+    st = inp.latent_stats
+    clips = len(trainer.data) if hasattr(trainer.data, "__len__") else None
+    cache_ev = [e for e in events.records if e["type"] == "cache"]
+    t_lat = [e["ts"] for e in cache_ev if e.get("what") == "latents"]
+    t_txt = [e["ts"] for e in cache_ev if e.get("what") == "text"]
+    lat_s = (max(t_lat) - min(t_lat)) if len(t_lat) > 1 else 0.0
+    txt_s = (max(t_txt) - min(t_txt)) if len(t_txt) > 1 else 0.0
+    def ts(state: str) -> float | None:
+        return next((e["ts"] for e in events.records if e["type"] == "state" and e.get("state") == state), None)
+
+    loading, planned = ts("loading"), ts("checkpointing")
+    return {
+        "setup_s": round(setup_s, 2),
+        # model + LoRA + quantisation + plan (+ compile wrapping), before data and caching
+        "load_s": round(planned - loading, 2) if (loading and planned) else None,
+        "caching": {
+            "clips": clips, "latents_computed": st.computed if st else 0, "latents_total": st.total if st else 0,
+            "latents_s": round(lat_s, 2), "s_per_clip": round(lat_s / st.computed, 3) if st and st.computed else None,
+            "text_prompts": inp.text_total, "text_s": round(txt_s, 2),
+        },
+    }
+
+
+def _plan_report(trainer: Any, events: _Tee) -> dict[str, Any]:
+    job = trainer.job
+    plan = {"quantization": job.quantization.transformer, "text_encoder_quantization": job.quantization.text_encoder,
+            "compile": bool(job.advanced.compile and trainer.device.type == "cuda"
+                            and job.quantization.transformer != "nf4"),
+            "low_vram": job.model.low_vram, "layer_offloading": job.model.layer_offloading,
+            "gradient_checkpointing": job.training.gradient_checkpointing, "experts": {}}
+    for e in events.records:
+        if e["type"] == "state" and e.get("state") == "checkpointing":
+            plan["experts"][e["expert"]] = {"checkpointed_blocks": e["checkpointed_blocks"], "blocks": e["blocks"],
+                                            "saved_attention": e["saved_attention"], "planned_for_tokens": e["tokens"]}
+    return plan
+
+
+def _bucket_row(trainer: Any, replay: _Replay, bucket: tuple, batches: list, share: float, warm: int, steps: int,
+                accum: int, progress: Progress) -> dict[str, Any]:
+    device = trainer.device
+    cuda = device.type == "cuda"
+    row: dict[str, Any] = {"bucket": _label(bucket), "tokens": acc.video_tokens(*bucket), "share": round(share, 4)}
+    need = (warm + steps) * accum * len(trainer.trained) + accum
+    if len(batches) < need:
+        row["skipped"] = f"only {len(batches)} of {need} batches of this bucket came up in the job's order"
+        return row
+    replay.queue = list(batches)
+    if cuda:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    before = {n: bool(ex.extra.get("frugal")) for n, ex in trainer.experts.items()}
+    experts: dict[str, Any] = {}
+    for name in trainer.trained:
+        progress(f"{_label(bucket)}: {name}, {warm} warm-up + {steps} timed steps")
+        losses: list[float] = []
+        w = _time_steps(trainer, name, warm, losses)
+        t = _time_steps(trainer, name, steps, losses)
+        ex = trainer.experts[name]
+        experts[name] = {"warmup_s": [round(x, 3) for x in w], "s_per_step": round(statistics.median(t), 4),
+                         "losses": losses,
+                         "s_min": round(min(t), 4), "s_max": round(max(t), 4),
+                         "fell_back_to_full_checkpointing": bool(ex.extra.get("frugal")) and not before[name]}
+        progress(f"{_label(bucket)}: {name} {experts[name]['s_per_step']} s/step (warm-up {experts[name]['warmup_s']})")
+    switch = None
+    if len(trainer.trained) > 1:  # the first step after a switch back to the first expert
+        first = trainer.trained[0]
+        after = _time_steps(trainer, first, 1)[0]
+        switch = round(max(0.0, after - experts[first]["s_per_step"]), 3)
+    row["experts"] = experts
+    row["s_per_step"] = round(statistics.mean(e["s_per_step"] for e in experts.values()), 4)
+    row["switch_s"] = switch
+    row["oom_fallback"] = any(e["fell_back_to_full_checkpointing"] for e in experts.values())
+    if cuda:
+        total = acc.memory_budget(device)[1]
+        row["peak_alloc_gib"] = round(torch.cuda.max_memory_allocated(device) / GIB, 2)
+        row["peak_reserved_gib"] = round(torch.cuda.max_memory_reserved(device) / GIB, 2)
+        row["reserved_fraction"] = round(torch.cuda.max_memory_reserved(device) / total, 4)
+    return row
+
+
+def _checkpoint_and_preview(trainer: Any, job: Job, progress: Progress) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    files = trainer.save_checkpoint()
+    out["checkpoint_s"] = round(time.perf_counter() - t0, 3)
+    out["checkpoint_mib"] = round(sum(p.stat().st_size for p in files) / 2**20, 2)
+    t0 = time.perf_counter()
+    trainer.save_state()
+    out["state_s"] = round(time.perf_counter() - t0, 3)
+    out["preview"] = None
+    if job.sample.enabled and job.sample.prompts:
+        progress(f"preview: {job.sample.width}x{job.sample.height}, {job.sample.num_frames} frames, "
+                 f"{job.sample.steps} steps, both experts")
+        _sync(trainer.device)
+        t0 = time.perf_counter()
+        paths = trainer.sample_previews()
+        _sync(trainer.device)
+        out["preview"] = {"s": round(time.perf_counter() - t0, 2), "files": len(paths), "width": job.sample.width,
+                          "height": job.sample.height, "frames": job.sample.num_frames, "steps": job.sample.steps}
+        if trainer.device.type == "cuda":
+            out["preview"]["peak_reserved_gib"] = round(torch.cuda.max_memory_reserved(trainer.device) / GIB, 2)
+    return out
+
+
+def project(job: Job, report: dict[str, Any], shares: dict[tuple, float]) -> dict[str, Any]:
+    """The whole job's wall time from the measured parts (weighted by how often each bucket comes up)."""
+    rows = {r["bucket"]: r for r in report["buckets"]}
+    measured = {b: rows[_label(b)]["s_per_step"] for b in shares if "s_per_step" in rows.get(_label(b), {})}
+    if not measured:
+        return {"total_h": None, "why": "no bucket was measured"}
+    weight = sum(shares[b] for b in measured)
+    mean_step = sum(shares[b] * s for b, s in measured.items()) / weight
+    steps = job.training.steps
+    trained = [e for e in ("high_noise", "low_noise") if getattr(job.multistage, e)]
+    switches = max(0, math.ceil(steps / max(1, job.multistage.switch_every)) - 1) if len(trained) > 1 else 0
+    switch_s = statistics.mean([r["switch_s"] for r in rows.values() if r.get("switch_s") is not None] or [0.0])
+    warm = sum(sum(e["warmup_s"]) - len(e["warmup_s"]) * e["s_per_step"]
+               for r in rows.values() for e in r.get("experts", {}).values())
+    saves = steps // max(1, job.save.every)
+    n_prompts = report.get("prompts_in_job") or 1
+    previews = (steps // max(1, job.sample.every)) if job.sample.enabled else 0
+    prev = report.get("preview") or {}
+    caching = report["caching"]
+    parts = {
+        "train_h": steps * mean_step / 3600,
+        "switch_h": switches * switch_s / 3600,
+        "compile_h": max(0.0, warm) / 3600,
+        "caching_h": (caching["latents_s"] + caching["text_s"]) / 3600,
+        "load_h": (report.get("load_s") or 0) / 3600,
+        "checkpoints_h": saves * (report["checkpoint_s"] + report["state_s"]) / 3600,
+        "previews_h": previews * n_prompts * prev.get("s", 0.0) / 3600,
+    }
+    out = {k: round(v, 3) for k, v in parts.items()}
+    out.update(steps=steps, mean_s_per_step=round(mean_step, 4), switches=switches,
+               steps_per_expert=steps_per_expert(steps, trained, job.multistage.switch_every),
+               total_h=round(sum(parts.values()), 2))
+    return out
+
+
+def format_report(r: dict[str, Any]) -> str:
+    """The report as the screen shows it."""
+    lines = [f"trial of {r['job']} on {r['gpu']} — {r['model']}"]
+    lines += [f"note: {n}" for n in r.get("notes", [])]
+    c = r["caching"]
+    lines.append(f"setup {r['setup_s']} s (load {r.get('load_s')} s); caching {c['latents_computed']} latents in "
+                 f"{c['latents_s']} s ({c['s_per_clip']} s each), {c['text_prompts']} prompts in {c['text_s']} s")
+    for name, p in r["plan"]["experts"].items():
+        lines.append(f"plan {name}: {p['checkpointed_blocks']}/{p['blocks']} blocks checkpointed, "
+                     f"{p['saved_attention']} keep attention (for {p['planned_for_tokens']} tokens)")
+    lines.append(f"{'bucket':<14}{'share':>6}{'s/step':>9}{'warm-up s':>12}{'switch s':>9}{'alloc':>8}{'resv':>8}  note")
+    for b in r["buckets"]:
+        if "s_per_step" not in b:
+            lines.append(f"{b['bucket']:<14}{b['share']:>6.2f}  {b.get('skipped', '')}")
+            continue
+        warm = "+".join(f"{sum(e['warmup_s']):.1f}" for e in b["experts"].values())
+        note = "OOM → full checkpointing" if b["oom_fallback"] else ""
+        lines.append(f"{b['bucket']:<14}{b['share']:>6.2f}{b['s_per_step']:>9.3f}{warm:>12}"
+                     f"{str(b['switch_s'] if b['switch_s'] is not None else '-'):>9}"
+                     f"{str(b.get('peak_alloc_gib', '-')):>8}{str(b.get('peak_reserved_gib', '-')):>8}  {note}")
+    lines.append(f"checkpoint pair {r['checkpoint_s']} s ({r['checkpoint_mib']} MiB), state {r['state_s']} s")
+    if r.get("preview"):
+        p = r["preview"]
+        lines.append(f"preview {p['width']}x{p['height']}x{p['frames']}, {p['steps']} steps: {p['s']} s")
+    pr = r["projection"]
+    if pr.get("total_h") is not None:
+        lines.append(f"projected: {pr['steps']} steps × {pr['mean_s_per_step']} s = {pr['train_h']} h training + "
+                     f"{pr['caching_h']} h caching + {pr['switch_h']} h switches + {pr['compile_h']} h warm-up + "
+                     f"{pr['checkpoints_h']} h saves + {pr['previews_h']} h previews = {pr['total_h']} h")
+    if r.get("memory_ok") is False:
+        lines.append("memory: a bucket went over 92 % reserved or fell back after an OOM — see the table")
+    lines.append("nothing was written into the job's folders")
+    return "\n".join(lines)

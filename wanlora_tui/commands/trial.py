@@ -1,0 +1,79 @@
+"""``wanlora trial JOB [--steps N] [--json]``: run the job's real trainer path here, with random weights.
+
+Before downloading ~70 GB and renting for days: the job's clips through decode, buckets and caching, both
+experts under the job's plan for a few steps per bucket, a checkpoint write and one preview — then s/step,
+peak VRAM and the projected wall time of the whole job, per bucket.  Writes nothing into the job's
+folders.  Without CUDA it runs the tiny architecture and says so.  ``--vram-gib`` behaves as a smaller
+card (e.g. 24 or 80) to check a tier's plan on a bigger GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+HELP = "try the job on this GPU with random full-size weights: s/step, VRAM, projected hours"
+
+
+def add_arguments(parser: argparse.ArgumentParser, verb: str = "trial") -> None:
+    parser.add_argument("job", help="job file (.toml) or job folder")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per bucket and expert (default 3)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON (docs/contracts.md)")
+    parser.add_argument("--vram-gib", type=float, default=None, help="act as a card of this many GiB")
+    parser.add_argument("--keep", default=None, help="keep the trial's folder here (default: a temp folder, removed)")
+    parser.add_argument("--cpu", action="store_true", help="run the tiny architecture on the CPU even with a GPU")
+    parser.add_argument("--no-preview", action="store_true", help="skip the preview even if the job samples")
+    parser.add_argument("--plan", choices=["auto", "greedy", "frugal"], default="auto",
+                        help="force the checkpoint plan: greedy = none (checks the OOM fallback), frugal = every block")
+
+
+def _load(path: Path):
+    from wanlora.engine.config.io import load_job
+    from wanlora.engine.config.presets import resolve_file
+
+    if path.is_dir():
+        return load_job(path / "job.toml")
+    return resolve_file(path).job
+
+
+def run(args: argparse.Namespace) -> int:
+    from wanlora.engine.config.findings import JobError
+    from wanlora.engine.config.launch import use_trainer_env
+
+    if args.steps < 1:
+        print("--steps must be at least 1", file=sys.stderr)
+        return 2
+    path = Path(args.job).expanduser()
+    try:
+        job = _load(path)
+    except (JobError, OSError) as e:
+        print(f"cannot read {path}: {e}", file=sys.stderr)
+        return 1
+    use_trainer_env()  # before torch touches CUDA: the trainer process's own allocator settings
+    import torch
+    from wanlora.engine.data.dataset import DataExhausted
+    from wanlora.engine.model.load import ModelLoadError
+    from wanlora.engine.trial import format_report, run_trial
+
+    device = torch.device("cpu") if args.cpu or not torch.cuda.is_available() else torch.device("cuda")
+    if device.type == "cpu":
+        print("no CUDA here: the trial runs the tiny Wan 2.2 architecture on the CPU (times and memory are not "
+              "those of the full model)", file=sys.stderr, flush=True)
+
+    def progress(line: str) -> None:
+        print(f"trial: {line}", file=sys.stderr, flush=True)
+
+    try:
+        report = run_trial(job, steps=args.steps, progress=progress, device=device, vram_gib=args.vram_gib,
+                           keep=Path(args.keep) if args.keep else None, plan=args.plan,
+                           preview=not args.no_preview)
+    except (ModelLoadError, DataExhausted, JobError) as e:
+        print(f"trial failed: {e}", file=sys.stderr)
+        return 1
+    except torch.OutOfMemoryError as e:
+        print(f"trial ran out of GPU memory: {str(e).splitlines()[0][:300]}", file=sys.stderr)
+        return 1
+    print(json.dumps(report, indent=1) if args.json else format_report(report))
+    return 0
