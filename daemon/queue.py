@@ -156,6 +156,9 @@ class Queue:
             self._db = sqlite3.connect(self.path, timeout=10.0, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
+            # A small WAL that is checkpointed and reused early (100 pages ≈ 400 KB) needs no new disk blocks for
+            # the daemon's updates, so job states can still be recorded when the disk is full.
+            self._db.execute("PRAGMA wal_autocheckpoint=100")
             have = {r[1] for r in self._db.execute("PRAGMA table_info(jobs)").fetchall()}
             for col, decl in _ADDED.items():
                 if have and col not in have:

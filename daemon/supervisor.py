@@ -43,6 +43,8 @@ from wanlora.daemon.views import job_view
 from wanlora.engine.config import jobdir
 
 MIN_TICK_S = 0.05
+DISK_STALL_MIN_S = 30.0  # a heartbeat this old (and ≥ 3 intervals) on a full disk: the trainer is stuck
+DISK_STALL_GRACE_S = 30.0
 
 
 @dataclass
@@ -53,6 +55,7 @@ class Watch:
     popen: subprocess.Popen[bytes] | None
     cursor: jobdir.EventCursor = field(default_factory=jobdir.EventCursor)
     kill_at: float | None = None  # monotonic time to SIGKILL after a cancel's SIGTERM
+    disk_stall: bool = False  # stopped by the daemon: alive but unable to write on a full disk
 
 
 EDITABLE = (QUEUED, PAUSED, FAILED)  # `wanlora edit`: never a running job's file
@@ -320,25 +323,44 @@ class Daemon:
         else:
             dead = adopt.live_trainer(self.home.job_dir(job_id), w.pid) is None
         if dead:
-            self._finished(row, code)  # raises on a failed write: the watch stays and the next tick retries
+            self._finished(row, code, disk_stall=w.disk_stall)  # raises on a failed write: retried next tick
             if self.watch.get(job_id) is w:
                 del self.watch[job_id]
+        elif w.kill_at is None and self._stalled_on_full_disk(row):
+            grace = min(self.config.cancel_grace_s, DISK_STALL_GRACE_S)
+            self.log(f"job {job_id}: the trainer has not written status.json for a while and the disk is full; "
+                     f"stopping it (SIGTERM, SIGKILL after {grace:g} s)")
+            runner.signal_group(w.pid, signal.SIGTERM)
+            w.kill_at = time.monotonic() + grace
+            w.disk_stall = True
         elif w.kill_at is not None and time.monotonic() > w.kill_at:
             self.log(f"job {job_id}: still running {self.config.cancel_grace_s:g} s after SIGTERM; SIGKILL")
             runner.signal_group(w.pid, signal.SIGKILL)
             w.kill_at = None
 
-    def _finished(self, row: JobRow, code: int | None, *, after_restart: bool = False) -> None:
+    def _stalled_on_full_disk(self, row: JobRow) -> bool:
+        """A live trainer whose heartbeat stopped while its disk is full (it can neither save nor report)."""
+        st = jobdir.read_status(self.home.job_dir(row.id)) or {}
+        hb, interval = st.get("heartbeat_ts"), st.get("heartbeat_interval_s") or jobdir.HEARTBEAT_INTERVAL_S
+        if not isinstance(hb, int | float) or not isinstance(interval, int | float):
+            return False
+        if time.time() - hb < max(3 * interval, DISK_STALL_MIN_S):
+            return False
+        return bool(self._full_paths(row))
+
+    def _finished(self, row: JobRow, code: int | None, *, after_restart: bool = False,
+                  disk_stall: bool = False) -> None:
         """A trainer ended: record completed/paused/failed/cancelled, or requeue it to resume."""
         job_dir = self.home.job_dir(row.id)
         status = jobdir.read_status(job_dir)
         out = runner.classify(code, status, cancel=bool(row.cancel_requested), pause=bool(row.pause_requested))
         self._sweep(row)
-        full = self._full_paths(row) if out.state == FAILED or out.retry else []
+        full = self._full_paths(row) if disk_stall or (out.retry and out.reason in ("crash", "killed")) else []
         if full:  # retrying on a full disk fails the same way: say where, and how much is left
             where = "; ".join(f"{p} ({diskspace.describe_free(p)})" for p in full)
-            out = runner.Outcome(FAILED, "disk full", f"no space left on {where}; the trainer stopped "
-                                 f"({runner.describe_exit(code)}). Free space there (old checkpoints, caches), then "
+            how = ("could not write any more and was stopped by the daemon" if disk_stall
+                   else f"stopped ({runner.describe_exit(code)})")
+            out = runner.Outcome(FAILED, "disk full", f"no space left on {where}; the trainer {how}. Free space there (old checkpoints, caches), then "
                                  f"`wanlora retry {row.id}` resumes from the last saved state")
         end = {"pid": None, "gpus": "", "exit_code": code, "cancel_requested": 0, "pause_requested": 0}
         if out.state == RUNNING:  # EXIT_LOCKED: another trainer already runs this folder; watch that one
@@ -682,6 +704,12 @@ class Daemon:
 
 
 def run_foreground(home: Home, config: DaemonConfig | None = None, log: TextIO | None = None) -> int:
+    import faulthandler
+
+    try:  # `kill -USR1 <daemon pid>` writes every thread's stack to daemon.log (a wedged daemon can be diagnosed)
+        faulthandler.register(signal.SIGUSR1, file=log or sys.stderr, all_threads=True)
+    except (AttributeError, ValueError, OSError):
+        pass
     d = Daemon(home, config, log=log)
     d.start()
     d.serve_forever()

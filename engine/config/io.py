@@ -116,10 +116,13 @@ def suggest_key(key: str) -> str:
     """'Did you mean …' for an unknown dotted key; list indices of ``key`` are kept in the suggestion."""
     bare = re.sub(r"\[\d+\]", "", key)
     known = all_keys()
-    if "." not in bare:  # a misspelt [section] (or top-level key): only a section can be meant
+    if "." not in bare:  # a misspelt [section], or a key written outside its section: never a fuzzy dotted key
         sections = sorted({k.split(".")[0] for k in known})
         m = difflib.get_close_matches(bare, sections, n=1, cutoff=0.6)
-        return _reindex(m[0], key) if m else ""
+        if m:
+            return m[0]
+        exact = [k for k in known if k.rsplit(".", 1)[-1] == bare]  # `steps = 10` above [training]
+        return exact[0] if exact else ""
     close = difflib.get_close_matches(bare, known, n=1, cutoff=0.6)
     if not close:
         head, _, leaf = bare.rpartition(".")

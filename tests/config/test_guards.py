@@ -101,6 +101,9 @@ def test_a_bogus_section_gets_no_dotted_suggestion_and_a_misspelt_one_gets_the_s
     with pytest.raises(JobError) as e:
         job_from_dict(parse_toml("[trainin]\nsteps = 10\n"))
     assert e.value.findings[0].fix == "did you mean `training`?"
+    with pytest.raises(JobError) as e:  # a key written above its table still gets its table
+        job_from_dict(parse_toml("steps = 10\n"))
+    assert e.value.findings[0].fix == "did you mean `training.steps`?"
 
 
 # ---- 6: output_dir policy ------------------------------------------------------------------------------------
