@@ -110,7 +110,9 @@ def sbatch_script(job: Job, job_toml: str, job_dir: Path | str, opts: SlurmOptio
               '  mv "$JOB_DIR/job.toml.tmp" "$JOB_DIR/job.toml"',
               "fi", "",
               "# rendezvous on the allocation's first node (torchrun c10d)",
-              'HEAD_NODE=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
+              # no `| head -n 1`: under pipefail scontrol's SIGPIPE (exit 141) would end the script at random
+              'mapfile -t NODES < <(scontrol show hostnames "$SLURM_JOB_NODELIST")',
+              'HEAD_NODE=${NODES[0]}',
               f'export {RDZV_ENDPOINT_ENV}="${{{RDZV_ENDPOINT_ENV}:-$HEAD_NODE:{opts.rdzv_port}}}"',
               f'export {RDZV_ID_ENV}="${{{RDZV_ID_ENV}:-slurm-$SLURM_JOB_ID}}"', "",
               "# one task per node; each runs torchrun with --nproc-per-node processes; the script exits with the",
