@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -70,6 +71,7 @@ class Daemon:
         self.home = home
         self.config = config if config is not None else DaemonConfig.load(home.config)
         self.out = log or sys.stderr
+        self.unlogged: deque[str] = deque(maxlen=200)  # lines a full disk refused, written later
         self.lock = threading.RLock()
         self.wake = threading.Event()
         self.stopping = threading.Event()
@@ -84,7 +86,19 @@ class Daemon:
 
     # ------------------------------------------------------------------ lifecycle
     def log(self, msg: str) -> None:
-        print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}", file=self.out, flush=True)
+        """One line in daemon.log; never raises: a full disk must not stop the daemon acting on what it logs."""
+        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}"
+        try:
+            print(line, file=self.out, flush=True)
+        except (OSError, ValueError):
+            self.unlogged.append(line)  # kept (bounded) and written once there is room again
+            return
+        while self.unlogged:
+            try:
+                print(self.unlogged[0], file=self.out, flush=True)
+            except (OSError, ValueError):
+                return
+            self.unlogged.popleft()
 
     def start(self) -> None:
         """Take the home (or raise AlreadyRunning / HomeError), re-adopt live trainers, open the socket."""
@@ -328,15 +342,15 @@ class Daemon:
                 del self.watch[job_id]
         elif w.kill_at is None and self._stalled_on_full_disk(row):
             grace = min(self.config.cancel_grace_s, DISK_STALL_GRACE_S)
-            self.log(f"job {job_id}: the trainer has not written status.json for a while and the disk is full; "
-                     f"stopping it (SIGTERM, SIGKILL after {grace:g} s)")
-            runner.signal_group(w.pid, signal.SIGTERM)
+            runner.signal_group(w.pid, signal.SIGTERM)  # act first: logging itself may fail on this full disk
             w.kill_at = time.monotonic() + grace
             w.disk_stall = True
+            self.log(f"job {job_id}: the trainer has not written status.json for a while and the disk is full; "
+                     f"stopping it (SIGTERM, SIGKILL after {grace:g} s)")
         elif w.kill_at is not None and time.monotonic() > w.kill_at:
-            self.log(f"job {job_id}: still running {self.config.cancel_grace_s:g} s after SIGTERM; SIGKILL")
             runner.signal_group(w.pid, signal.SIGKILL)
             w.kill_at = None
+            self.log(f"job {job_id}: still running {self.config.cancel_grace_s:g} s after SIGTERM; SIGKILL")
 
     def _stalled_on_full_disk(self, row: JobRow) -> bool:
         """A live trainer whose heartbeat stopped while its disk is full (it can neither save nor report)."""
