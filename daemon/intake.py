@@ -42,6 +42,7 @@ from wanlora.daemon.spool import (
     SID_RE,
     Rejected,
     Spool,
+    _fsync_dir,
     find_rejection,
     find_submission,
     new_submission_id,
@@ -151,17 +152,6 @@ class Checker:
             p.wait(timeout=10)
         except subprocess.TimeoutExpired:
             pass
-
-
-def _fsync_dir(d: Path) -> None:
-    try:
-        fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Intake:
