@@ -269,11 +269,28 @@ def _plan_report(trainer: Any, events: _Tee) -> dict[str, Any]:
             "low_vram": job.model.low_vram, "layer_offloading": job.model.layer_offloading,
             "gradient_checkpointing": job.training.gradient_checkpointing, "experts": {},
             "multi_gpu": _multi_gpu_plan(job, trainer.dist.world_size)}
-    for e in events.records:
+    for e in events.records:  # one event per expert and bucket, smallest bucket first
         if e["type"] == "state" and e.get("state") == "checkpointing":
-            plan["experts"][e["expert"]] = {"checkpointed_blocks": e["checkpointed_blocks"], "blocks": e["blocks"],
-                                            "saved_attention": e["saved_attention"], "planned_for_tokens": e["tokens"]}
+            row = {"tokens": e["tokens"], "checkpointed_blocks": e["checkpointed_blocks"],
+                   "saved_attention": e["saved_attention"]}
+            ex = plan["experts"].setdefault(e["expert"], {"blocks": e["blocks"], "buckets": []})
+            ex["buckets"].append(row)
+            # the largest bucket's plan, under the names a single plan had
+            ex.update(checkpointed_blocks=row["checkpointed_blocks"], saved_attention=row["saved_attention"],
+                      planned_for_tokens=row["tokens"])
     return plan
+
+
+def _plan_in_force(ex: Any) -> dict[str, Any]:
+    """The checkpoint plan an expert ran the bucket under (its own, or full checkpointing after an OOM)."""
+    key = ex.extra.get("plan_at")
+    plans = ex.extra.get("plans") or {}
+    if key is None or key not in plans:
+        return {}
+    frugal = key in ex.extra["frugal"]
+    p = plans[key]
+    return {"planned_for_tokens": key, "checkpointed_blocks": len(ex.model.blocks) if frugal else p.checkpointed,
+            "saved_attention": 0 if frugal else p.keep_attention}
 
 
 def _bucket_row(trainer: Any, replay: _Replay, bucket: tuple, batches: list, share: float, warm: int, steps: int,
@@ -289,7 +306,7 @@ def _bucket_row(trainer: Any, replay: _Replay, bucket: tuple, batches: list, sha
     if cuda:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-    before = {n: bool(ex.extra.get("frugal")) for n, ex in trainer.experts.items()}
+    before = {n: set(ex.extra.get("frugal") or ()) for n, ex in trainer.experts.items()}
     experts: dict[str, Any] = {}
     for name in trainer.trained:
         progress(f"{_label(bucket)}: {name}, {warm} warm-up + {steps} timed steps")
@@ -300,7 +317,8 @@ def _bucket_row(trainer: Any, replay: _Replay, bucket: tuple, batches: list, sha
         experts[name] = {"warmup_s": [round(x, 3) for x in w], "s_per_step": round(statistics.median(t), 4),
                          "losses": losses,
                          "s_min": round(min(t), 4), "s_max": round(max(t), 4),
-                         "fell_back_to_full_checkpointing": bool(ex.extra.get("frugal")) and not before[name]}
+                         "fell_back_to_full_checkpointing": bool(set(ex.extra.get("frugal") or ()) - before[name]),
+                         "plan": _plan_in_force(ex)}
         progress(f"{_label(bucket)}: {name} {experts[name]['s_per_step']} s/step (warm-up {experts[name]['warmup_s']})")
     switch = None
     if len(trainer.trained) > 1:  # the first step after a switch back to the first expert
@@ -386,8 +404,9 @@ def format_report(r: dict[str, Any]) -> str:
     lines.append(f"setup {r['setup_s']} s (load {r.get('load_s')} s); caching {c['latents_computed']} latents in "
                  f"{c['latents_s']} s ({c['s_per_clip']} s each), {c['text_prompts']} prompts in {c['text_s']} s")
     for name, p in r["plan"]["experts"].items():
-        lines.append(f"plan {name}: {p['checkpointed_blocks']}/{p['blocks']} blocks checkpointed, "
-                     f"{p['saved_attention']} keep attention (for {p['planned_for_tokens']} tokens)")
+        per = ", ".join(f"{b['tokens']} tokens: {b['checkpointed_blocks']} ({b['saved_attention']} keep attention)"
+                        for b in p.get("buckets", []))
+        lines.append(f"plan {name}: blocks checkpointed of {p['blocks']} per bucket: {per}")
     for n, how in r["plan"].get("multi_gpu", {}).items():
         lines.append(f"plan on {n} GPU(s): {how}")
     lines.append(f"{'bucket':<14}{'share':>6}{'s/step':>9}{'warm-up s':>12}{'switch s':>9}{'alloc':>8}{'resv':>8}  note")

@@ -41,10 +41,28 @@ def apply_fp8(transformer: nn.Module) -> int:
     return convert_to_fp8(transformer, lambda name, _m: name.startswith("blocks."))
 
 
-def compile_blocks(transformer: nn.Module, *, dynamic: bool = False) -> None:
-    """Compile each block in place (names unchanged); all blocks share one graph per input shape."""
+# Graphs one compiled block may need per input shape: plain, checkpointed, checkpointed keeping attention.
+_BLOCK_VARIANTS = 3
+
+
+def compile_blocks(transformer: nn.Module, *, dynamic: bool = False, shapes: int = 1) -> None:
+    """Compile each block in place (names unchanged); all blocks share one graph per input shape and plan.
+
+    Every bucket shape × block variant is one more graph of the same code; past dynamo's recompile limit
+    (8) it would silently run the rest eager, so the limit is raised to what the buckets need (aspect
+    buckets add shapes of their own, hence the margin).
+    """
+    need = 4 * _BLOCK_VARIANTS * max(1, shapes)
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, need)
     for block in transformer.blocks:
         block.compile(dynamic=dynamic)
+
+
+def bucket_key(planned: dict[int, object] | list[int], tokens: int) -> int:
+    """The planned bucket a batch of ``tokens`` falls under: the smallest planned token count that holds
+    it (aspect buckets have fewer tokens than their square), else the largest."""
+    keys = sorted(planned)
+    return next((k for k in keys if k >= tokens), keys[-1])
 
 
 _aten = torch.ops.aten
@@ -222,6 +240,7 @@ __all__ = [
     "set_checkpointing",
     "blocks_to_checkpoint",
     "plan_checkpointing",
+    "bucket_key",
     "CheckpointPlan",
     "video_tokens",
     "flops_per_step",
