@@ -149,8 +149,11 @@ def _time_steps(trainer: Any, expert: str, n: int, losses: list[float] | None = 
 
 def run_trial(job: Job, *, steps: int = 3, progress: Progress = lambda s: None, keep: Path | None = None,
               device: torch.device | None = None, vram_gib: float | None = None, plan: str = "auto",
-              preview: bool = True) -> dict[str, Any]:
-    """Run the trial for ``job`` and return its report (see docs/contracts.md, ``wanlora trial --json``)."""
+              preview: bool = True, profile: bool = False) -> dict[str, Any]:
+    """Run the trial for ``job`` and return its report (see docs/contracts.md, ``wanlora trial --json``).
+
+    ``profile`` adds one profiled step per bucket (:mod:`engine.step_profile`): device time per kind of
+    kernel, idle time, and the step's useful TFLOP/s."""
     from wanlora.engine.model.fullsize import RandomFullSize
     from wanlora.engine.model.load import load_parts
     from wanlora.engine.model.tiny import ensure_tiny_model
@@ -202,12 +205,14 @@ def run_trial(job: Job, *, steps: int = 3, progress: Progress = lambda s: None, 
         per_expert = (warm + steps) * accum
         need = per_expert * len(trainer.trained) + accum  # + one step after a switch
         progress(f"buckets: {', '.join(_label(b) for b in buckets)}; decoding batches")
+        need += accum if profile else 0
         got = _gather(ds, need, buckets, limit=need * len(buckets) * 6 + 20)
         replay = _Replay(ds)
         trainer.data = replay
         rows = []
         for b in buckets:
-            rows.append(_bucket_row(trainer, replay, b, got[b], shares[b], warm, steps, accum, progress))
+            rows.append(_bucket_row(trainer, replay, b, got[b], shares[b], warm, steps, accum, progress,
+                                    profile=profile))
         report["buckets"] = rows
         report.update(_checkpoint_and_preview(trainer, tjob, progress))
         report["projection"] = project(tjob, report, shares)
@@ -294,11 +299,11 @@ def _plan_in_force(ex: Any) -> dict[str, Any]:
 
 
 def _bucket_row(trainer: Any, replay: _Replay, bucket: tuple, batches: list, share: float, warm: int, steps: int,
-                accum: int, progress: Progress) -> dict[str, Any]:
+                accum: int, progress: Progress, profile: bool = False) -> dict[str, Any]:
     device = trainer.device
     cuda = device.type == "cuda"
     row: dict[str, Any] = {"bucket": _label(bucket), "tokens": acc.video_tokens(*bucket), "share": round(share, 4)}
-    need = (warm + steps) * accum * len(trainer.trained) + accum
+    need = (warm + steps) * accum * len(trainer.trained) + accum + (accum if profile else 0)
     if len(batches) < need:
         row["skipped"] = f"only {len(batches)} of {need} batches of this bucket came up in the job's order"
         return row
@@ -325,6 +330,10 @@ def _bucket_row(trainer: Any, replay: _Replay, bucket: tuple, batches: list, sha
         first = trainer.trained[0]
         after = _time_steps(trainer, first, 1)[0]
         switch = round(max(0.0, after - experts[first]["s_per_step"]), 3)
+    if profile:  # one more step of the first expert, profiled, after the timed ones
+        first = trainer.trained[0]
+        progress(f"{_label(bucket)}: profiling one step of {first}")
+        row["profile"] = _profile_step(trainer, first, row["tokens"], experts[first]["s_per_step"])
     row["experts"] = experts
     row["s_per_step"] = round(statistics.mean(e["s_per_step"] for e in experts.values()), 4)
     row["switch_s"] = switch
@@ -396,6 +405,20 @@ def project(job: Job, report: dict[str, Any], shares: dict[tuple, float]) -> dic
     return out
 
 
+def _profile_step(trainer: Any, expert: str, tokens: int, s_per_step: float) -> dict[str, Any]:
+    """One profiled step, and the useful work per second of the timed steps (FLOPs without recompute)."""
+    from wanlora.engine import step_profile
+
+    out = step_profile.profile_call(lambda: _time_steps(trainer, expert, 1), trainer.device)
+    out["useful_tflop"] = out["useful_tflops_per_s"] = None
+    if trainer.device.type == "cuda":  # the A14B's FLOPs; the tiny model on the CPU has other widths
+        batch = trainer.job.training.batch_size * trainer.job.training.gradient_accumulation
+        flops = acc.flops_per_step(tokens, rank=trainer.plans[expert].rank, recompute_fraction=0.0) * batch
+        out["useful_tflop"] = round(flops / 1e12, 1)
+        out["useful_tflops_per_s"] = round(flops / 1e12 / s_per_step, 1) if s_per_step > 0 else None
+    return out
+
+
 def format_report(r: dict[str, Any]) -> str:
     """The report as the screen shows it."""
     lines = [f"trial of {r['job']} on {r['gpu']} — {r['model']}"]
@@ -419,6 +442,11 @@ def format_report(r: dict[str, Any]) -> str:
         lines.append(f"{b['bucket']:<14}{b['share']:>6.2f}{b['s_per_step']:>9.3f}{warm:>12}"
                      f"{str(b['switch_s'] if b['switch_s'] is not None else '-'):>9}"
                      f"{str(b.get('peak_alloc_gib', '-')):>8}{str(b.get('peak_reserved_gib', '-')):>8}  {note}")
+    for b in r["buckets"]:
+        if p := b.get("profile"):
+            kinds = ", ".join(f"{k} {v:.3f}" for k, v in p["kinds_s"].items())
+            lines.append(f"profile {b['bucket']}: {p['wall_s']:.3f} s = {kinds}, idle {p['idle_s']:.3f} s; "
+                         f"{p['useful_tflop']} TFLOP useful, {p['useful_tflops_per_s']} TFLOP/s")
     lines.append(f"checkpoint pair {r['checkpoint_s']} s ({r['checkpoint_mib']} MiB), state {r['state_s']} s")
     if r.get("preview"):
         p = r["preview"]

@@ -53,7 +53,7 @@ def test_trial_reports_every_bucket_and_writes_nothing_into_the_job(tmp_path: Pa
     save_job(type(job).model_validate(d), job_dir / jobdir.JOB_TOML)
     before = _tree(job_dir, clips, home)
 
-    r = _trial([str(job_dir), "--steps", "1", "--json"], home, tmpdir)
+    r = _trial([str(job_dir), "--steps", "1", "--json", "--profile"], home, tmpdir)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "tiny Wan 2.2 architecture on the CPU" in r.stderr  # says what it measured
     assert "trial:" in r.stderr  # progress on screen while it runs
@@ -72,6 +72,13 @@ def test_trial_reports_every_bucket_and_writes_nothing_into_the_job(tmp_path: Pa
         assert b["switch_s"] is not None and b["oom_fallback"] is False
     assert abs(sum(b["share"] for b in rep["buckets"]) - 1) < 1e-6
     assert set(rep["plan"]["experts"]) == {"high_noise", "low_noise"}
+    for ex in rep["plan"]["experts"].values():  # one checkpoint plan per bucket
+        assert sorted(b["tokens"] for b in ex["buckets"]) == sorted(b["tokens"] for b in rep["buckets"])
+    for b in rep["buckets"]:  # --profile: where the profiled step's time went
+        p = b["profile"]
+        assert p["kinds_s"]["matmul"] > 0 and p["kinds_s"]["attention"] > 0, p
+        assert abs(sum(p["kinds_s"].values()) - p["busy_s"]) < 1e-3 and p["wall_s"] > 0
+        assert all(e["plan"]["planned_for_tokens"] == b["tokens"] for e in b["experts"].values())
     c = rep["caching"]
     assert c["clips"] == 6 and c["latents_computed"] == 6 * 2  # every clip at both resolutions
     assert rep["checkpoint_mib"] > 0 and rep["preview"]["files"] == 1  # one preview, though the job has two

@@ -25,6 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser, verb: str = "trial") -> None:
     parser.add_argument("--keep", default=None, help="keep the trial's folder here (default: a temp folder, removed)")
     parser.add_argument("--cpu", action="store_true", help="run the tiny architecture on the CPU even with a GPU")
     parser.add_argument("--no-preview", action="store_true", help="skip the preview even if the job samples")
+    parser.add_argument("--profile", action="store_true",
+                        help="profile one more step per bucket: time per kind of kernel, idle time, TFLOP/s")
     parser.add_argument("--plan", choices=["auto", "greedy", "frugal"], default="auto",
                         help="force the checkpoint plan: greedy = none (checks the OOM fallback), frugal = every block")
 
@@ -68,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         report = run_trial(job, steps=args.steps, progress=progress, device=device, vram_gib=args.vram_gib,
                            keep=Path(args.keep) if args.keep else None, plan=args.plan,
-                           preview=not args.no_preview)
+                           preview=not args.no_preview, profile=args.profile)
     except (ModelLoadError, DataExhausted, JobError) as e:
         print(f"trial failed: {e}", file=sys.stderr)
         return 1
