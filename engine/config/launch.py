@@ -46,11 +46,24 @@ def nvls_off_env() -> dict[str, str]:
 TRAINER_ENV = {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True", **NVLS_OFF}
 
 
+# torch.compile's caches (inductor's compiled kernels, FX and autograd graphs) under WANLORA_HOME instead of
+# /tmp: a rented container keeps WANLORA_HOME on its volume, so a bucket's compile warm-up is paid once per
+# machine and torch version, not once per run.
+COMPILE_CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
+
+
+def compile_cache_dir() -> Path:
+    from wanlora.engine.config.paths import wanlora_home
+
+    return wanlora_home() / "cache" / "compile"
+
+
 def use_trainer_env() -> None:
     """Set the trainer's own CUDA environment in this process (before torch touches CUDA), keeping what the
     user set: the trainer, ``wanlora trial``, ``wanlora sample`` and every bench script call it first."""
     for k, v in TRAINER_ENV.items():
         os.environ.setdefault(k, v)
+    os.environ.setdefault(COMPILE_CACHE_ENV, str(compile_cache_dir()))
 
 
 def cpu_procs(env: Mapping[str, str] | None = None) -> int:
