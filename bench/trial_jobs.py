@@ -9,6 +9,7 @@
 - ``s41x512.toml``, ``s41x480.toml``, ``s81x480.toml``: one expert at one bucket each (41x512x512,
   41x480x848, 81x480x848), the shapes bench/step.py measures; ``s41x480`` also renders one preview at the
   defaults (768x768, 41 frames, 25 steps, both experts).
+- ``*_fp8.toml``: the same on the 141 GB tier with ``quantization.transformer = "fp8"`` (fp8 compute).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ sys.path.insert(0, str(ROOT))
 
 
 def _job(name: str, folder: Path, *, tier: int | str = 141, resolutions: list[int], frames: int,
-         both: bool = True, switch_every: int = 10, steps: int = 3000, preview: Path | None = None) -> str:
+         both: bool = True, switch_every: int = 10, steps: int = 3000, preview: Path | None = None,
+         fp8: bool = False) -> str:
     lines = [
         "[job]", f'name = "{name}"', 'preset = "motion"', f"vram_tier = {tier}", "",
         "[model]", 'name_or_path = "Wan-AI/Wan2.2-I2V-A14B-Diffusers"', "",
@@ -30,6 +32,8 @@ def _job(name: str, folder: Path, *, tier: int | str = 141, resolutions: list[in
         "[training]", f"steps = {steps}", "cache_text_embeddings = true", "",
         "[save]", "every = 250", "",
     ]
+    if fp8:  # fp8 weights + fp8 matmuls for the frozen base (LoRA-gradient cosine ≥ 0.998 per block, §0)
+        lines += ["[quantization]", 'transformer = "fp8"', ""]
     if preview is not None:
         lines += ["[sample]", "enabled = true", "every = 250", "",
                   "[[sample.prompts]]", 'prompt = "a red square moving right"', f'ctrl_img = "{preview}"', ""]
@@ -38,15 +42,35 @@ def _job(name: str, folder: Path, *, tier: int | str = 141, resolutions: list[in
     return "\n".join(lines)
 
 
-def main(out: Path) -> int:
-    from wanlora.engine.data.synthetic import write_clips
+def _write_clips(folder: Path, *, n: int, num_frames: int, size: tuple[int, int], caption: str) -> None:
+    """The synthetic clips, through PyAV (H.264) where it is installed, else OpenCV (MPEG-4 part 2): a GPU
+    image may have one and not the other, and decord reads both."""
+    from wanlora.engine.data import synthetic
 
+    try:
+        import av  # noqa: F401
+    except ImportError:
+        import cv2
+
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            params = synthetic.clip_params(i, size, 0)
+            w = cv2.VideoWriter(str(folder / f"clip_{i:03d}.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 16.0, size)
+            for k in range(num_frames):
+                w.write(cv2.cvtColor(synthetic.render_frame(k, size, params), cv2.COLOR_RGB2BGR))
+            w.release()
+            (folder / f"clip_{i:03d}.txt").write_text(caption + "\n", encoding="utf-8")
+        return
+    synthetic.write_clips(folder, n=n, num_frames=num_frames, size=size, fps=16.0, caption=caption)
+
+
+def main(out: Path) -> int:
     out = Path(out).resolve()
     square, wide = out / "clips_square", out / "clips_480p"
     if not any(square.glob("*.mp4")):
-        write_clips(square, n=20, num_frames=48, size=(768, 768), fps=16.0, caption="a red square moving right")
+        _write_clips(square, n=20, num_frames=48, size=(768, 768), caption="a red square moving right")
     if not any(wide.glob("*.mp4")):
-        write_clips(wide, n=4, num_frames=96, size=(848, 480), fps=16.0, caption="a red square moving right")
+        _write_clips(wide, n=4, num_frames=96, size=(848, 480), caption="a red square moving right")
     from PIL import Image
 
     first = out / "first_frame.png"
@@ -58,6 +82,10 @@ def main(out: Path) -> int:
         "s41x512": _job("s41x512", square, resolutions=[512], frames=41, both=False),
         "s41x480": _job("s41x480", wide, resolutions=[640], frames=41, both=False, preview=first),
         "s81x480": _job("s81x480", wide, resolutions=[640], frames=81, both=False),
+        "s41x512_fp8": _job("s41x512_fp8", square, resolutions=[512], frames=41, both=False, fp8=True),
+        "s41x480_fp8": _job("s41x480_fp8", wide, resolutions=[640], frames=41, both=False, fp8=True),
+        "s81x480_fp8": _job("s81x480_fp8", wide, resolutions=[640], frames=81, both=False, fp8=True),
+        "guide_fp8": _job("guide_141_fp8", square, resolutions=[512, 768, 1024], frames=41, fp8=True),
     }
     for name, text in jobs.items():
         (out / f"{name}.toml").write_text(text)
