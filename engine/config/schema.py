@@ -233,8 +233,9 @@ class AdvancedSection(Section):
     differential_guidance: bool = F(False, "Push the target beyond the current prediction (target' = pred + s*(target-pred)).")
     differential_guidance_scale: float = F(3.0, "Scale s of differential guidance; 3 for edit-like LoRAs, 1-2 for heavy looks.", ge=0.0, le=20.0)
     compile: bool = F(True, "torch.compile each transformer block on CUDA (~20-30% faster per step after ~30 s warm-up per bucket).")
-    attention_backend: Literal["auto", "native", "cudnn", "flash", "efficient", "math"] = F(
-        "auto", "Attention kernel; auto = the fastest measured (cuDNN SDPA on Hopper)."
+    attention_backend: Literal["auto", "flash4", "native", "cudnn", "flash", "efficient", "math"] = F(
+        "auto", "Attention kernel; auto = the fastest measured: FlashAttention-4 on Hopper/Blackwell when installed "
+                "(pip install -e '.[cuda]'), else PyTorch SDPA (cuDNN on Hopper); flash4 falls back the same way."
     )
     fsdp: bool = F(False, "Multi-GPU only: shard the frozen bf16 base over the GPUs (FSDP2) when one expert does not fit one GPU; slower, LoRA stays replicated.")
     multi_gpu: Literal["auto", "data", "expert"] = F(

@@ -87,8 +87,12 @@ def quantize_and_place(transformer: nn.Module, mode: Mode, device: torch.device)
     for child in transformer.children():
         if child is not blocks:
             _ready(child, device).to(device)
-    for p in transformer.parameters(recurse=False):
-        p.data = p.data.to(device) if not p.is_meta else torch.empty_like(p, device=device).normal_(0, 0.02)
+    for name, p in list(transformer.named_parameters(recurse=False)):
+        if p.is_meta:  # random full-size weights (wanlora trial): a meta tensor cannot take device data in place
+            new = torch.empty(p.shape, dtype=p.dtype, device=device).normal_(0, 0.02)
+            transformer._parameters[name] = nn.Parameter(new, requires_grad=p.requires_grad)
+        else:
+            p.data = p.data.to(device)
     for block in blocks:
         targets = [(parent, cname, c) for parent in block.modules() for cname, c in parent.named_children()
                    if fp8_eligible(c) and not c.weight.requires_grad]

@@ -19,6 +19,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
+from wanlora.engine.model import attention as _attention  # noqa: F401 — registers the FA4 op the policy keeps
 from wanlora.engine.model.fp8_linear import convert_to_fp8
 
 GIB = 1024**3
@@ -72,9 +73,16 @@ _SDPA_OPS = {getattr(_aten, n).default for n in (
 ) if hasattr(_aten, n)}
 
 
+_FLASH_OP = torch.ops.wanlora.flash_attention.default  # FlashAttention-4 (engine.model.attention)
+
+
 def _save_self_attention(_ctx, op, *args, **_kwargs) -> CheckpointPolicy:
-    """Keep self-attention outputs (query length == key length); recompute everything else."""
+    """Keep self-attention outputs (query length == key length); recompute everything else.
+
+    SDPA takes (batch, heads, tokens, dim), the FA4 op (batch, tokens, heads, dim)."""
     if op in _SDPA_OPS and args[0].shape[-2] == args[1].shape[-2]:
+        return CheckpointPolicy.MUST_SAVE
+    if op is _FLASH_OP and args[0].shape[1] == args[1].shape[1]:
         return CheckpointPolicy.MUST_SAVE
     return CheckpointPolicy.PREFER_RECOMPUTE
 

@@ -27,7 +27,7 @@ from wanlora.engine.config.findings import JobError
 from wanlora.engine.config.io import load_job
 from wanlora.engine.config.launch import EXPERT, multi_gpu_mode
 from wanlora.engine.config.schema import ExpertPlan, Job, expert_plan
-from wanlora.engine.model import lora_format
+from wanlora.engine.model import attention, lora_format
 from wanlora.engine.model.load import ModelLoadError, WanParts, load_parts
 from wanlora.engine.model.lora import add_lora, load_lora_state_dict, lora_state_dict
 from wanlora.engine.model.offload import BlockStreamer
@@ -49,9 +49,6 @@ from wanlora.engine.train.objective import differential_guidance_target, flow_ta
 from wanlora.engine.train.optim import OptimizerUnavailable, build_optimizer, lr_at, set_lr
 from wanlora.engine.train.sample_noise import batch_positions, draw_per_sample, sample_seed
 from wanlora.engine.train.timesteps import sample_timesteps, sigmas_from_timesteps
-
-_ATTN_BACKENDS = {"native": "native", "cudnn": "_native_cudnn", "flash": "_native_flash",
-                  "efficient": "_native_efficient", "math": "_native_math"}
 
 
 class NonFiniteLoss(Exception):
@@ -287,9 +284,11 @@ class Trainer:
         if job.advanced.fsdp:  # shard the frozen base over the ranks before compile wraps the blocks
             n = distributed.shard_frozen_base(self.dist, model, params)
             self.events.emit("state", state="sharded", expert=name, linears=n, world_size=self.dist.world_size)
-        backend = _ATTN_BACKENDS.get(job.advanced.attention_backend)
-        if backend:
-            model.set_attention_backend(backend)
+        kernel, note = attention.choose(job.advanced.attention_backend, self.device)
+        attention.apply(model, kernel)
+        if note and name == self.owned[0]:
+            self.events.emit("warning", message=note)
+        self.events.emit("state", state="attention", expert=name, kernel=kernel)
         if self._offloading:  # blocks stream from pinned CPU memory; every block must be checkpointed
             acc.set_checkpointing(model, len(model.blocks))
             streamer = BlockStreamer(model, self.device, compile_blocks=job.advanced.compile)
