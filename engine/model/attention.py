@@ -98,10 +98,29 @@ def fa4_unavailable(device: torch.device) -> str | None:
     major, minor = torch.cuda.get_device_capability(device)
     if major not in (9, 10, 11, 12):
         return f"needs a Hopper or Blackwell GPU (this one is sm_{major}{minor})"
+    key = str(device)
+    if key not in _CHECKED:
+        _CHECKED[key] = _try_fa4(device)
+    return _CHECKED[key]
+
+
+_CHECKED: dict[str, str | None] = {}
+
+
+def _try_fa4(device: torch.device) -> str | None:
+    """Import FA4 and run one small forward + backward: a wheel built for another CUDA than the driver's
+    imports fine and fails at its first kernel, which must cost a note, not the run."""
     try:
-        import flash_attn.cute.interface  # noqa: F401
+        impl = _fa4_impl()
     except Exception as e:  # noqa: BLE001 — any import failure means: not usable here
         return f"is not installed ({type(e).__name__}: {str(e)[:120]}; pip install -e '.[cuda]')"
+    try:
+        q, k, v = (torch.randn(1, 128, 1, 128, device=device, dtype=torch.bfloat16) for _ in range(3))
+        out, lse = impl["fwd"](q, k, v, 128**-0.5)
+        impl["bwd"](torch.ones_like(out), q, k, v, out, lse, 128**-0.5)
+        torch.cuda.synchronize(device)
+    except Exception as e:  # noqa: BLE001
+        return f"failed a test call here ({type(e).__name__}: {str(e)[:120]})"
     return None
 
 
