@@ -102,3 +102,32 @@ def test_compiled_fp8_blocks_learn():
     set_checkpointing(m, 2)
     compile_blocks(m)
     assert learned(overfit(m))
+
+
+def test_attention_auto_takes_flash_attention_4_or_says_why_not():
+    """``auto`` runs FA4 where it is installed and runs, with SDPA's gradients; else a one-line note."""
+    from wanlora.engine.model import attention
+
+    kernel, note = attention.choose("auto", DEV)
+    if kernel != "flash4":
+        assert kernel == "native" and "FlashAttention-4" in note and "SDPA" in note
+        return
+    assert note is None
+    cfg = {**CFG, "num_attention_heads": 2, "attention_head_dim": 128}  # FA4's head size, as Wan's
+    torch.manual_seed(0)
+    sdpa = WanTransformer3DModel(**cfg).to(DEV, torch.bfloat16).requires_grad_(False)
+    sdpa.add_adapter(LoraConfig(r=8, lora_alpha=8, target_modules=TARGETS))
+    flash = copy.deepcopy(sdpa)
+    attention.apply(flash, "flash4")
+    grads = []
+    for m in (sdpa, flash):
+        for p in m.parameters():  # LoRA B starts at zero: give it values so A's gradients are not zero
+            if p.requires_grad:
+                torch.nn.init.normal_(p, std=0.02, generator=torch.Generator(DEV).manual_seed(p.numel()))
+        g = torch.Generator(DEV).manual_seed(1)
+        x = torch.randn(1, 36, 3, 16, 16, device=DEV, generator=g, dtype=torch.bfloat16)
+        txt = torch.randn(1, 8, 64, device=DEV, generator=g, dtype=torch.bfloat16)
+        m(x, timestep=torch.tensor([700.0], device=DEV), encoder_hidden_states=txt,
+          return_dict=False)[0].float().square().mean().backward()
+        grads.append(torch.cat([p.grad.float().flatten() for p in m.parameters() if p.requires_grad]))
+    assert torch.nn.functional.cosine_similarity(grads[0], grads[1], 0) > 0.999
