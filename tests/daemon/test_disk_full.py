@@ -108,8 +108,10 @@ def test_a_full_home_fails_the_job_with_the_path_and_free_space_and_the_daemon_k
     filler.start()
     try:
         j = wait_for(lambda: (x := d.job(job_id))["state"] != "running" and x, timeout=180, interval=0.3,
-                     what=f"the job to leave RUNNING on its own (trainer alive: {adopt.pid_alive(trainer)})\n"
-                          f"{d.log.read_text()[-2000:]}\n{_tail(job_dir / 'train.log')}")
+                     what="the job to leave RUNNING on its own")
+    except AssertionError as e:  # what the daemon and the trainer say now, not when the wait began
+        raise AssertionError(f"{e}\ntrainer alive: {adopt.pid_alive(trainer)}\n{_tail(d.log)}\n"
+                             f"{_tail(job_dir / 'train.log')}") from None
     finally:
         stop.set()
         filler.join()
