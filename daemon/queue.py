@@ -184,13 +184,17 @@ class Queue:
     def keep_room(self) -> bool:
         """Make sure queue.db's own files hold the blocks the next updates need; True when they do.
 
-        Cheap when the room is there (one PRAGMA, one stat), so the daemon calls it on every tick; on a full
-        disk it fails quietly and is tried again later.
+        Cheap (a statvfs, a PRAGMA, a stat), so the daemon calls it on every tick; it makes room only while the
+        disk has some to spare, and says False (tried again later) when it cannot.
         """
         wal = Path(f"{self.path}-wal")
         with self._lock:
             try:
-                if int(self._db.execute("PRAGMA freelist_count").fetchone()[0]) < ROOM_PAGES // 2:
+                # Only with space to spare: room pages committed to the WAL but never checkpointed into the database
+                # (no block for them there) would pin the WAL, and it would grow past its preallocation.
+                st = os.statvfs(self.path.parent)
+                spare = st.f_bavail * st.f_frsize >= 4 * (ROOM_PAGES * 4096 + WAL_ROOM_BYTES)
+                if spare and int(self._db.execute("PRAGMA freelist_count").fetchone()[0]) < ROOM_PAGES // 2:
                     self._db.execute("BEGIN IMMEDIATE")
                     try:  # pages allocated and freed at once: the file grows, the pages stay on the freelist
                         self._db.execute("INSERT INTO room(pad) VALUES (zeroblob(?))", (ROOM_PAGES * 4096,))
@@ -200,7 +204,7 @@ class Queue:
                         self._db.execute("ROLLBACK")
                         raise
                     self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")  # the database file gets those pages now
-                if wal.stat().st_size < WAL_ROOM_BYTES and hasattr(os, "posix_fallocate"):
+                if spare and wal.stat().st_size < WAL_ROOM_BYTES and hasattr(os, "posix_fallocate"):
                     # SQLite reads a WAL only up to its last valid frame, and never shrinks it (no
                     # journal_size_limit): the zeros past the end are blocks the next frames land in.
                     fd = os.open(wal, os.O_RDWR | os.O_CLOEXEC)
@@ -210,7 +214,10 @@ class Queue:
                         os.close(fd)
             except (sqlite3.Error, OSError):
                 return False
-        return True
+        try:
+            return wal.stat().st_size >= WAL_ROOM_BYTES
+        except OSError:
+            return False
 
     def _write(self, fn: Callable[[], Any]) -> Any:
         """Run a write; on a full disk, let ``on_full`` free space once and retry, else say which path is full."""

@@ -203,8 +203,8 @@ class Daemon:
 
     def _keep_room(self) -> None:
         """The reserve file and queue.db's own room (daemon.queue), re-made once the disk has space again."""
-        if self.reserve.ensure():
-            self.q.keep_room()
+        self.reserve.ensure()
+        self.q.keep_room()
 
     def _start_watcher(self) -> None:
         try:
