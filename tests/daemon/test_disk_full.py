@@ -128,3 +128,77 @@ def test_a_full_home_fails_the_job_with_the_path_and_free_space_and_the_daemon_k
     assert not stale.exists(), "temp files are swept after the trainer exits"
     leftovers = [p.name for p in job_dir.rglob(".*.tmp*")]
     assert not leftovers, leftovers
+
+
+def test_a_progress_write_refused_by_the_disk_does_not_stop_the_watch(tmp_path: Path, monkeypatch) -> None:
+    """One failing write must not end the pass over a trainer: the stall check still runs (the frozen trainer is
+    stopped), and the progress the disk refused is recorded with the job's end."""
+    import io
+    import json
+    import sys
+    import time
+
+    from wanlora.daemon import diskspace
+    from wanlora.daemon.callback import Callbacks
+    from wanlora.daemon.config import DaemonConfig
+    from wanlora.daemon.home import Home
+    from wanlora.daemon.queue import QueueError
+    from wanlora.daemon.supervisor import Daemon, Watch
+
+    home = Home.resolve(tmp_path / "home")
+    home.ensure()
+    d = Daemon(home, DaemonConfig(cancel_grace_s=5.0), log=io.StringIO())
+    d.queue = Queue(home.db)
+    d.reserve = diskspace.Reserve(home.root / ".disk-reserve")
+    d.callbacks = Callbacks("", 1.0, d.out)
+    row = d.q.add(name="frozen", gpus_req="auto", total_steps=400)
+    job_dir = home.job_dir(row.id)
+    job_dir.mkdir(parents=True)
+    # a trainer that stopped answering: alive (in its own session, as runner.spawn starts it), heartbeat 100 s old
+    trainer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True)
+    try:
+        d.q.update(row.id, state=RUNNING, pid=trainer.pid)
+        jobdir.write_json_atomic(job_dir / jobdir.STATUS, {"state": "running", "step": 7, "heartbeat_ts": time.time() - 100,
+                                                          "heartbeat_interval_s": 10.0})
+        (job_dir / jobdir.EVENTS).write_text(json.dumps({"type": "step", "step": 7, "total_steps": 400}) + "\n"
+                                             + json.dumps({"type": "state", "state": "saved", "step": 6}) + "\n")
+        monkeypatch.setattr(diskspace, "free_bytes", lambda p: 0)  # every folder of this home is full
+        real_update = d.q.update
+
+        def update(job_id: int, **values: object):  # noqa: ANN202  (progress refused, as on a full disk)
+            if "step" in values and "state" not in values:
+                raise QueueError(f"cannot write {home.db}: the disk is full (0.0 MB free)")
+            return real_update(job_id, **values)
+
+        monkeypatch.setattr(d.q, "update", update)
+        w = Watch(trainer.pid, trainer)
+        d.watch[row.id] = w
+        d._check(row.id, w)
+        assert w.disk_stall and w.kill_at is not None, d.out.getvalue()  # the stall check ran: SIGTERM sent
+        assert trainer.wait(timeout=10) == -signal.SIGTERM
+        d._check(row.id, w)
+        j = d.q.get(row.id)
+        assert j is not None and (j.state, j.reason) == ("failed", "disk full"), j
+        assert (j.step, j.saved_step) == (7, 6), "the refused progress went into the job's end"
+        assert "could not write any more and was stopped by the daemon" in j.message
+        assert row.id not in d.watch
+    finally:
+        trainer.kill()
+        trainer.wait()
+        d.q.close()
+
+
+def test_terminate_ends_a_stopped_trainer_without_waiting_for_the_sigkill() -> None:
+    """A SIGTERM stays pending on a stopped process (SIGSTOP, a frozen container): terminate() also sends SIGCONT."""
+    import sys
+
+    from wanlora.daemon import runner
+
+    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True)
+    try:
+        os.kill(p.pid, signal.SIGSTOP)
+        assert runner.terminate(p.pid)
+        assert p.wait(timeout=10) == -signal.SIGTERM
+    finally:
+        p.kill()
+        p.wait()
