@@ -17,7 +17,7 @@ from wanlora.daemon import adopt
 from wanlora.daemon.queue import FAILED, RUNNING, Queue
 from wanlora.engine.config import jobdir
 
-from tests.daemon.conftest import job_text, wait_for
+from tests.daemon.conftest import cli, job_text, wait_for
 
 
 def _fill(folder: Path) -> Path:
@@ -202,3 +202,16 @@ def test_terminate_ends_a_stopped_trainer_without_waiting_for_the_sigkill() -> N
     finally:
         p.kill()
         p.wait()
+
+
+def test_submit_with_the_daemon_down_on_a_full_home_names_the_spool_and_its_free_space(small_home: Path, assets,
+                                                                                      tmp_path: Path) -> None:
+    job = tmp_path / "job.toml"
+    job.write_text(job_text(assets, "spooled"))
+    _fill(small_home)
+    r = cli("submit", str(job), home=small_home)
+    assert r.returncode == 1, r
+    assert "Traceback" not in r.stderr, r.stderr
+    assert f"could not be written into {small_home / 'spool'}" in r.stderr and "MB free of" in r.stderr, r.stderr
+    assert not list((small_home / "spool").rglob("*.part")), "no half-written job left in spool/tmp"
+    assert not list((small_home / "spool" / "new").iterdir())
