@@ -98,15 +98,6 @@ def signal_group(pid: int, sig: int) -> bool:
     return True
 
 
-def terminate(pid: int) -> bool:
-    """SIGTERM the trainer's group, then SIGCONT it: a stopped process (SIGSTOP, a debugger, a frozen container)
-    keeps a SIGTERM pending until it runs again, and would otherwise only ever end by the SIGKILL."""
-    if not signal_group(pid, signal.SIGTERM):
-        return False
-    signal_group(pid, signal.SIGCONT)
-    return True
-
-
 @dataclass(frozen=True)
 class Outcome:
     """How a run ended: the new state, a short reason, the detail for the user, and whether to retry."""

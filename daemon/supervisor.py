@@ -262,7 +262,7 @@ class Daemon:
                 reason = row.reason if row.cancel_requested or row.pause_requested else f"re-adopted by daemon {os.getpid()}"
                 row = self._set(row, pid=pid, state=RUNNING, reason=reason)
                 if row.cancel_requested:  # the previous daemon died mid-cancel: finish the job off
-                    runner.terminate(pid)
+                    runner.signal_group(pid, signal.SIGTERM)
                     w.kill_at = time.monotonic() + self.config.cancel_grace_s
                 self.log(f"re-adopted job {row.id} {row.name} (pid {pid}, step {row.step})")
                 runner.append_log(job_dir, f"daemon {os.getpid()} re-adopted the running trainer (pid {pid})")
@@ -380,7 +380,9 @@ class Daemon:
                 del self.watch[job_id]
         elif w.kill_at is None and self._stalled_on_full_disk(row):
             grace = min(self.config.cancel_grace_s, DISK_STALL_GRACE_S)
-            runner.terminate(w.pid)  # act first: logging itself may fail on this full disk
+            # act first: logging itself may fail on this full disk.  A stopped process keeps the SIGTERM pending;
+            # the SIGKILL after the grace acts on it all the same.
+            runner.signal_group(w.pid, signal.SIGTERM)
             w.kill_at = time.monotonic() + grace
             w.disk_stall = True
             self.log(f"job {job_id}: the trainer has not written status.json for a while and the disk is full; "
@@ -637,7 +639,7 @@ class Daemon:
         w = self.watch.get(row.id)
         pid = w.pid if w else row.pid
         self._set(row, cancel_requested=1, reason="cancelling")
-        if pid and runner.terminate(pid) and w:
+        if pid and runner.signal_group(pid, signal.SIGTERM) and w:
             w.kill_at = time.monotonic() + self.config.cancel_grace_s
         return f"job {row.id}: SIGTERM sent; it stops at the next step boundary (SIGKILL after {self.config.cancel_grace_s:g} s)"
 
