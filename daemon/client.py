@@ -24,6 +24,11 @@ class DaemonDown(Exception):
         super().__init__(f"{DOWN_MESSAGE}{where}" + (f" [{detail}]" if detail else ""))
 
 
+class NotSpooled(Exception):
+    """The daemon is down and the job could not be written into the spool either (the message names the
+    folder and its free space: a full disk is the usual cause)."""
+
+
 class DaemonError(Exception):
     """The daemon answered ``ok: false``; the message is meant for the user."""
 
@@ -129,15 +134,27 @@ def find(home: Path | Home | str | None, submission_id: str, *, timeout: float =
     return {"found": "unknown"}
 
 
+def _spool(h: Home, text: str, filename: str, sid: str) -> Path:
+    from wanlora.daemon.diskspace import describe_free
+    from wanlora.daemon.spool import submit_file
+
+    try:
+        return submit_file(h, text, name=filename, submission_id=sid)
+    except OSError as e:
+        raise NotSpooled(f"the daemon is not running, and the job could not be written into {h.spool} "
+                         f"({e.strerror or e}; {describe_free(h.spool)}); free space there and submit again") from None
+
+
 def submit(home: Path | Home | str | None, text: str, filename: str = "job.toml", *,
            submission_id: str | None = None, timeout: float = SUBMIT_TIMEOUT_S) -> Submitted:
     """Queue a job exactly once: over the socket, else through the spool.
 
     A dropped connection after the request went out is ambiguous (the daemon may have queued the job and
     died before answering), so the client asks by submission id before spooling; and it spools under the
-    same id, so even a wrong guess is de-duplicated by the daemon.  Raises :class:`DaemonError` for a refusal.
+    same id, so even a wrong guess is de-duplicated by the daemon.  Raises :class:`DaemonError` for a refusal,
+    :class:`NotSpooled` when the spool cannot be written (a full disk).
     """
-    from wanlora.daemon.spool import new_submission_id, submit_file
+    from wanlora.daemon.spool import new_submission_id
 
     h = _home(home)
     sid = submission_id or new_submission_id()
@@ -145,7 +162,7 @@ def submit(home: Path | Home | str | None, text: str, filename: str = "job.toml"
         reply = request(h, "submit", text=text, filename=filename, submission_id=sid, timeout=timeout)
     except DaemonDown as e:
         if not e.sent:
-            return Submitted(sid, spooled=submit_file(h, text, name=filename, submission_id=sid))
+            return Submitted(sid, spooled=_spool(h, text, filename, sid))
         found = find(h, sid)
         state = found.get("found")
         if state == "queued":
@@ -157,7 +174,7 @@ def submit(home: Path | Home | str | None, text: str, filename: str = "job.toml"
                                   "and is queued when the daemon runs again")
         if state == "rejected":
             raise DaemonError(f"rejected: {found.get('error')}", found) from None
-        return Submitted(sid, spooled=submit_file(h, text, name=filename, submission_id=sid),
+        return Submitted(sid, spooled=_spool(h, text, filename, sid),
                          note="the daemon closed the connection before taking the job")
     if reply.get("id") is None:
         return Submitted(sid, spooled=Path(str(reply["spooled"])) if reply.get("spooled") else None,

@@ -1,5 +1,11 @@
 """The job queue: one SQLite database in WAL mode (readers never block the daemon's writes).
 
+A full disk must not stop the daemon recording job states, and space it frees elsewhere is taken at once
+by whatever filled the disk.  So queue.db keeps its own room, in blocks the file system already gave it:
+the WAL file is preallocated past the size ``wal_autocheckpoint`` lets it reach, and the database keeps
+free pages (``room`` rows written and deleted) for rows that grow and for the checkpoint to write into.
+SQLite then needs no new block for an update (see :meth:`Queue.keep_room`).
+
 States follow Slurm's split of state + reason: ``queued`` (reason: waiting for GPU / held / priority)
 → ``running`` → ``paused`` → ``completed`` | ``failed`` (reason: oom, nan, data, config, crash, killed…)
 | ``cancelled``.  Ids are short monotonic integers (AUTOINCREMENT: never reused, even after remove).
@@ -61,7 +67,11 @@ CREATE UNIQUE INDEX IF NOT EXISTS jobs_source ON jobs(source) WHERE source != ''
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_submission ON jobs(submission_id) WHERE submission_id != '';
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS room (pad BLOB);
 """
+WAL_AUTOCHECKPOINT_PAGES = 100  # a small WAL that is checkpointed and reused early (≈ 400 KB)
+WAL_ROOM_BYTES = 1 << 20  # preallocated WAL: ≈ 250 frames, more than the autocheckpoint lets it reach
+ROOM_PAGES = 64  # free pages kept inside queue.db (≈ 256 KB): rows that grow, the checkpoint's writes
 
 
 class QueueError(Exception):
@@ -156,9 +166,7 @@ class Queue:
             self._db = sqlite3.connect(self.path, timeout=10.0, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
-            # A small WAL that is checkpointed and reused early (100 pages ≈ 400 KB) needs no new disk blocks for
-            # the daemon's updates, so job states can still be recorded when the disk is full.
-            self._db.execute("PRAGMA wal_autocheckpoint=100")
+            self._db.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
             have = {r[1] for r in self._db.execute("PRAGMA table_info(jobs)").fetchall()}
             for col, decl in _ADDED.items():
                 if have and col not in have:
@@ -170,7 +178,46 @@ class Queue:
                     os.chmod(f"{self.path}{suffix}", 0o600)
                 except OSError:
                     pass
+            self.keep_room()
         self._db.row_factory = sqlite3.Row
+
+    def keep_room(self) -> bool:
+        """Make sure queue.db's own files hold the blocks the next updates need; True when they do.
+
+        Cheap (a statvfs, a PRAGMA, a stat), so the daemon calls it on every tick; it makes room only while the
+        disk has some to spare, and says False (tried again later) when it cannot.
+        """
+        wal = Path(f"{self.path}-wal")
+        with self._lock:
+            try:
+                # Only with space to spare: room pages committed to the WAL but never checkpointed into the database
+                # (no block for them there) would pin the WAL, and it would grow past its preallocation.
+                st = os.statvfs(self.path.parent)
+                spare = st.f_bavail * st.f_frsize >= 4 * (ROOM_PAGES * 4096 + WAL_ROOM_BYTES)
+                if spare and int(self._db.execute("PRAGMA freelist_count").fetchone()[0]) < ROOM_PAGES // 2:
+                    self._db.execute("BEGIN IMMEDIATE")
+                    try:  # pages allocated and freed at once: the file grows, the pages stay on the freelist
+                        self._db.execute("INSERT INTO room(pad) VALUES (zeroblob(?))", (ROOM_PAGES * 4096,))
+                        self._db.execute("DELETE FROM room")
+                        self._db.execute("COMMIT")
+                    except BaseException:
+                        self._db.execute("ROLLBACK")
+                        raise
+                    self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")  # the database file gets those pages now
+                if spare and wal.stat().st_size < WAL_ROOM_BYTES and hasattr(os, "posix_fallocate"):
+                    # SQLite reads a WAL only up to its last valid frame, and never shrinks it (no
+                    # journal_size_limit): the zeros past the end are blocks the next frames land in.
+                    fd = os.open(wal, os.O_RDWR | os.O_CLOEXEC)
+                    try:
+                        os.posix_fallocate(fd, 0, WAL_ROOM_BYTES)
+                    finally:
+                        os.close(fd)
+            except (sqlite3.Error, OSError):
+                return False
+        try:
+            return wal.stat().st_size >= WAL_ROOM_BYTES
+        except OSError:
+            return False
 
     def _write(self, fn: Callable[[], Any]) -> Any:
         """Run a write; on a full disk, let ``on_full`` free space once and retry, else say which path is full."""

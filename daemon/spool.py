@@ -80,12 +80,16 @@ def submit_file(home: Path | Home | str | None, path_or_text: Path | str, *, nam
         stem = name or "job"
     base = f"{safe_name(Path(stem).stem, 64)}-{time.strftime('%Y%m%d-%H%M%S')}-{sid}"
     tmp = h.spool_tmp / f"{base}.part"
-    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600), "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
     final = h.spool_new / f"{base}.toml"
-    os.rename(tmp, final)
+    try:
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600), "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, final)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # half a job file on a full disk: not left behind
+        raise
     _fsync_dir(h.spool_new)
     return final
 

@@ -7,6 +7,7 @@ timer: the spool rescan interval when idle (near 0 % CPU), the poll interval whi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -44,6 +45,8 @@ from wanlora.daemon.views import job_view
 from wanlora.engine.config import jobdir
 
 MIN_TICK_S = 0.05
+REPEAT_LOG_S = 60.0  # the same error or disk-full warning is logged at most this often (not on every tick)
+
 DISK_STALL_MIN_S = 30.0  # a heartbeat this old (and ≥ 3 intervals) on a full disk: the trainer is stuck
 DISK_STALL_GRACE_S = 30.0
 
@@ -57,6 +60,7 @@ class Watch:
     cursor: jobdir.EventCursor = field(default_factory=jobdir.EventCursor)
     kill_at: float | None = None  # monotonic time to SIGKILL after a cancel's SIGTERM
     disk_stall: bool = False  # stopped by the daemon: alive but unable to write on a full disk
+    unrecorded: dict[str, Any] = field(default_factory=dict)  # progress a full disk kept out of queue.db
 
 
 EDITABLE = (QUEUED, PAUSED, FAILED)  # `wanlora edit`: never a running job's file
@@ -72,6 +76,7 @@ class Daemon:
         self.config = config if config is not None else DaemonConfig.load(home.config)
         self.out = log or sys.stderr
         self.unlogged: deque[str] = deque(maxlen=200)  # lines a full disk refused, written later
+        self._said: dict[str, float] = {}  # repeated messages -> when last logged (see log_repeated)
         self.lock = threading.RLock()
         self.wake = threading.Event()
         self.stopping = threading.Event()
@@ -99,6 +104,17 @@ class Daemon:
             except (OSError, ValueError):
                 return
             self.unlogged.popleft()
+
+    def log_repeated(self, msg: str, key: str | None = None) -> None:
+        """Log ``msg`` unless the same one was logged in the last REPEAT_LOG_S (a full disk fails every tick)."""
+        key = key or msg
+        now = time.monotonic()
+        if now - self._said.get(key, -REPEAT_LOG_S) < REPEAT_LOG_S:
+            return
+        if len(self._said) > 1000:
+            self._said.clear()
+        self._said[key] = now
+        self.log(msg)
 
     def start(self) -> None:
         """Take the home (or raise AlreadyRunning / HomeError), re-adopt live trainers, open the socket."""
@@ -179,11 +195,16 @@ class Daemon:
         Intake runs in its own thread (daemon.intake): a slow or hostile job file never holds this loop.
         """
         for name, step in (("monitor", self._monitor), ("schedule", self._schedule),
-                           ("callbacks", self.callbacks.reap), ("disk reserve", self.reserve.ensure)):
+                           ("callbacks", self.callbacks.reap), ("disk reserve", self._keep_room)):
             try:
                 step()
             except Exception as e:  # keep serving; the log says what broke
-                self.log(f"error in {name}: {type(e).__name__}: {e}")
+                self.log_repeated(f"error in {name}: {type(e).__name__}: {e}")
+
+    def _keep_room(self) -> None:
+        """The reserve file and queue.db's own room (daemon.queue), re-made once the disk has space again."""
+        self.reserve.ensure()
+        self.q.keep_room()
 
     def _start_watcher(self) -> None:
         try:
@@ -264,14 +285,18 @@ class Daemon:
         try:
             return fn(*args)
         except Exception as e:
-            self.log(f"error in {what}: {type(e).__name__}: {e}")
+            self.log_repeated(f"error in {what}: {type(e).__name__}: {e}")
             return None
 
     def _disk_full(self) -> bool:
         """The queue could not be written (disk full): give up the reserve so the state change gets recorded."""
         freed = self.reserve.release()
-        self.log(f"warning: the disk holding {self.home.root} is full ({diskspace.describe_free(self.home.root)})"
-                 + ("; released the 4 MB reserve to record job states" if freed else ""))
+        msg = (f"warning: the disk holding {self.home.root} is full ({diskspace.describe_free(self.home.root)})"
+               + ("; released the 4 MB reserve to record job states" if freed else ""))
+        if freed:
+            self.log(msg)
+        else:
+            self.log_repeated(msg, key="disk full")
         return freed
 
     def _sweep(self, row: JobRow) -> None:
@@ -283,7 +308,13 @@ class Daemon:
 
     # ------------------------------------------------------------------ watching trainers
     def _follow(self, row: JobRow, w: Watch) -> JobRow:
-        """Read the trainer's new events: current step and the newest resumable state."""
+        """Read the trainer's new events: current step and the newest resumable state.
+
+        Never raises for a failed write: progress that cannot be recorded (a full disk) stays on the watch
+        and goes into the next write that succeeds, so watching the trainer goes on.
+        """
+        stored = row
+        row = dataclasses.replace(row, **w.unrecorded) if w.unrecorded else row
         step, saved, total = row.step, row.saved_step, row.total_steps
         for ev in jobdir.read_events(self.home.job_dir(row.id), w.cursor):
             typ, s = ev.get("type"), ev.get("step")
@@ -296,11 +327,18 @@ class Daemon:
                 saved = max(saved, s) if ev.get("state") == "saved" else saved
                 if ev.get("state") == "resumed":
                     step = s
-        if (step, saved, total) != (row.step, row.saved_step, row.total_steps):
-            extra = {}
-            if "resuming from step" in row.reason and step > row.start_saved_step:
-                extra["reason"] = ""  # it has resumed: the note is history now (the log keeps it)
-            row = self.q.update(row.id, step=step, saved_step=saved, total_steps=total, **extra)
+        if (step, saved, total) != (row.step, row.saved_step, row.total_steps) or w.unrecorded:
+            change: dict[str, Any] = {"step": step, "saved_step": saved, "total_steps": total}
+            if "resuming from step" in stored.reason and step > row.start_saved_step:
+                change["reason"] = ""  # it has resumed: the note is history now (the log keeps it)
+            try:
+                row = self.q.update(row.id, **change)
+                w.unrecorded = {}
+            except Exception as e:
+                w.unrecorded = change
+                row = dataclasses.replace(row, **change)
+                self.log_repeated(f"job {row.id}: progress not recorded ({e}); kept until a write succeeds",
+                                  key=f"progress {row.id}")
         return row
 
     @property
@@ -329,7 +367,7 @@ class Daemon:
         if row is None:
             del self.watch[job_id]
             return
-        row = self._follow(row, w)
+        row = self._follow(row, w)  # never raises on a failed write: the stall check below must still run
         code: int | None = None
         if w.popen is not None:
             code = w.popen.poll()
@@ -342,7 +380,9 @@ class Daemon:
                 del self.watch[job_id]
         elif w.kill_at is None and self._stalled_on_full_disk(row):
             grace = min(self.config.cancel_grace_s, DISK_STALL_GRACE_S)
-            runner.signal_group(w.pid, signal.SIGTERM)  # act first: logging itself may fail on this full disk
+            # act first: logging itself may fail on this full disk.  A stopped process keeps the SIGTERM pending;
+            # the SIGKILL after the grace acts on it all the same.
+            runner.signal_group(w.pid, signal.SIGTERM)
             w.kill_at = time.monotonic() + grace
             w.disk_stall = True
             self.log(f"job {job_id}: the trainer has not written status.json for a while and the disk is full; "
@@ -376,7 +416,8 @@ class Daemon:
                    else f"stopped ({runner.describe_exit(code)})")
             out = runner.Outcome(FAILED, "disk full", f"no space left on {where}; the trainer {how}. Free space there (old checkpoints, caches), then "
                                  f"`wanlora retry {row.id}` resumes from the last saved state")
-        end = {"pid": None, "gpus": "", "exit_code": code, "cancel_requested": 0, "pause_requested": 0}
+        end = {"pid": None, "gpus": "", "exit_code": code, "cancel_requested": 0, "pause_requested": 0,
+               "step": row.step, "saved_step": row.saved_step, "total_steps": row.total_steps}  # progress not yet recorded
         if out.state == RUNNING:  # EXIT_LOCKED: another trainer already runs this folder; watch that one
             holder = adopt.live_trainer(job_dir)
             if holder:

@@ -202,12 +202,20 @@ def list_media(folder: str | Path, skipped: list[tuple[Path, str]] | None = None
     return media, ignored
 
 
-def scan_folder(folder: str | Path, caption_ext: str = "txt", check_last: bool = True) -> FolderReport:
-    """Every clip and image directly in ``folder`` (not recursive, like the peers' ``folder_path``)."""
+def folder_plan(folder: str | Path, caption_ext: str = "txt") -> tuple[FolderReport, list[Path]]:
+    """What :func:`scan_folder` will read: a report with no items yet, and the media files to scan in order.
+
+    For a caller that scans file by file (``wanlora scan`` puts a time limit on each file)."""
     skipped: list[tuple[Path, str]] = []
     media, ignored = list_media(folder, skipped)
     # caption files of another extension are "ignored" too unless they are the caption extension
     cap = "." + caption_ext.lstrip(".").lower()
     ignored = [p for p in ignored if p.suffix.lower() != cap]
-    items = [scan_file(p, caption_ext, check_last) for p in media]
-    return FolderReport(Path(folder).expanduser(), items, ignored, skipped)
+    return FolderReport(Path(folder).expanduser(), [], ignored, skipped), media
+
+
+def scan_folder(folder: str | Path, caption_ext: str = "txt", check_last: bool = True) -> FolderReport:
+    """Every clip and image directly in ``folder`` (not recursive, like the peers' ``folder_path``)."""
+    report, media = folder_plan(folder, caption_ext)
+    report.items = [scan_file(p, caption_ext, check_last) for p in media]
+    return report

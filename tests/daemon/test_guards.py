@@ -194,7 +194,14 @@ def test_leftover_temp_files_are_swept_at_start(home: Path, daemons, assets) -> 
     keep = job_dir / "checkpoints" / "tmpy_high_noise_000005.safetensors"
     for p in [*left, alive, keep]:
         p.write_bytes(b"x" * 1000)
+    half_state = job_dir / "state" / f".tmp_step_000005_{dead.pid}"  # a save killed (or out of space) midway
+    saving = job_dir / "state" / f".tmp_step_000006_{os.getpid()}"  # one still being written
+    complete = job_dir / "state" / "step_000004"
+    for folder in (half_state, saving, complete):
+        folder.mkdir(parents=True)
+        (folder / "adapters.safetensors").write_bytes(b"x" * 1000)
     d2 = daemons(QUIET)
     assert d2.request("ping")["ok"]
     assert not [p for p in left if p.exists()] and alive.exists() and keep.exists()
-    assert "removed 3 leftover temp file(s)" in d2.log.read_text()
+    assert not half_state.exists() and saving.exists() and complete.exists()
+    assert "removed 4 leftover temp file(s)" in d2.log.read_text()

@@ -3,7 +3,7 @@
 Per file: kind, duration, fps, frames, size, caption; unreadable files by name with the reason; then a
 summary against the recipe's clip-count advice (from ``presets/<name>.toml`` ``[meta]`` when present) and
 the even-sampling speed-up (a long clip squeezed into ``num_frames`` plays too fast, ai-toolkit #421).
-Torch-free.  Exit 0 when there is at least one usable clip or image, 1 otherwise.
+Each file is read under a time limit (``--timeout``, commands._scan_limit).  Torch-free.  Exit 0 when there is at least one usable clip or image, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser, verb: str = "scan") -> None:
         help=f"frames per training clip, for the speed check (default: the recipe's, else {DEFAULT_NUM_FRAMES})",
     )
     parser.add_argument("--caption-ext", default="txt", help="extension of caption files (default txt)")
+    parser.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
+                        help="longest wait for one file (a clip on a hung disk is named, not waited for); 0: no limit")
     parser.add_argument("--trigger", default="", metavar="WORD",
                         help="the job's trigger_word: show which captions get it prepended (job.inject_trigger)")
 
@@ -215,7 +217,8 @@ def _print_text(report: Any, summary: dict[str, Any], num_frames: int) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from wanlora.engine.data.captions import training_caption
-    from wanlora.engine.data.scan import ScanError, scan_folder
+    from wanlora.engine.data.scan import ScanError
+    from wanlora.tui.commands._scan_limit import scan_folder
 
     num_frames = args.num_frames
     if num_frames is None:
@@ -225,7 +228,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         with _quiet_stderr():
-            report = scan_folder(args.folder, caption_ext=args.caption_ext)
+            report = scan_folder(args.folder, caption_ext=args.caption_ext, limit_s=args.timeout)
     except ScanError as e:
         if args.json:
             print(json.dumps({"folder": args.folder, "error": str(e), "usable": 0}))

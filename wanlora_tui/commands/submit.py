@@ -42,6 +42,9 @@ def run(args: argparse.Namespace) -> int:
     except client.DaemonError as e:
         print(f"{path}: the daemon refused it: {e}", file=sys.stderr)
         return 1
+    except client.NotSpooled as e:
+        print(f"{path}: not submitted: {e}", file=sys.stderr)
+        return 1
     if done.job_id is None:
         from wanlora.tui.spooled import spool_id
 
