@@ -14,10 +14,19 @@ SPOOL = "spool"
 
 
 def submit(home: Path, text: str, name: str | None = None) -> str:
-    """Maildir-drop the job TOML into ``<home>/spool``; returns where it went (shown to the user)."""
+    """Maildir-drop the job TOML into ``<home>/spool``; returns where it went (shown to the user).
+
+    A spool that cannot be written (a full disk) raises ``NotSpooled`` naming the folder and its free space."""
+    from wanlora.daemon.client import NotSpooled
+    from wanlora.daemon.diskspace import describe_free
     from wanlora.daemon.spool import submit_file
 
-    return str(submit_file(home, text, name=name))
+    try:
+        return str(submit_file(home, text, name=name))
+    except OSError as e:
+        spool = Path(home) / SPOOL
+        raise NotSpooled(f"the job could not be written into {spool} ({e.strerror or e}; {describe_free(spool)}); "
+                         "free space there and submit again") from None
 
 
 def spooled(home: Path) -> list[Any]:

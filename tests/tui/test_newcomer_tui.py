@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from textual.widgets import Input, Static
 from wanlora.engine.config import jobdir
 from wanlora.tui.app import DRAFT, WanloraApp
@@ -215,3 +216,21 @@ def test_review_estimate_of_a_short_job_is_not_zero() -> None:
     assert speed(0.043) == "0.043 s/step" and speed(4.31) == "4.3 s/step" and speed(23.4) == "23 s/step"
     assert hours(60 * 0.043 / 3600) == "3 s" and hours(0.5) == "30 min" and hours(2.4) == "2.4 h"
     assert money(0.0004) == "< 0.01" and money(5.976) == "5.98"
+
+
+def test_a_submit_from_the_tui_on_a_full_disk_names_the_spool_and_its_free_space(tmp_path, monkeypatch):
+    """The wizard's submit shows this message; a bare "[Errno 28]" would not say where to free space."""
+    import errno
+
+    from wanlora.daemon import spool
+    from wanlora.daemon.client import NotSpooled
+    from wanlora.tui import daemon_link
+
+    def full(*_a, **_k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(spool, "submit_file", full)
+    with pytest.raises(NotSpooled) as e:
+        daemon_link.submit(tmp_path, "[job]\nname = 'x'\n", "x")
+    msg = str(e.value)
+    assert str(tmp_path / "spool") in msg and "No space left" in msg and "free" in msg
