@@ -251,10 +251,12 @@ class GroupStopSignal(StopSignal):
     """SIGTERM/SIGINT handling for a rank of a torchrun group.
 
     ``kill -TERM -PGID`` reaches a worker directly *and* through torchrun, which forwards the signal it
-    got: the same signal twice within a moment is one request, not the "second signal: die now" escape.
+    got: the same signal twice within a while is one request, not the "second signal: die now" escape.
+    The while is long (30 s): on a loaded machine torchrun's forwarded copy came more than 5 s after the
+    direct one, and the rank died without its state (a stop that must be forced has the daemon's SIGKILL).
     """
 
-    DEBOUNCE_S = 5.0
+    DEBOUNCE_S = 30.0
 
     def __init__(self) -> None:
         super().__init__()
