@@ -10,6 +10,7 @@
   41x480x848, 81x480x848), the shapes bench/step.py measures; ``s41x480`` also renders one preview at the
   defaults (768x768, 41 frames, 25 steps, both experts).
 - ``*_fp8.toml``: the same on the 141 GB tier with ``quantization.transformer = "fp8"`` (fp8 compute).
+- ``guide81.toml`` / ``guide81_fp8.toml``: the guide's run at 81 frames (20 clips of 96 frames).
 """
 
 from __future__ import annotations
@@ -66,11 +67,13 @@ def _write_clips(folder: Path, *, n: int, num_frames: int, size: tuple[int, int]
 
 def main(out: Path) -> int:
     out = Path(out).resolve()
-    square, wide = out / "clips_square", out / "clips_480p"
+    square, wide, long = out / "clips_square", out / "clips_480p", out / "clips_square_81"
     if not any(square.glob("*.mp4")):
         _write_clips(square, n=20, num_frames=48, size=(768, 768), caption="a red square moving right")
     if not any(wide.glob("*.mp4")):
         _write_clips(wide, n=4, num_frames=96, size=(848, 480), caption="a red square moving right")
+    if not any(long.glob("*.mp4")):
+        _write_clips(long, n=20, num_frames=96, size=(768, 768), caption="a red square moving right")
     from PIL import Image
 
     first = out / "first_frame.png"
@@ -86,6 +89,8 @@ def main(out: Path) -> int:
         "s41x480_fp8": _job("s41x480_fp8", wide, resolutions=[640], frames=41, both=False, fp8=True),
         "s81x480_fp8": _job("s81x480_fp8", wide, resolutions=[640], frames=81, both=False, fp8=True),
         "guide_fp8": _job("guide_141_fp8", square, resolutions=[512, 768, 1024], frames=41, fp8=True),
+        "guide81": _job("guide81_141", long, resolutions=[512, 768, 1024], frames=81),
+        "guide81_fp8": _job("guide81_141_fp8", long, resolutions=[512, 768, 1024], frames=81, fp8=True),
     }
     for name, text in jobs.items():
         (out / f"{name}.toml").write_text(text)
