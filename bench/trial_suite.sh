@@ -23,5 +23,5 @@ if [ -z "${NO_STEP:-}" ]; then
     --steps 3 --warmup 2 --out "$OUT/step.jsonl" > "$OUT/step.log" 2>&1
   echo "step rc=$?" >> "$OUT/done.txt"
 fi
-if [ -z "${NO_GUIDE:-}" ]; then for g in ${GUIDES:-guide guide_fp8 guide81_fp8}; do run_trial "$g" --no-preview; done; fi
+if [ -z "${NO_GUIDE:-}" ]; then for g in ${GUIDES:-guide guide_fp8 guide81_fp8}; do run_trial "$g" --no-preview --profile; done; fi
 echo finished >> "$OUT/done.txt"
