@@ -16,7 +16,7 @@ from typing import Any
 from wanlora.tui.commands._daemon_common import add_home, home_of
 
 HELP = "check the machine: GPU, driver, CUDA, disk, RAM, systemd/linger, package versions, home folder"
-PACKAGES = ("torch", "diffusers", "transformers", "peft", "accelerate", "bitsandbytes", "safetensors", "decord",
+PACKAGES = ("torch", "diffusers", "transformers", "peft", "accelerate", "bitsandbytes", "flash-attn-4", "safetensors", "decord",
             "textual", "pydantic", "watchdog", "psutil", "nvidia-ml-py")
 MIN_FREE_GB = 50.0  # checkpoints + latent caches of a full run
 GIB = float(1 << 30)
