@@ -18,6 +18,7 @@ from wanlora.tui.commands._daemon_common import add_home, home_of
 HELP = "check the machine: GPU, driver, CUDA, disk, RAM, systemd/linger, package versions, home folder"
 PACKAGES = ("torch", "diffusers", "transformers", "peft", "accelerate", "bitsandbytes", "flash-attn-4", "safetensors", "decord",
             "textual", "pydantic", "watchdog", "psutil", "nvidia-ml-py")
+CUDA_EXTRA = ("bitsandbytes", "flash-attn-4")  # the `cuda` extra (flash-attn-4 is a pinned pre-release)
 MIN_FREE_GB = 50.0  # checkpoints + latent caches of a full run
 GIB = float(1 << 30)
 
@@ -85,8 +86,13 @@ def package_checks() -> list[Check]:
         except md.PackageNotFoundError:
             missing.append(name)
     out = [_check("ok", "packages", ", ".join(found))]
-    if missing:
-        out.append(_check("warn", "packages", "not installed: " + ", ".join(missing), "pip install " + " ".join(missing)))
+    extra = [m for m in missing if m in CUDA_EXTRA]
+    plain = [m for m in missing if m not in CUDA_EXTRA]
+    if plain:
+        out.append(_check("warn", "packages", "not installed: " + ", ".join(plain), "pip install " + " ".join(plain)))
+    if extra:
+        out.append(_check("warn", "packages", "not installed (GPU machines): " + ", ".join(extra),
+                          "pip install -e '.[cuda]' in the wanlora checkout (nf4, 8-bit AdamW, FlashAttention-4)"))
     return out
 
 
