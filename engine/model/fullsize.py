@@ -71,14 +71,15 @@ def _init_(t: torch.Tensor, owner: nn.Module, qualname: str, pname: str) -> None
 
 
 @torch.no_grad()
-def materialize_(module: nn.Module, device: torch.device | str) -> int:
-    """Give every ``meta`` parameter of ``module`` random storage on ``device``, in place.
+def materialize_(module: nn.Module, device: torch.device | str, recurse: bool = True) -> int:
+    """Give every ``meta`` parameter of ``module`` (only its own ones without ``recurse``) random storage on
+    ``device``, in place.
 
     ``Parameter`` objects are kept (their storage is swapped in), so optimizers and LoRA param lists built on the
     meta model stay valid.  Returns how many parameters were materialised (0 for an ordinary module).
     """
     count = 0
-    for qualname, mod in module.named_modules():
+    for qualname, mod in module.named_modules() if recurse else [("", module)]:
         for pname, p in mod._parameters.items():
             if p is None or not p.is_meta:
                 continue

@@ -57,12 +57,12 @@ def check_available(mode: Mode, device: torch.device) -> None:
                                           "pip install 'wanlora[cuda]'") from None
 
 
-def _ready(module: nn.Module, device: torch.device) -> nn.Module:
+def _ready(module: nn.Module, device: torch.device, recurse: bool = True) -> nn.Module:
     """A module whose weights are still on ``meta`` (the trial's random full-size model) gets them here, on
     ``device``, where a loaded one would be copied to: same placement order, same peak memory."""
     from wanlora.engine.model.fullsize import materialize_
 
-    materialize_(module, device)
+    materialize_(module, device, recurse=recurse)
     return module
 
 
@@ -87,12 +87,9 @@ def quantize_and_place(transformer: nn.Module, mode: Mode, device: torch.device)
     for child in transformer.children():
         if child is not blocks:
             _ready(child, device).to(device)
-    for name, p in list(transformer.named_parameters(recurse=False)):
-        if p.is_meta:  # random full-size weights (wanlora trial): a meta tensor cannot take device data in place
-            new = torch.empty(p.shape, dtype=p.dtype, device=device).normal_(0, 0.02)
-            transformer._parameters[name] = nn.Parameter(new, requires_grad=p.requires_grad)
-        else:
-            p.data = p.data.to(device)
+    _ready(transformer, device, recurse=False)  # its own parameters (scale_shift_table), not the blocks' yet
+    for p in transformer.parameters(recurse=False):
+        p.data = p.data.to(device)
     for block in blocks:
         targets = [(parent, cname, c) for parent in block.modules() for cname, c in parent.named_children()
                    if fp8_eligible(c) and not c.weight.requires_grad]

@@ -89,3 +89,20 @@ def test_fp8_placement_quantises_block_linears_only_and_halves_their_bytes():
 def test_nf4_refuses_cpu_with_the_fix():
     with pytest.raises(QuantizationUnavailable, match="fp8"):
         check_available("nf4", torch.device("cpu"))
+
+
+def test_fp8_placement_materialises_a_meta_model_including_its_own_parameters():
+    """``wanlora trial`` builds the experts on ``meta``; fp8 placement gives every tensor storage on the device,
+    the transformer's own ``scale_shift_table`` too (it crashed every fp8 trial once)."""
+    from diffusers import WanTransformer3DModel
+    from wanlora.engine.model.quant import quantize_and_place
+
+    with torch.device("meta"):
+        m = WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=16, in_channels=36,
+                                  out_channels=16, text_dim=32, freq_dim=32, ffn_dim=64, num_layers=2,
+                                  cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=32)
+    m.requires_grad_(False)  # the frozen base (LoRA would stay bf16)
+    table = m.scale_shift_table
+    assert quantize_and_place(m, "fp8", torch.device("cpu")) > 0
+    assert not any(p.is_meta for p in m.parameters()) and not any(b.is_meta for b in m.buffers())
+    assert m.scale_shift_table is table and torch.isfinite(table).all()  # the same Parameter, given storage
