@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 HELP = "precompute latents and text embeddings for a job (also done automatically when training)"
 
@@ -21,23 +20,11 @@ def add_arguments(parser: argparse.ArgumentParser, verb: str = "cache") -> None:
     parser.add_argument("--cpu", action="store_true", help="encode on the CPU even if a GPU is present")
 
 
-def _load(path: Path):
-    from wanlora.engine.config.io import load_job
-    from wanlora.engine.config.presets import resolve_file
-
-    if path.is_dir():
-        return load_job(path / "job.toml")
-    return resolve_file(path).job
-
-
 def run(args: argparse.Namespace) -> int:
-    from wanlora.engine.config.findings import JobError
+    from wanlora.tui.commands._job_arg import load_job_arg
 
-    path = Path(args.job).expanduser()
-    try:
-        job = _load(path)
-    except (JobError, OSError) as e:
-        print(f"cannot read {path}: {e}", file=sys.stderr)
+    job = load_job_arg(args.job)
+    if job is None:
         return 1
     tr = job.training
     if not (tr.cache_text_embeddings or tr.unload_text_encoder or any(d.cache_latents for d in job.datasets)):

@@ -31,27 +31,16 @@ def add_arguments(parser: argparse.ArgumentParser, verb: str = "trial") -> None:
                         help="force the checkpoint plan: greedy = none (checks the OOM fallback), frugal = every block")
 
 
-def _load(path: Path):
-    from wanlora.engine.config.io import load_job
-    from wanlora.engine.config.presets import resolve_file
-
-    if path.is_dir():
-        return load_job(path / "job.toml")
-    return resolve_file(path).job
-
-
 def run(args: argparse.Namespace) -> int:
     from wanlora.engine.config.findings import JobError
     from wanlora.engine.config.launch import use_trainer_env
+    from wanlora.tui.commands._job_arg import load_job_arg
 
     if args.steps < 1:
         print("--steps must be at least 1", file=sys.stderr)
         return 2
-    path = Path(args.job).expanduser()
-    try:
-        job = _load(path)
-    except (JobError, OSError) as e:
-        print(f"cannot read {path}: {e}", file=sys.stderr)
+    job = load_job_arg(args.job)
+    if job is None:
         return 1
     use_trainer_env()  # before torch touches CUDA: the trainer process's own allocator settings
     import torch
