@@ -118,11 +118,8 @@ def find(home: Path | Home | str | None, submission_id: str, *, timeout: float =
         return {"found": "pending", "spooled": str(where[1])}
     if h.db.exists():
         try:
-            q = Queue(h.db, readonly=True)
-            try:
+            with Queue(h.db, readonly=True) as q:
                 row = q.by_submission(submission_id)
-            finally:
-                q.close()
         except Exception:
             row = None
         if row is not None:

@@ -239,6 +239,12 @@ class Queue:
         with self._lock:
             self._db.close()
 
+    def __enter__(self) -> Queue:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
     # ---- reads
     def _row(self, r: sqlite3.Row | None) -> JobRow | None:
         return None if r is None else _to_row(r)

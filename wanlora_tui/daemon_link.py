@@ -46,11 +46,8 @@ def queued_ids(home: Path) -> set[str] | None:
     try:
         from wanlora.daemon.queue import Queue
 
-        q = Queue(db, readonly=True)
-        try:
+        with Queue(db, readonly=True) as q:
             return {str(r.id) for r in q.all()}
-        finally:
-            q.close()
     except Exception:  # a locked or foreign database: show every folder rather than nothing
         return None
 

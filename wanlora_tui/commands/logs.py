@@ -38,11 +38,8 @@ def _find(home: Any, ref: str) -> tuple[int, Path] | None:
 
     if not home.db.exists():
         return None
-    q = Queue(home.db, readonly=True)
-    try:
+    with Queue(home.db, readonly=True) as q:
         rows = [r for r in q.all() if r.name == ref]
-    finally:
-        q.close()
     if len(rows) > 1:
         from wanlora.tui.commands.status import Ambiguous, ambiguous_message
 
@@ -58,11 +55,8 @@ def _active(home: Any, job_id: int, job_dir: Path) -> bool:
     if adopt.lock_held(job_dir):
         return True
     try:
-        q = Queue(home.db, readonly=True)
-        try:
+        with Queue(home.db, readonly=True) as q:
             row = q.get(job_id)
-        finally:
-            q.close()
     except Exception:
         return False
     return row is not None and row.state in (QUEUED, RUNNING)

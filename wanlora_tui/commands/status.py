@@ -28,11 +28,8 @@ def _offline(home: Any, job: str | None) -> dict[str, Any]:
 
     if not home.db.exists():
         return {"jobs": [], "job": None}
-    q = Queue(home.db, readonly=True)
-    try:
+    with Queue(home.db, readonly=True) as q:
         rows = q.all()
-    finally:
-        q.close()
     if job is None:
         return {"jobs": [job_view(home, r) for r in rows]}
     match = [r for r in rows if str(r.id) == job] or [r for r in rows if r.name == job]
