@@ -139,3 +139,18 @@ def cli(*args: str, home: Path, timeout: float = 60, **kw: Any) -> subprocess.Co
     env = {**os.environ, "WANLORA_HOME": str(home), "PYTHONPATH": str(REPO), **kw.pop("env", {})}
     return subprocess.run([sys.executable, "-m", "wanlora.tui.cli", *args], capture_output=True, text=True,
                           env=env, cwd=kw.pop("cwd", REPO), timeout=timeout, **kw)
+
+
+def other_user(name: str = "wanlora_peer") -> tuple[int, int]:
+    """(uid, gid) of a second local user, created once (tests of what another user may not do; needs root)."""
+    import pwd
+
+    if os.geteuid() != 0 or shutil.which("useradd") is None:
+        pytest.skip("needs root and useradd to create a second user")
+    try:
+        pw = pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", name], check=True,
+                       capture_output=True)
+        pw = pwd.getpwnam(name)
+    return pw.pw_uid, pw.pw_gid

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
-import shutil
 import signal
 import socket
 import stat
@@ -19,7 +17,7 @@ import pytest
 from wanlora.daemon import client, protocol
 from wanlora.daemon.spool import submit_file
 
-from tests.daemon.conftest import REPO, cli, job_text, wait_for
+from tests.daemon.conftest import REPO, cli, job_text, other_user, wait_for
 
 
 def _queue(d, assets, *names: str) -> list[int]:  # noqa: ANN001
@@ -39,17 +37,6 @@ def test_a_second_daemon_on_the_same_home_refuses_and_names_the_first(home: Path
     # the lock is the kernel's: once the first dies (even by SIGKILL) a new daemon can start
     first.kill(signal.SIGKILL)
     assert daemons({"cpu_slots": 0}).request("ping")["pid"] != first.pid
-
-
-def _other_user() -> tuple[int, int]:
-    name = "wanlora_peer"
-    try:
-        pw = pwd.getpwnam(name)
-    except KeyError:
-        subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", name], check=True,
-                       capture_output=True)
-        pw = pwd.getpwnam(name)
-    return pw.pw_uid, pw.pw_gid
 
 
 def _connect_as(uid: int, gid: int, sock: Path) -> dict:
@@ -92,9 +79,7 @@ def test_socket_and_home_are_owner_only_and_other_users_are_refused(home: Path, 
     assert stat.S_IMODE(home.stat().st_mode) == 0o700
     assert stat.S_ISSOCK((home / "daemon.sock").lstat().st_mode)
     assert stat.S_IMODE((home / "daemon.sock").lstat().st_mode) == 0o600
-    if os.geteuid() != 0 or shutil.which("useradd") is None:
-        pytest.skip("needs root and useradd to create a second user for the SO_PEERCRED check")
-    uid, gid = _other_user()
+    uid, gid = other_user()  # for the SO_PEERCRED check
 
     def as_other() -> dict:
         return _connect_as(uid, gid, home / "daemon.sock")

@@ -19,7 +19,7 @@ import pytest
 from wanlora.daemon import client
 from wanlora.daemon.spool import submit_file
 
-from tests.daemon.conftest import REPO, job_text, wait_for
+from tests.daemon.conftest import REPO, job_text, other_user, wait_for
 
 QUIET = {"cpu_slots": 0}
 
@@ -111,19 +111,6 @@ def test_output_dir_policy_at_intake(home: Path, daemons, assets) -> None:
     assert [j["name"] for j in d.request("list")["jobs"]] == ["same", "other", "rel"] and other["ok"]
 
 
-def _throwaway_user() -> tuple[int, int]:
-    if os.geteuid() != 0 or shutil.which("useradd") is None:
-        pytest.skip("needs root and useradd to create a second user")
-    name = "wanlora_other"
-    try:
-        pw = pwd.getpwnam(name)
-    except KeyError:
-        subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", name], check=True,
-                       capture_output=True)
-        pw = pwd.getpwnam(name)
-    return pw.pw_uid, pw.pw_gid
-
-
 def _run_daemon(home: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "wanlora.daemon", "run", "--home", str(home)], capture_output=True,
                           text=True, timeout=60, cwd=REPO)
@@ -131,7 +118,7 @@ def _run_daemon(home: Path) -> subprocess.CompletedProcess[str]:
 
 def test_a_foreign_owned_or_loosened_home_or_config_is_refused_and_its_callback_never_runs(home: Path,
                                                                                            tmp_path: Path) -> None:
-    uid, gid = _throwaway_user()
+    uid, gid = other_user("wanlora_other")
     marker = tmp_path / "pwned"
     (home / "config.toml").write_text(f'callback = "touch {marker}"\n')
     os.chown(home, uid, gid)
