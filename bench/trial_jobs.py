@@ -11,6 +11,8 @@
   defaults (768x768, 41 frames, 25 steps, both experts).
 - ``*_fp8.toml``: the same on the 141 GB tier with ``quantization.transformer = "fp8"`` (fp8 compute).
 - ``guide81.toml`` / ``guide81_fp8.toml``: the guide's run at 81 frames (20 clips of 96 frames).
+- ``s81x1024_fp8.toml``: one expert at 81x1024x1024 (86 016 tokens), the bucket that runs out of memory on the
+  H200 (BENCHMARKS.md §0b): ``wanlora trial s81x1024_fp8.toml --steps 1 --clips 2 --vram-gib 124``.
 """
 
 from __future__ import annotations
@@ -91,6 +93,7 @@ def main(out: Path) -> int:
         "guide_fp8": _job("guide_141_fp8", square, resolutions=[512, 768, 1024], frames=41, fp8=True),
         "guide81": _job("guide81_141", long, resolutions=[512, 768, 1024], frames=81),
         "guide81_fp8": _job("guide81_141_fp8", long, resolutions=[512, 768, 1024], frames=81, fp8=True),
+        "s81x1024_fp8": _job("s81x1024_fp8", long, resolutions=[1024], frames=81, both=False, fp8=True),
     }
     for name, text in jobs.items():
         (out / f"{name}.toml").write_text(text)

@@ -41,10 +41,44 @@ def _label(bucket: tuple[int, int, int]) -> str:
     return f"{f}x{h}x{w}"
 
 
-def trial_job(job: Job, tmp: Path, *, tiny_model: Path | None) -> tuple[Job, list[str]]:
-    """The job as the trial runs it (outputs in ``tmp``, one preview prompt) and notes on what differs."""
+def _sample_clips(d: dict[str, Any], tmp: Path, clips: int) -> tuple[int, int]:
+    """Point each dataset with more than ``clips`` media files at a folder of links to its first ``clips``
+    (captions and other files linked too); returns (clips used, clips in the job)."""
+    from wanlora.engine.data.scan import ScanError, list_media
+
+    used = total = 0
+    for i, ds in enumerate(d.get("datasets") or []):
+        try:
+            media, _ = list_media(ds["folder"])
+        except ScanError:
+            continue  # the trainer names the folder and the fix
+        total += len(media)
+        used += min(clips, len(media))
+        if len(media) <= clips:
+            continue
+        sub = tmp / "clips" / str(i)
+        sub.mkdir(parents=True, exist_ok=True)
+        skip = set(media[clips:])
+        for p in Path(ds["folder"]).expanduser().iterdir():
+            if p.is_file() and p not in skip:
+                (sub / p.name).symlink_to(p.resolve())
+        ds["folder"] = str(sub)
+    return used, total
+
+
+def trial_job(job: Job, tmp: Path, *, tiny_model: Path | None,
+              clips: int | None = None) -> tuple[Job, list[str], tuple[int, int] | None]:
+    """The job as the trial runs it (outputs in ``tmp``, one preview prompt, at most ``clips`` clips per
+    dataset), notes on what differs, and (clips used, clips in the job) where fewer are used."""
     d = job_to_dict(job)
     notes: list[str] = []
+    sampled = None
+    if clips is not None:
+        used, total = _sample_clips(d, tmp, clips)
+        if used < total:
+            sampled = (used, total)
+            notes.append(f"--clips {clips}: caches and trains on {used} of the job's {total} clips; the caching time "
+                         f"is projected to all {total}")
     d["job"]["output_dir"] = str(tmp / "out")
     prompts = d.get("sample", {}).get("prompts") or []
     if len(prompts) > 1:
@@ -59,7 +93,7 @@ def trial_job(job: Job, tmp: Path, *, tiny_model: Path | None) -> tuple[Job, lis
         if d.get("training", {}).get("optimizer") == "adamw8bit":
             d["training"]["optimizer"] = "adamw"
             notes.append("training.optimizer = 'adamw8bit' needs CUDA; the CPU trial uses adamw")
-    return Job.model_validate(d), notes
+    return Job.model_validate(d), notes, sampled
 
 
 class _Tee(EventLog):
@@ -149,8 +183,11 @@ def _time_steps(trainer: Any, expert: str, n: int, losses: list[float] | None = 
 
 def run_trial(job: Job, *, steps: int = 3, progress: Progress = lambda s: None, keep: Path | None = None,
               device: torch.device | None = None, vram_gib: float | None = None, plan: str = "auto",
-              preview: bool = True, profile: bool = False) -> dict[str, Any]:
+              preview: bool = True, profile: bool = False, clips: int | None = None) -> dict[str, Any]:
     """Run the trial for ``job`` and return its report (see docs/contracts.md, ``wanlora trial --json``).
+
+    ``clips`` caches and trains on at most that many clips per dataset (a big dataset's caching would
+    otherwise dominate the trial); the projection scales the measured caching time to every clip.
 
     ``profile`` adds one profiled step per bucket (:mod:`engine.step_profile`): device time per kind of
     kernel, idle time, and the step's useful TFLOP/s."""
@@ -166,7 +203,7 @@ def run_trial(job: Job, *, steps: int = 3, progress: Progress = lambda s: None, 
     job_dir = tmp / "job"
     job_dir.mkdir(exist_ok=True)
     tiny = None if cuda else ensure_tiny_model()
-    tjob, notes = trial_job(job, tmp, tiny_model=tiny)
+    tjob, notes, sampled = trial_job(job, tmp, tiny_model=tiny, clips=clips)
     if not preview:
         tjob.sample.enabled = False
     if cuda and vram_gib:
@@ -196,6 +233,8 @@ def run_trial(job: Job, *, steps: int = 3, progress: Progress = lambda s: None, 
         trainer.setup()
         setup_s = time.perf_counter() - t0
         report.update(_setup_report(trainer, events, setup_s, tjob))
+        if sampled:
+            report["caching"].update(clips_used=sampled[0], clips_in_job=sampled[1])
         report["plan"] = _plan_report(trainer, events)
         ds = trainer.data
         shares = bucket_shares(ds, tjob.training.steps * tjob.training.gradient_accumulation)
@@ -389,11 +428,13 @@ def project(job: Job, report: dict[str, Any], shares: dict[tuple, float]) -> dic
     previews = (steps // max(1, job.sample.every)) if job.sample.enabled else 0
     prev = report.get("preview") or {}
     caching = report["caching"]
+    # caching is per clip: a trial on a sample of the clips projects it to all of them
+    scale = caching.get("clips_in_job", 1) / caching.get("clips_used", 1)
     parts = {
         "train_h": steps * mean_step / 3600,
         "switch_h": switches * switch_s / 3600,
         "compile_h": max(0.0, warm) / 3600,
-        "caching_h": (caching["latents_s"] + caching["text_s"]) / 3600,
+        "caching_h": (caching["latents_s"] * scale + caching["text_s"]) / 3600,
         "load_h": (report.get("load_s") or 0) / 3600,
         "checkpoints_h": saves * (report["checkpoint_s"] + report["state_s"]) / 3600,
         "previews_h": previews * n_prompts * prev.get("s", 0.0) / 3600,

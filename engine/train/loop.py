@@ -11,6 +11,7 @@ The per-step math lives elsewhere (timesteps, conditioning, objective); this fil
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import re
@@ -494,6 +495,7 @@ class Trainer:
             except torch.OutOfMemoryError:  # the speed plan overshot: fall back to the frugal one, once
                 if not self._relax_checkpointing(ex):
                     raise
+            self._free_failed_step()
 
     def _update(self, ex: Expert) -> None:
         """Clip, optimizer step, EMA: the averaged gradients become the expert's new LoRA."""
@@ -572,12 +574,21 @@ class Trainer:
         ex.extra["frugal"].add(key)
         ex.extra["plan_at"] = None
         self._use_plan(ex, key)
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
         self.events.emit("warning", expert=ex.name, tokens=key, message="CUDA out of memory under the speed plan; "
                          f"this expert now checkpoints every block in the {key}-token bucket (slower, fits) and the "
                          "step is retried")
         return True
+
+    def _free_failed_step(self) -> None:
+        """Release what the step that ran out of memory still holds, before it is retried.
+
+        Whatever of its frames (activations, the autograd graph) sits in a reference cycle with the error's
+        traceback is never freed by refcounting; without a collection the retry would start with that memory
+        still allocated.  (With it, the retry at 81×1024² on the H200 still ran out: BENCHMARKS.md §0b.)
+        """
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
 
     # ---------------------------------------------------------------- the loop
     def _report(self, r: StepResult, dt: float) -> None:

@@ -50,3 +50,28 @@ def test_oom_falls_back_to_full_checkpointing_and_repeats_the_same_step(tmp_path
     monkeypatch.setattr(type(tr), "forward_loss", lambda self, ex, b: (_ for _ in ()).throw(torch.OutOfMemoryError("x")))
     with pytest.raises(torch.OutOfMemoryError):
         tr.train_step()
+
+
+def test_the_failed_steps_memory_is_free_before_the_retry(tmp_path, clips, tiny_model, monkeypatch):
+    """What the step that ran out held (its activations) is released before the step runs again, even where
+    its frames sit in a reference cycle with the error, as torch's compiled/checkpointed frames do."""
+    import weakref
+
+    tr, _ = _trainer(tmp_path, clips, tiny_model, "cycle")
+    real = type(tr).forward_loss
+    held: list[weakref.ref] = []
+    alive_at_retry: list[bool] = []
+
+    def flaky(self, ex, batch):
+        if not held:
+            activations = torch.empty(1 << 20)  # what the failed forward had built
+            held.append(weakref.ref(activations))
+            err = torch.OutOfMemoryError("CUDA out of memory (simulated)")  # frame -> err -> traceback -> frame
+            raise err
+        alive_at_retry.append(held[0]() is not None)
+        return real(self, ex, batch)
+
+    monkeypatch.setattr(type(tr), "forward_loss", flaky)
+    tr.train_step()
+    tr.data.close()
+    assert alive_at_retry == [False], "the retry started with the failed step's tensors still allocated"

@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser, verb: str = "estimate") -> No
 def run(args: argparse.Namespace) -> int:
     from wanlora.engine.config import gpu
     from wanlora.engine.config.presets import resolve_file
-    from wanlora.engine.estimate import guide_hours, oom_ladder, peak_vram, step_time
+    from wanlora.engine.estimate import MEASURED_TOKENS, guide_hours, oom_ladder, peak_vram, step_time
 
     tier = None if args.tier is None else (args.tier if args.tier == "auto" else int(args.tier))
     r = resolve_file(args.job, tier=tier)
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     lo, hi = guide_hours(job.training.steps)
     if args.json:
         print(json.dumps({
-            "peak_vram_gib": mem.peak_gib, "need_gib": mem.need_gib, "parts": mem.parts, "worst_bucket": mem.worst,
+            "peak_vram_gib": mem.peak_gib, "need_gib": mem.need_gib, "beyond_measured": mem.beyond_measured, "parts": mem.parts, "worst_bucket": mem.worst,
             "budget_gib": budget, "s_per_step": t.s_per_step, "hours": t.hours, "gpu": t.gpu, "source": t.source,
             "notes": t.notes, "guide_hours_h100": [lo, hi], "recipe": r.recipe, "tier": r.tier,
             "oom_ladder": [{"key": s.key, "change": s.change, "need_gib": s.need_gib} for s in ladder]}, indent=2))
@@ -52,6 +52,9 @@ def run(args: argparse.Namespace) -> int:
     if budget is not None:
         verdict = "fits" if mem.need_gib <= budget else "does NOT fit"
         print(f"  {verdict} in {budget:.1f} GiB" + (" (free on the GPU)" if free is not None else f" ({r.tier} GB tier)"))
+    if mem.beyond_measured:
+        print(f"  {mem.tokens} tokens is past the largest bucket measured to train ({MEASURED_TOKENS}): a lower bound; "
+              "run `wanlora trial` on the job to know")
     for s in ladder:
         print(f"  OOM ladder: {s.key}: {s.change} → ≈{s.need_gib:.0f} GiB")
     print(f"time on {t.gpu}: ≈ {t.s_per_step:.1f} s/step × {job.training.steps} steps ≈ {t.hours:.1f} h")

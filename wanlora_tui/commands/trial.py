@@ -27,6 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser, verb: str = "trial") -> None:
     parser.add_argument("--no-preview", action="store_true", help="skip the preview even if the job samples")
     parser.add_argument("--profile", action="store_true",
                         help="profile one more step per bucket: time per kind of kernel, idle time, TFLOP/s")
+    parser.add_argument("--clips", type=int, default=None, metavar="N",
+                        help="cache and train on the first N clips of each dataset only; caching is projected to all")
     parser.add_argument("--plan", choices=["auto", "greedy", "frugal"], default="auto",
                         help="force the checkpoint plan: greedy = none (checks the OOM fallback), frugal = every block")
 
@@ -38,6 +40,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.steps < 1:
         print("--steps must be at least 1", file=sys.stderr)
+        return 2
+    if args.clips is not None and args.clips < 1:
+        print("--clips must be at least 1 (leave it out to use every clip)", file=sys.stderr)
         return 2
     job = load_job_arg(args.job)
     if job is None:
@@ -59,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         report = run_trial(job, steps=args.steps, progress=progress, device=device, vram_gib=args.vram_gib,
                            keep=Path(args.keep) if args.keep else None, plan=args.plan,
-                           preview=not args.no_preview, profile=args.profile)
+                           preview=not args.no_preview, profile=args.profile, clips=args.clips)
     except (ModelLoadError, DataExhausted, JobError) as e:
         print(f"trial failed: {e}", file=sys.stderr)
         return 1
