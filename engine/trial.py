@@ -15,6 +15,7 @@ tiny architecture on the CPU (that is how CI tests it) and says so.
 
 from __future__ import annotations
 
+import gc
 import math
 import shutil
 import statistics
@@ -183,11 +184,14 @@ def _time_steps(trainer: Any, expert: str, n: int, losses: list[float] | None = 
 
 def run_trial(job: Job, *, steps: int = 3, progress: Progress = lambda s: None, keep: Path | None = None,
               device: torch.device | None = None, vram_gib: float | None = None, plan: str = "auto",
-              preview: bool = True, profile: bool = False, clips: int | None = None) -> dict[str, Any]:
+              preview: bool = True, profile: bool = False, clips: int | None = None,
+              memory_snapshots: Path | None = None) -> dict[str, Any]:
     """Run the trial for ``job`` and return its report (see docs/contracts.md, ``wanlora trial --json``).
 
     ``clips`` caches and trains on at most that many clips per dataset (a big dataset's caching would
     otherwise dominate the trial); the projection scales the measured caching time to every clip.
+    ``memory_snapshots`` (CUDA) records each bucket's allocations and writes ``BUCKET.pickle`` there, at
+    the out-of-memory error if the bucket ran out (open it at https://pytorch.org/memory_viz).
 
     ``profile`` adds one profiled step per bucket (:mod:`engine.step_profile`): device time per kind of
     kernel, idle time, and the step's useful TFLOP/s."""
@@ -250,13 +254,14 @@ def run_trial(job: Job, *, steps: int = 3, progress: Progress = lambda s: None, 
         trainer.data = replay
         rows = []
         for b in buckets:
-            rows.append(_bucket_row(trainer, replay, b, got[b], shares[b], warm, steps, accum, progress,
-                                    profile=profile))
+            rows.append(_measured_bucket(trainer, replay, b, got[b], shares[b], warm, steps, accum, progress,
+                                         profile=profile, snapshots=memory_snapshots))
         report["buckets"] = rows
         report.update(_checkpoint_and_preview(trainer, tjob, progress))
         report["projection"] = project(tjob, report, shares)
-        report["memory_ok"] = all(r.get("oom_fallback") is False and r.get("reserved_fraction", 0) <= acc.RESERVED_LIMIT
-                                  for r in rows if "s_per_step" in r) if cuda else None
+        report["memory_ok"] = (not any("oom" in r for r in rows)
+                               and all(r.get("oom_fallback") is False and r.get("reserved_fraction", 0) <= acc.RESERVED_LIMIT
+                                       for r in rows if "s_per_step" in r)) if cuda else None
     finally:
         if trainer is not None and hasattr(trainer.data, "close"):
             trainer.data.close()
@@ -337,6 +342,49 @@ def _plan_in_force(ex: Any) -> dict[str, Any]:
             "saved_attention": 0 if frugal else p.keep_attention}
 
 
+class _MemoryHistory:
+    """CUDA allocation history of one bucket, written as a snapshot (``torch.cuda.memory``) when asked."""
+
+    def __init__(self, folder: Path | None, label: str, device: torch.device) -> None:
+        self.path = Path(folder) / f"{label}.pickle" if folder is not None and device.type == "cuda" else None
+
+    def __enter__(self) -> _MemoryHistory:
+        if self.path is not None:
+            torch.cuda.memory._record_memory_history(max_entries=200_000)
+        return self
+
+    def dump(self) -> None:
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            torch.cuda.memory._dump_snapshot(str(self.path))
+
+    def __exit__(self, *_exc: object) -> None:
+        if self.path is not None:
+            torch.cuda.memory._record_memory_history(enabled=None)
+
+
+def _measured_bucket(trainer: Any, replay: _Replay, bucket: tuple, batches: list, share: float, warm: int,
+                     steps: int, accum: int, progress: Progress, profile: bool = False,
+                     snapshots: Path | None = None) -> dict[str, Any]:
+    """The bucket's row, or, where it runs out of memory even with every block checkpointed, a row saying
+    so: the other buckets' figures still reach the report, and the projection says the job cannot run."""
+    label = _label(bucket)
+    oom = None
+    with _MemoryHistory(snapshots, label, trainer.device) as history:
+        try:
+            row = _bucket_row(trainer, replay, bucket, batches, share, warm, steps, accum, progress, profile=profile)
+            history.dump()
+            return row
+        except torch.OutOfMemoryError as e:
+            history.dump()  # while the failed step's tensors are still alive: what filled the card
+            oom = str(e).splitlines()[0][:300]
+    gc.collect()  # the failed step's frames, outside the handler
+    if trainer.device.type == "cuda":
+        torch.cuda.empty_cache()
+    progress(f"{label}: out of memory even with every block checkpointed")
+    return {"bucket": label, "tokens": acc.video_tokens(*bucket), "share": round(share, 4), "oom": oom}
+
+
 def _bucket_row(trainer: Any, replay: _Replay, bucket: tuple, batches: list, share: float, warm: int, steps: int,
                 accum: int, progress: Progress, profile: bool = False) -> dict[str, Any]:
     device = trainer.device
@@ -411,6 +459,11 @@ def _checkpoint_and_preview(trainer: Any, job: Job, progress: Progress) -> dict[
 
 def project(job: Job, report: dict[str, Any], shares: dict[tuple, float]) -> dict[str, Any]:
     """The whole job's wall time from the measured parts (weighted by how often each bucket comes up)."""
+    failed = [r["bucket"] for r in report["buckets"] if "oom" in r]
+    if failed:
+        return {"total_h": None, "why": f"{', '.join(failed)} ran out of memory even with every block checkpointed: "
+                "the job cannot run on this GPU as set (drop that bucket, use fewer frames, or follow the OOM ladder "
+                "of `wanlora estimate`)"}
     rows = {r["bucket"]: r for r in report["buckets"]}
     measured = {b: rows[_label(b)]["s_per_step"] for b in shares if "s_per_step" in rows.get(_label(b), {})}
     if not measured:
@@ -476,7 +529,8 @@ def format_report(r: dict[str, Any]) -> str:
     lines.append(f"{'bucket':<14}{'share':>6}{'s/step':>9}{'warm-up s':>12}{'switch s':>9}{'alloc':>8}{'resv':>8}  note")
     for b in r["buckets"]:
         if "s_per_step" not in b:
-            lines.append(f"{b['bucket']:<14}{b['share']:>6.2f}  {b.get('skipped', '')}")
+            why = f"out of memory even with every block checkpointed: {b['oom']}" if "oom" in b else b.get("skipped", "")
+            lines.append(f"{b['bucket']:<14}{b['share']:>6.2f}  {why}")
             continue
         warm = "+".join(f"{sum(e['warmup_s']):.1f}" for e in b["experts"].values())
         note = "OOM → full checkpointing" if b["oom_fallback"] else ""
@@ -497,6 +551,8 @@ def format_report(r: dict[str, Any]) -> str:
         lines.append(f"projected: {pr['steps']} steps × {pr['mean_s_per_step']} s = {pr['train_h']} h training + "
                      f"{pr['caching_h']} h caching + {pr['switch_h']} h switches + {pr['compile_h']} h warm-up + "
                      f"{pr['checkpoints_h']} h saves + {pr['previews_h']} h previews = {pr['total_h']} h")
+    elif pr.get("why"):
+        lines.append(f"no projection: {pr['why']}")
     if r.get("memory_ok") is False:
         lines.append("memory: a bucket went over 92 % reserved or fell back after an OOM — see the table")
     lines.append("nothing was written into the job's folders")

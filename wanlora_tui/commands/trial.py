@@ -29,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser, verb: str = "trial") -> None:
                         help="profile one more step per bucket: time per kind of kernel, idle time, TFLOP/s")
     parser.add_argument("--clips", type=int, default=None, metavar="N",
                         help="cache and train on the first N clips of each dataset only; caching is projected to all")
+    parser.add_argument("--memory-snapshot", default=None, metavar="DIR",
+                        help="CUDA: write each bucket's allocation history to DIR/BUCKET.pickle (pytorch.org/memory_viz)")
     parser.add_argument("--plan", choices=["auto", "greedy", "frugal"], default="auto",
                         help="force the checkpoint plan: greedy = none (checks the OOM fallback), frugal = every block")
 
@@ -64,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         report = run_trial(job, steps=args.steps, progress=progress, device=device, vram_gib=args.vram_gib,
                            keep=Path(args.keep) if args.keep else None, plan=args.plan,
-                           preview=not args.no_preview, profile=args.profile, clips=args.clips)
+                           preview=not args.no_preview, profile=args.profile, clips=args.clips,
+                           memory_snapshots=Path(args.memory_snapshot) if args.memory_snapshot else None)
     except (ModelLoadError, DataExhausted, JobError) as e:
         print(f"trial failed: {e}", file=sys.stderr)
         return 1
@@ -72,4 +75,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"trial ran out of GPU memory: {str(e).splitlines()[0][:300]}", file=sys.stderr)
         return 1
     print(json.dumps(report, indent=1) if args.json else format_report(report))
+    failed = [b["bucket"] for b in report["buckets"] if "oom" in b]
+    if failed:
+        print(f"trial: {', '.join(failed)} ran out of GPU memory even with every block checkpointed; the job would "
+              "fail there", file=sys.stderr)
+        return 1
     return 0

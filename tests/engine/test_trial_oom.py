@@ -1,0 +1,46 @@
+"""A bucket that runs out of memory even with every block checkpointed is a row of the trial's report, not the
+end of the trial: the other buckets keep their figures, and the projection says the job cannot run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from wanlora.engine.config.schema import Job
+
+
+def test_one_bucket_out_of_memory_keeps_the_others_and_refuses_a_projection(tmp_path: Path, clips: Path,
+                                                                              tiny_model: Path, monkeypatch) -> None:
+    from wanlora.engine.train.demo import demo_job_dict
+    from wanlora.engine.train.loop import Trainer
+    from wanlora.engine.trial import format_report, run_trial
+
+    monkeypatch.setenv("WANLORA_HOME", str(tmp_path / "home"))
+    from wanlora.engine.data.synthetic import write_clips
+
+    big = tmp_path / "big"
+    write_clips(big, n=2, num_frames=24, size=(96, 96), fps=16.0, captions=True)
+    d = demo_job_dict(clips, tiny_model, steps=40, multistage__low_noise=False)
+    d["datasets"].append({**d["datasets"][0], "folder": str(big), "resolutions": [96]})
+    job = Job.model_validate(d)
+
+    real = Trainer.forward_loss
+    tried: list[int] = []
+
+    def big_bucket_never_fits(self, ex, batch):
+        if batch.pixels.shape[-1] == 96:  # the 96² bucket: every attempt, the frugal retry too
+            tried.append(64)
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.21 GiB (simulated)")
+        return real(self, ex, batch)
+
+    monkeypatch.setattr(Trainer, "forward_loss", big_bucket_never_fits)
+    r = run_trial(job, steps=1, device=torch.device("cpu"), preview=False)
+
+    rows = {b["bucket"]: b for b in r["buckets"]}
+    assert set(rows) == {"9x64x64", "9x96x96"}
+    assert rows["9x64x64"]["s_per_step"] > 0  # measured although a later bucket failed
+    assert "Tried to allocate 2.21 GiB" in rows["9x96x96"]["oom"] and "s_per_step" not in rows["9x96x96"]
+    assert len(tried) == 2  # the speed plan, then every block checkpointed: only then is it a row
+    assert r["projection"]["total_h"] is None and "9x96x96 ran out of memory" in r["projection"]["why"]
+    text = format_report(r)
+    assert "no projection: 9x96x96 ran out of memory" in text
