@@ -66,9 +66,13 @@ def test_the_failed_steps_memory_is_free_before_the_retry(tmp_path, clips, tiny_
         if not held:
             activations = torch.empty(1 << 20)  # what the failed forward had built
             held.append(weakref.ref(activations))
+            dop_term = torch.empty(1 << 20)  # a DOP term the trainer keeps, with the failed step's graph
+            held.append(weakref.ref(dop_term))
+            self.last_dop = dop_term
+            del dop_term
             err = torch.OutOfMemoryError("CUDA out of memory (simulated)")  # frame -> err -> traceback -> frame
             raise err
-        alive_at_retry.append(held[0]() is not None)
+        alive_at_retry.append(any(h() is not None for h in held))
         return real(self, ex, batch)
 
     monkeypatch.setattr(type(tr), "forward_loss", flaky)
