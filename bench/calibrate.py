@@ -3,9 +3,11 @@
     python bench/calibrate.py            # write presets/calibration.toml, print estimate-vs-measured errors
     python bench/calibrate.py --check    # only print the errors
 
-Inputs are the JSON lines in ``bench/results/`` written by ``bench/step.py`` and ``bench/memory_tiers.py``.
-Step rows of the trainer's own configuration (fp8 base, per-block compile, selective checkpointing that keeps
-attention) become ``[[step]]`` rows; every measured row with a fully determined configuration is then
+Inputs are the JSON lines in ``bench/results/`` written by ``bench/step.py`` and ``bench/memory_tiers.py``, and
+the ``wanlora trial --json`` reports there (``trial_*.json``: the product's own path).  Step rows of the
+trainer's own configuration (fp8 base, per-block compile, selective checkpointing that keeps attention) and
+every one-expert trial bucket (its quantisation and compile as run; of repeated runs the fastest) become
+``[[step]]`` rows; every measured row with a fully determined configuration is then
 estimated by ``engine.estimate`` and compared: step time within ±15 % (leave-one-out: each bucket is
 estimated from the *other* buckets' rows), peak VRAM within ±10 % (targets of issue 7).  Memory is compared where the run did not fill spare memory on purpose (selective checkpointing
 uses whatever is free, so its peak says nothing about what the job needs).
@@ -39,6 +41,55 @@ def rows(pattern: str) -> list[dict]:
     return out
 
 
+def trial_rows() -> list[dict]:
+    """One-expert buckets of the ``wanlora trial --json`` reports under bench/results/, at the card's full
+    memory (no forced plan, no ``--vram-gib`` cap), as ``[[step]]`` fields."""
+    reports = []
+    for p in sorted(RESULTS.rglob("trial_*.json")):
+        text = p.read_text().strip()
+        if text:
+            reports.append((p, json.loads(text)))
+    full = {}
+    for _, r in reports:
+        if r.get("vram_total_gib"):
+            full[r["gpu"]] = max(full.get(r["gpu"], 0.0), r["vram_total_gib"])
+    out = []
+    for p, r in reports:
+        plan = r.get("plan") or {}
+        if (r.get("architecture") != "full" or r.get("plan_forced") or len(plan.get("experts", {})) != 1
+                or plan.get("low_vram") or plan.get("layer_offloading")
+                or (r.get("vram_total_gib") or 0) < 0.95 * full.get(r["gpu"], 0)):
+            continue
+        for b in r.get("buckets", []):
+            if "s_per_step" not in b or b.get("oom_fallback"):
+                continue
+            out.append({"gpu": r["gpu"], "shape": b["bucket"], "s_per_step": b["s_per_step"],
+                        "transformer": plan["quantization"], "compile": bool(plan["compile"]),
+                        "attention": plan.get("attention") or "", "peak_alloc_gib": b.get("peak_alloc_gib"),
+                        "torch": r.get("torch", ""), "source": str(p.relative_to(ROOT))})
+    best: dict[tuple, dict] = {}  # repeated runs of one configuration: the fastest
+    for row in out:
+        key = (row["gpu"], row["shape"], row["transformer"], row["compile"])
+        if key not in best or row["s_per_step"] < best[key]["s_per_step"]:
+            best[key] = row
+    return list(best.values())
+
+
+def guide_reports() -> list[dict]:
+    """Two-expert ``wanlora trial`` reports with a projection (the guide's runs): measured mean s/step."""
+    out = []
+    for p in sorted(RESULTS.rglob("trial_*.json")):
+        text = p.read_text().strip()
+        r = json.loads(text) if text else {}
+        plan, pr = r.get("plan") or {}, r.get("projection") or {}
+        if r.get("architecture") == "full" and len(plan.get("experts", {})) == 2 and pr.get("mean_s_per_step"):
+            buckets = [tuple(int(v) for v in b["bucket"].split("x")) for b in r["buckets"] if "s_per_step" in b]
+            out.append({"gpu": r["gpu"], "name": p.parent.name + "/" + p.stem, "buckets": buckets,
+                        "transformer": plan["quantization"], "compile": bool(plan["compile"]),
+                        "s_per_step": pr["mean_s_per_step"]})
+    return out
+
+
 def job_for(frames: int, h: int, w: int, **sections):
     """A job whose single bucket has the measured shape's area (480x832 → resolution 640, as a user's
     16:9 clips at resolution 640 would be bucketed)."""
@@ -54,10 +105,19 @@ def job_for(frames: int, h: int, w: int, **sections):
     return job
 
 
-def write_calibration(step_rows: list[dict], path: Path) -> int:
+def write_calibration(step_rows: list[dict], path: Path, trials: list[dict] | None = None) -> int:
     lines = ["# Written by bench/calibrate.py from bench/results/ (measured, not edited by hand).",
-             "# One row per measured bucket: the trainer's own configuration on that GPU.", ""]
+             "# One row per measured bucket: the trainer's own configuration on that GPU (bench/step.py), or a",
+             "# one-expert bucket of `wanlora trial` as run (transformer, compile; the fastest of repeated runs).", ""]
     n = 0
+    for r in trials or []:
+        f, h, w = (int(v) for v in r["shape"].split("x"))
+        lines += ["[[step]]", f'gpu = "{r["gpu"]}"', f"num_frames = {f}", f"width = {w}", f"height = {h}",
+                  f"s_per_step = {r['s_per_step']}", f'transformer = "{r["transformer"]}"',
+                  f"compile = {'true' if r['compile'] else 'false'}", "rank = 16", "batch_size = 1",
+                  "gradient_checkpointing = true", f"peak_gib = {r.get('peak_alloc_gib')}",
+                  f'attention = "{r["attention"]}"', f'measured = "{r["torch"]}"', f'source = "{r["source"]}"', ""]
+        n += 1
     for r in step_rows:
         if r["variant"] != TRAINER_VARIANT:
             continue
@@ -71,12 +131,27 @@ def write_calibration(step_rows: list[dict], path: Path) -> int:
     return n
 
 
-def check(step_rows: list[dict], tier_rows: list[dict]) -> list[tuple[str, str, float, float, float]]:
+def check(step_rows: list[dict], tier_rows: list[dict],
+          trials: list[dict] | None = None) -> list[tuple[str, str, float, float, float]]:
     """(what, metric, measured, estimated, error) for every comparable measurement."""
     from wanlora.engine.estimate import load_calibration, peak_vram, step_time
 
     cal = load_calibration()
     out = []
+    for g in guide_reports():  # the whole job's mean step (both experts, every bucket) from the calibration
+        f = g["buckets"][0][0]
+        job = job_for(f, 512, 512, quantization={"transformer": g["transformer"]}, advanced={"compile": g["compile"]})
+        job.datasets[0].resolutions = sorted({h for _, h, _ in g["buckets"]})
+        est = step_time(job, gpu_name=g["gpu"], calibration=cal).s_per_step
+        out.append((f"guide {g['name']}", "s/step", g["s_per_step"], est, est / g["s_per_step"] - 1))
+    for r in trials or []:  # leave-one-out, as below: the other buckets measured on this GPU
+        f, h, w = (int(v) for v in r["shape"].split("x"))
+        job = job_for(f, h, w, quantization={"transformer": r["transformer"]}, advanced={"compile": r["compile"]},
+                      multistage={"high_noise": True, "low_noise": False})
+        others = [c for c in cal if not (c["gpu"] == r["gpu"] and (c["num_frames"], c["height"], c["width"]) == (f, h, w))]
+        est = step_time(job, gpu_name=r["gpu"], calibration=others).s_per_step
+        what = f"trial {r['transformer']} {r['attention']} {r['shape']}".replace('  ', ' ')
+        out.append((what, "s/step", r["s_per_step"], est, est / r["s_per_step"] - 1))
     for r in step_rows:
         f, h, w = (int(v) for v in r["shape"].split("x"))
         v = r["variant"]
@@ -114,14 +189,15 @@ def main() -> int:
     step_rows = [r for r in step_rows if "variant" in r and r.get("gpu", "").startswith("NVIDIA H100")
                  and r.get("experts", 1) == 1]
     tier_rows = [r for r in rows("*-tiers.jsonl") if "bench" in r]
+    trials = trial_rows()
     if not a.check:
-        n = write_calibration(step_rows, ROOT / "presets" / "calibration.toml")
+        n = write_calibration(step_rows, ROOT / "presets" / "calibration.toml", trials)
         print(f"wrote presets/calibration.toml ({n} rows)")
     worst = {"s/step": 0.0, "peak GiB": 0.0}
-    print(f"{'measurement':<36}{'metric':<10}{'measured':>10}{'estimate':>10}{'error':>8}")
-    for what, metric, meas, est, err in check(step_rows, tier_rows):
+    print(f"{'measurement':<40}{'metric':<10}{'measured':>10}{'estimate':>10}{'error':>8}")
+    for what, metric, meas, est, err in check(step_rows, tier_rows, trials):
         worst[metric] = max(worst[metric], abs(err))
-        print(f"{what:<36}{metric:<10}{meas:>10.2f}{est:>10.2f}{err:>+8.1%}")
+        print(f"{what:<40}{metric:<10}{meas:>10.2f}{est:>10.2f}{err:>+8.1%}")
     print(f"worst: step time {worst['s/step']:.1%} (target 15 %), peak VRAM {worst['peak GiB']:.1%} (target 10 %)")
     return 0
 

@@ -269,19 +269,25 @@ class TimeEstimate:
 
 
 def _calibrated_tflops(rows: list[dict[str, Any]], gpu: str, quant: str, compiled: bool) -> list[tuple[float, float]] | None:
-    """Throughput points (tokens, TFLOP/s) measured on ``gpu`` in the job's settings, normalised to eager bf16."""
+    """Throughput points (tokens, TFLOP/s) measured on ``gpu``, normalised to eager bf16.
+
+    Rows measured in the job's own settings (quantisation and compile) are used alone where there are any:
+    fp8 compute and the attention kernel change the speed by more than the fixed factors say, and
+    normalising a row and re-applying the same factors gives that row's time back exactly.  Several rows at
+    one token count (repeated runs) count once, at the fastest: what the trainer reaches with its kernels."""
     mine = [r for r in rows if str(r["gpu"]).lower() in gpu.lower() or gpu.lower() in str(r["gpu"]).lower()]
     if not mine:
         return None
-    pts = []
-    for r in mine:
+    same = [r for r in mine if str(r.get("transformer", "none")) == quant and bool(r.get("compile", False)) == compiled]
+    best: dict[float, float] = {}
+    for r in same or mine:
         tok = video_tokens(int(r["num_frames"]), int(r["height"]), int(r["width"]))
         tf = step_tflop(tok, int(r.get("rank", 16)), bool(r.get("gradient_checkpointing", True)),
                         int(r.get("batch_size", 1))) / float(r["s_per_step"])
         rq, rc = str(r.get("transformer", "none")), bool(r.get("compile", False))
         tf *= QUANT_TIME.get(rq, (1.0, 1.0))[int(rc)] * (COMPILE_FACTOR if rc else 1.0)  # back to eager bf16
-        pts.append((float(tok), tf))
-    return pts
+        best[float(tok)] = max(best.get(float(tok), 0.0), tf)
+    return sorted(best.items())
 
 
 def step_time(job: Job, gpu_name: str | None = None, tier: int | None = None,

@@ -317,7 +317,10 @@ def _plan_report(trainer: Any, events: _Tee) -> dict[str, Any]:
                             and job.quantization.transformer != "nf4"),
             "low_vram": job.model.low_vram, "layer_offloading": job.model.layer_offloading,
             "gradient_checkpointing": job.training.gradient_checkpointing, "experts": {},
-            "multi_gpu": _multi_gpu_plan(job, trainer.dist.world_size)}
+            "multi_gpu": _multi_gpu_plan(job, trainer.dist.world_size),
+            # the attention kernel in force ("flash4", "native" = PyTorch SDPA, ...): speed depends on it
+            "attention": next((e["kernel"] for e in events.records
+                               if e["type"] == "state" and e.get("state") == "attention"), None)}
     for e in events.records:  # one event per expert and bucket, smallest bucket first
         if e["type"] == "state" and e.get("state") == "checkpointing":
             row = {"tokens": e["tokens"], "checkpointed_blocks": e["checkpointed_blocks"],

@@ -42,5 +42,6 @@ def test_one_bucket_out_of_memory_keeps_the_others_and_refuses_a_projection(tmp_
     assert "Tried to allocate 2.21 GiB" in rows["9x96x96"]["oom"] and "s_per_step" not in rows["9x96x96"]
     assert len(tried) == 2  # the speed plan, then every block checkpointed: only then is it a row
     assert r["projection"]["total_h"] is None and "9x96x96 ran out of memory" in r["projection"]["why"]
+    assert r["plan"]["attention"] == "native"  # the kernel the speeds were measured with (SDPA on the CPU)
     text = format_report(r)
     assert "no projection: 9x96x96 ran out of memory" in text
