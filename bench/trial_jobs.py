@@ -11,6 +11,7 @@
   defaults (768x768, 41 frames, 25 steps, both experts).
 - ``*_fp8.toml``: the same on the 141 GB tier with ``quantization.transformer = "fp8"`` (fp8 compute).
 - ``guide81.toml`` / ``guide81_fp8.toml``: the guide's run at 81 frames (20 clips of 96 frames).
+- ``s41x512_fp8_b2.toml``: ``s41x512_fp8`` at batch 2 (does batch 2 raise samples/s on the H200?).
 - ``s81x1024_fp8.toml``: one expert at 81x1024x1024 (86 016 tokens), the bucket that runs out of memory on the
   H200 (BENCHMARKS.md §0b): ``wanlora trial s81x1024_fp8.toml --steps 1 --clips 2 --vram-gib 124
   --memory-snapshot snaps/`` writes what filled the card at the error.
@@ -27,13 +28,13 @@ sys.path.insert(0, str(ROOT))
 
 def _job(name: str, folder: Path, *, tier: int | str = 141, resolutions: list[int], frames: int,
          both: bool = True, switch_every: int = 10, steps: int = 3000, preview: Path | None = None,
-         fp8: bool = False) -> str:
+         fp8: bool = False, batch: int = 1) -> str:
     lines = [
         "[job]", f'name = "{name}"', 'preset = "motion"', f"vram_tier = {tier}", "",
         "[model]", 'name_or_path = "Wan-AI/Wan2.2-I2V-A14B-Diffusers"', "",
         "[multistage]", "high_noise = true", f"low_noise = {'true' if both else 'false'}",
         f"switch_every = {switch_every}", "",
-        "[training]", f"steps = {steps}", "cache_text_embeddings = true", "",
+        "[training]", f"steps = {steps}", "cache_text_embeddings = true", *([f"batch_size = {batch}"] if batch != 1 else []), "",
         "[save]", "every = 250", "",
     ]
     if fp8:  # fp8 weights + fp8 matmuls for the frozen base (LoRA-gradient cosine ≥ 0.998 per block, §0)
@@ -94,6 +95,7 @@ def main(out: Path) -> int:
         "guide_fp8": _job("guide_141_fp8", square, resolutions=[512, 768, 1024], frames=41, fp8=True),
         "guide81": _job("guide81_141", long, resolutions=[512, 768, 1024], frames=81),
         "guide81_fp8": _job("guide81_141_fp8", long, resolutions=[512, 768, 1024], frames=81, fp8=True),
+        "s41x512_fp8_b2": _job("s41x512_fp8_b2", square, resolutions=[512], frames=41, both=False, fp8=True, batch=2),
         "s81x1024_fp8": _job("s81x1024_fp8", long, resolutions=[1024], frames=81, both=False, fp8=True),
     }
     for name, text in jobs.items():

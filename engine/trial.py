@@ -426,6 +426,8 @@ def _bucket_row(trainer: Any, replay: _Replay, bucket: tuple, batches: list, sha
         row["profile"] = _profile_step(trainer, first, row["tokens"], experts[first]["s_per_step"])
     row["experts"] = experts
     row["s_per_step"] = round(statistics.mean(e["s_per_step"] for e in experts.values()), 4)
+    per_step = trainer.job.training.batch_size * accum  # clips per optimizer step: what batch size buys
+    row["samples_per_s"] = round(per_step / row["s_per_step"], 4) if row["s_per_step"] > 0 else None
     row["switch_s"] = switch
     row["oom_fallback"] = any(e["fell_back_to_full_checkpointing"] for e in experts.values())
     if cuda:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from wanlora.engine.config.schema import Job
 
@@ -39,6 +40,7 @@ def test_one_bucket_out_of_memory_keeps_the_others_and_refuses_a_projection(tmp_
     rows = {b["bucket"]: b for b in r["buckets"]}
     assert set(rows) == {"9x64x64", "9x96x96"}
     assert rows["9x64x64"]["s_per_step"] > 0  # measured although a later bucket failed
+    assert rows["9x64x64"]["samples_per_s"] == pytest.approx(1 / rows["9x64x64"]["s_per_step"], rel=1e-3)  # batch 1
     assert "Tried to allocate 2.21 GiB" in rows["9x96x96"]["oom"] and "s_per_step" not in rows["9x96x96"]
     assert len(tried) == 2  # the speed plan, then every block checkpointed: only then is it a row
     assert r["projection"]["total_h"] is None and "9x96x96 ran out of memory" in r["projection"]["why"]
