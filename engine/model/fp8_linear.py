@@ -64,14 +64,26 @@ _FP8_MM: dict[tuple[str, int | None], bool] = {}
 
 
 def fp8_matmul_supported(device: torch.device) -> bool:
-    """fp8 tensor-core GEMMs need compute capability ≥ 8.9 (Ada, Hopper, Blackwell); the CPU has them too."""
+    """fp8 tensor-core GEMMs need compute capability ≥ 8.9 (Ada, Hopper, Blackwell); the CPU has them too.
+
+    The answer is cached per device, but never written while ``torch.compile`` traces: inside a checkpointed
+    block that write is a side effect dynamo cannot trace, and the whole checkpoint fell back out of the
+    compiled graph (:func:`warm_fp8_check` fills the cache before the blocks are compiled)."""
     key = (device.type, device.index)
-    if key not in _FP8_MM:
-        if device.type == "cuda":
-            _FP8_MM[key] = torch.cuda.get_device_capability(device) >= (8, 9)
-        else:
-            _FP8_MM[key] = device.type == "cpu"
-    return _FP8_MM[key]
+    hit = _FP8_MM.get(key)
+    if hit is not None:
+        return hit
+    ok = torch.cuda.get_device_capability(device) >= (8, 9) if device.type == "cuda" else device.type == "cpu"
+    if not torch.compiler.is_compiling():
+        _FP8_MM[key] = ok
+    return ok
+
+
+def warm_fp8_check(root: nn.Module) -> None:
+    """Answer :func:`fp8_matmul_supported` for every device ``root``'s fp8 layers live on, before tracing."""
+    for m in root.modules():
+        if isinstance(m, Fp8Linear):
+            fp8_matmul_supported(m.weight_q.device)
 
 
 class Fp8Linear(nn.Module):

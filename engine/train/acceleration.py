@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 from wanlora.engine.model import attention as _attention  # noqa: F401 — registers the FA4 op the policy keeps
-from wanlora.engine.model.fp8_linear import convert_to_fp8
+from wanlora.engine.model.fp8_linear import convert_to_fp8, warm_fp8_check
 
 GIB = 1024**3
 # Activation memory of one Wan 2.2 A14B block left un-checkpointed, per video token at batch 1 (bf16,
@@ -46,7 +46,7 @@ def apply_fp8(transformer: nn.Module) -> int:
 _BLOCK_VARIANTS = 3
 
 
-def compile_blocks(transformer: nn.Module, *, dynamic: bool = False, shapes: int = 1) -> None:
+def compile_blocks(transformer: nn.Module, *, dynamic: bool = False, shapes: int = 1, backend: str = "inductor") -> None:
     """Compile each block in place (names unchanged); all blocks share one graph per input shape and plan.
 
     Every bucket shape × block variant is one more graph of the same code; past dynamo's recompile limit
@@ -55,8 +55,9 @@ def compile_blocks(transformer: nn.Module, *, dynamic: bool = False, shapes: int
     """
     need = 4 * _BLOCK_VARIANTS * max(1, shapes)
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, need)
+    warm_fp8_check(transformer)  # no first-call cache write inside a traced checkpoint
     for block in transformer.blocks:
-        block.compile(dynamic=dynamic)
+        block.compile(dynamic=dynamic, backend=backend)
 
 
 def bucket_key(planned: dict[int, object] | list[int], tokens: int) -> int:
