@@ -52,3 +52,29 @@ def test_no_graph_break_when_the_first_fp8_matmul_is_inside_a_checkpoint(keep_at
     assert dict(counters["graph_break"]) == {}, dict(counters["graph_break"])
     assert all(b.lora.grad is not None for b in m.blocks)
     torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("keep_attention", [0, 1, 3], ids=["frugal", "mixed", "keeping-attention"])
+def test_the_wan_block_with_lora_fp8_and_the_flash_op_compiles_without_a_graph_break(keep_attention: int,
+                                                                                        monkeypatch) -> None:
+    """The trainer's own stack on the real Wan 2.2 block (tiny widths): peft LoRA, fp8 bases, attention
+    through the ``wanlora::flash_attention`` op (the test's reference kernels), the trainer's checkpoint plans."""
+    from torch._dynamo.utils import counters
+    from wanlora.engine.model import attention
+
+    from tests.speed.test_flash_attention_op import REF
+    from tests.speed.test_offload_quant import inputs, tiny_lora_model
+
+    torch._dynamo.reset()
+    m = tiny_lora_model()
+    assert acc.apply_fp8(m) > 0
+    attention.route_to_flash(m, REF)
+    acc.set_checkpointing(m, 3, save_attention=True, keep_attention=keep_attention)
+    monkeypatch.setattr(fp8_linear, "_FP8_MM", {})
+    counters.clear()
+    acc.compile_blocks(m, backend="aot_eager")
+    x, t, txt = inputs()
+    m(x, timestep=t, encoder_hidden_states=txt, return_dict=False)[0].square().mean().backward()
+    assert dict(counters["graph_break"]) == {}, dict(counters["graph_break"])
+    assert any(p.grad is not None for p in m.parameters() if p.requires_grad)
+    torch._dynamo.reset()
