@@ -162,5 +162,6 @@ def test_sigterm_to_the_group_saves_once_and_exits_143(tmp_path: Path, clips: Pa
     os.killpg(p.pid, signal.SIGTERM)
     assert finish(p, log) == 143, log.read_text()[-3000:]
     last = _steps(jd)[-1]["step"]
-    assert train_state.list_states(jd)[-1][0] == last < 500
+    states = train_state.list_states(jd)
+    assert states and states[-1][0] == last < 500, (states, last, log.read_text()[-3000:])
     assert jobdir.read_status(jd)["state"] == "stopped"
