@@ -41,14 +41,20 @@ def rows(pattern: str) -> list[dict]:
     return out
 
 
-def trial_rows() -> list[dict]:
-    """One-expert buckets of the ``wanlora trial --json`` reports under bench/results/, at the card's full
-    memory (no forced plan, no ``--vram-gib`` cap), as ``[[step]]`` fields."""
-    reports = []
+def trial_reports() -> list[tuple[Path, dict]]:
+    """Every ``wanlora trial --json`` report under bench/results/ (an empty file: a trial that crashed)."""
+    out = []
     for p in sorted(RESULTS.rglob("trial_*.json")):
         text = p.read_text().strip()
         if text:
-            reports.append((p, json.loads(text)))
+            out.append((p, json.loads(text)))
+    return out
+
+
+def trial_rows() -> list[dict]:
+    """One-expert buckets of the ``wanlora trial --json`` reports under bench/results/, at the card's full
+    memory (no forced plan, no ``--vram-gib`` cap), as ``[[step]]`` fields."""
+    reports = trial_reports()
     full = {}
     for _, r in reports:
         if r.get("vram_total_gib"):
@@ -78,9 +84,7 @@ def trial_rows() -> list[dict]:
 def guide_reports() -> list[dict]:
     """Two-expert ``wanlora trial`` reports with a projection (the guide's runs): measured mean s/step."""
     out = []
-    for p in sorted(RESULTS.rglob("trial_*.json")):
-        text = p.read_text().strip()
-        r = json.loads(text) if text else {}
+    for p, r in trial_reports():
         plan, pr = r.get("plan") or {}, r.get("projection") or {}
         if r.get("architecture") == "full" and len(plan.get("experts", {})) == 2 and pr.get("mean_s_per_step"):
             buckets = [tuple(int(v) for v in b["bucket"].split("x")) for b in r["buckets"] if "s_per_step" in b]

@@ -91,6 +91,7 @@ class MemoryEstimate:
     parts: dict[str, float]
     worst: str  # which dataset/bucket sets the peak, e.g. "datasets[0] 1024x1024x41"
     tokens: int
+    dataset: int = -1  # index of the dataset whose bucket sets the peak (-1: no datasets)
 
     @property
     def beyond_measured(self) -> bool:
@@ -143,7 +144,7 @@ def peak_vram(job: Job) -> MemoryEstimate:
     peak = sum(parts.values())
     where = f"datasets[{i}] {res}x{res}x{frames}" if i >= 0 else f"{res}x{res}x{frames}"
     return MemoryEstimate(round(peak, 1), round(peak * ALLOC_OVERHEAD + CUDA_CONTEXT_GIB, 1),
-                          {k: round(v, 2) for k, v in parts.items()}, where, tokens)
+                          {k: round(v, 2) for k, v in parts.items()}, where, tokens, i)
 
 
 @dataclass

@@ -15,7 +15,6 @@ tiny architecture on the CPU (that is how CI tests it) and says so.
 
 from __future__ import annotations
 
-import gc
 import math
 import shutil
 import statistics
@@ -381,9 +380,7 @@ def _measured_bucket(trainer: Any, replay: _Replay, bucket: tuple, batches: list
         except torch.OutOfMemoryError as e:
             history.dump()  # while the failed step's tensors are still alive: what filled the card
             oom = str(e).splitlines()[0][:300]
-    gc.collect()  # the failed step's frames, outside the handler
-    if trainer.device.type == "cuda":
-        torch.cuda.empty_cache()
+    trainer.free_failed_step()  # outside the handler: the failed step's frames are only gone now
     progress(f"{label}: out of memory even with every block checkpointed")
     return {"bucket": label, "tokens": acc.video_tokens(*bucket), "share": round(share, 4), "oom": oom}
 

@@ -19,7 +19,7 @@ from wanlora.engine.config.io import parse_toml, read_toml
 from wanlora.engine.config.machine import Machine, machine_findings, skip_requested
 from wanlora.engine.config.presets import Resolved, recipe_meta, resolve
 from wanlora.engine.config.schema import DatasetSection, Job, expert_plan
-from wanlora.engine.estimate import MEASURED_TOKENS, format_ladder, oom_ladder, peak_vram, video_tokens
+from wanlora.engine.estimate import MEASURED_TOKENS, format_ladder, oom_ladder, peak_vram
 
 if TYPE_CHECKING:
     from wanlora.engine.data.scan import FolderReport
@@ -354,9 +354,7 @@ def _check_vram(job: Job, vram_gb: float | None) -> list[Finding]:
         return out
     est = peak_vram(job)
     if est.beyond_measured:
-        i = next((i for i, d in enumerate(job.datasets)
-                  if any(video_tokens(d.num_frames, r, r) == est.tokens for r in d.resolutions)), 0)
-        out.append(Finding("warning", f"datasets[{i}].resolutions",
+        out.append(Finding("warning", f"datasets[{max(0, est.dataset)}].resolutions",
                            f"the {est.worst} bucket is {est.tokens} tokens, past the largest measured to train "
                            f"({MEASURED_TOKENS}); at 86016 tokens (81 frames at 1024²) the trainer ran out of memory "
                            f"on an H200 even with every block checkpointed, so ≈{est.need_gib:.0f} GiB is a lower bound",

@@ -495,7 +495,7 @@ class Trainer:
             except torch.OutOfMemoryError:  # the speed plan overshot: fall back to the frugal one, once
                 if not self._relax_checkpointing(ex):
                     raise
-            self._free_failed_step()
+            self.free_failed_step()
 
     def _update(self, ex: Expert) -> None:
         """Clip, optimizer step, EMA: the averaged gradients become the expert's new LoRA."""
@@ -579,7 +579,7 @@ class Trainer:
                          "step is retried")
         return True
 
-    def _free_failed_step(self) -> None:
+    def free_failed_step(self) -> None:
         """Release what the step that ran out of memory still holds, before it is retried.
 
         Whatever of its frames (activations, the autograd graph) sits in a reference cycle with the error's
