@@ -14,7 +14,8 @@
 - ``s41x512_fp8_b2.toml``: ``s41x512_fp8`` at batch 2 (does batch 2 raise samples/s on the H200?).
 - ``s81x1024_fp8.toml``: one expert at 81x1024x1024 (86 016 tokens), the bucket that runs out of memory on the
   H200 (BENCHMARKS.md §0b): ``wanlora trial s81x1024_fp8.toml --steps 1 --clips 2 --vram-gib 124
-  --memory-snapshot snaps/`` writes what filled the card at the error.
+  --memory-snapshot snaps/`` writes what filled the card at the error; ``s81x1024_fp8_2x.toml``: the same bucket
+  with both experts resident, as the 81-frame guide trains it.
 """
 
 from __future__ import annotations
@@ -97,6 +98,7 @@ def main(out: Path) -> int:
         "guide81_fp8": _job("guide81_141_fp8", long, resolutions=[512, 768, 1024], frames=81, fp8=True),
         "s41x512_fp8_b2": _job("s41x512_fp8_b2", square, resolutions=[512], frames=41, both=False, fp8=True, batch=2),
         "s81x1024_fp8": _job("s81x1024_fp8", long, resolutions=[1024], frames=81, both=False, fp8=True),
+        "s81x1024_fp8_2x": _job("s81x1024_fp8_2x", long, resolutions=[1024], frames=81, fp8=True),
     }
     for name, text in jobs.items():
         (out / f"{name}.toml").write_text(text)
