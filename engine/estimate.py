@@ -30,11 +30,10 @@ IDLE_EXPERT_GIB = {"none": 0.0, "fp8": 0.0, "nf4": 0.25}  # what a low_vram idle
 OPT_BYTES_PER_PARAM = {"adamw": 8.0, "adamw8bit": 6.0}  # bf16 LoRA + grad + two optimizer moments
 EMA_BYTES_PER_PARAM = 2.0
 ALLOC_OVERHEAD = 1.08  # allocator fragmentation over max_memory_allocated
-# The activation figures hold up to the largest bucket measured to train: 48 384 tokens (81 frames at 768²,
-# both experts in fp8 on an H200).  At 86 016 tokens (81 frames at 1024²) one fp8 expert ran out of memory
-# under a 124 GiB cap even with every block checkpointed, needing over 122 GiB where this model says ≈ 78
-# (BENCHMARKS.md §0b): past this size the estimate is a lower bound.
-MEASURED_TOKENS = 48384
+# The activation figures hold up to the largest bucket measured to train: 86 016 tokens (81 frames at 1024²,
+# both experts in fp8 on an H200, 43.45 s/step; BENCHMARKS.md §0b).  Past this size the estimate is a lower
+# bound.  (Until every checkpointed block ran under an explicit policy, that bucket ran out of memory.)
+MEASURED_TOKENS = 86016
 CUDA_CONTEXT_GIB = 0.5
 
 # Wan 2.2 A14B expert: d=5120, ffn=13824, 40 blocks, 512 text tokens.

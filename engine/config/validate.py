@@ -356,10 +356,9 @@ def _check_vram(job: Job, vram_gb: float | None) -> list[Finding]:
     if est.beyond_measured:
         out.append(Finding("warning", f"datasets[{max(0, est.dataset)}].resolutions",
                            f"the {est.worst} bucket is {est.tokens} tokens, past the largest measured to train "
-                           f"({MEASURED_TOKENS}); at 86016 tokens (81 frames at 1024²) the trainer ran out of memory "
-                           f"on an H200 even with every block checkpointed, so ≈{est.need_gib:.0f} GiB is a lower bound",
-                           "run `wanlora trial` on the job first, or keep 81-frame buckets at 768 or below "
-                           "(41 frames at 1024 is measured)"))
+                           f"({MEASURED_TOKENS}: 81 frames at 1024², both experts in fp8 on an H200), so "
+                           f"≈{est.need_gib:.0f} GiB is a lower bound",
+                           "run `wanlora trial` on the job first, or keep buckets at 81 frames × 1024² or below"))
     if est.need_gib > budget:
         ladder = oom_ladder(job, budget)
         key = ladder[0].key if ladder else "job.vram_tier"

@@ -115,11 +115,11 @@ def test_info_lines_for_caching_that_ai_toolkit_refuses(job_file, ten_clips):
 
 
 def test_a_bucket_past_the_measured_range_says_its_estimate_is_a_lower_bound(job_file, ten_clips):
-    """81 frames at 1024² (86 016 tokens) ran out of memory on an H200 although the estimate said it fits:
-    the user is told before renting, and pointed at `wanlora trial`; 81 × 768² (measured) is not flagged."""
+    """121 frames at 1024² (126 976 tokens) is past the largest bucket measured to train (81 × 1024²): the user
+    is told before renting, and pointed at `wanlora trial`; 81 × 1024² (measured) is not flagged."""
     base = clean_job(ten_clips).replace("vram_tier = 80", "vram_tier = 141")
-    big = by_key(job_file(base.replace("num_frames = 21", "num_frames = 81\nresolutions = [512, 768, 1024]")))
+    big = by_key(job_file(base.replace("num_frames = 21", "num_frames = 121\nresolutions = [512, 768, 1024]")))
     (f,) = [f for f in big["datasets[0].resolutions"] if "lower bound" in f.message]
-    assert "1024x1024x81" in f.message and "86016 tokens" in f.message and "wanlora trial" in f.fix
-    ok = by_key(job_file(base.replace("num_frames = 21", "num_frames = 81\nresolutions = [512, 768]"), "ok.toml"))
+    assert "1024x1024x121" in f.message and "126976 tokens" in f.message and "wanlora trial" in f.fix
+    ok = by_key(job_file(base.replace("num_frames = 21", "num_frames = 81\nresolutions = [512, 768, 1024]"), "ok.toml"))
     assert not [f for g in ok.values() for f in g if "lower bound" in f.message]
