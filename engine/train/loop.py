@@ -496,9 +496,10 @@ class Trainer:
                 if not self._relax_checkpointing(ex):
                     raise
             self.free_failed_step()
-            if self.device.type == "cuda":  # what the retry starts from: the failed step's memory should be gone
-                self.events.emit("state", state="retrying", expert=ex.name,
-                                 allocated_gib=round(torch.cuda.memory_allocated(self.device) / 2**30, 2))
+            # what the retry starts from (CUDA): the failed step's memory should be gone by now
+            held = torch.cuda.memory_allocated(self.device) / 2**30 if self.device.type == "cuda" else None
+            self.events.emit("state", state="retrying", expert=ex.name,
+                             allocated_gib=None if held is None else round(held, 2))
 
     def _update(self, ex: Expert) -> None:
         """Clip, optimizer step, EMA: the averaged gradients become the expert's new LoRA."""

@@ -45,6 +45,8 @@ def test_oom_falls_back_to_full_checkpointing_and_repeats_the_same_step(tmp_path
     assert ex.extra["frugal"] == {ex.extra["plan_at"]}  # only the bucket that ran out falls back
     warnings = [e for e in jobdir.read_events(jd) if e["type"] == "warning" and "out of memory" in e["message"]]
     assert len(warnings) == 1
+    retries = [e for e in jobdir.read_events(jd) if e["type"] == "state" and e["state"] == "retrying"]
+    assert [e["expert"] for e in retries] == ["high_noise"]  # logged once, after the failed step was released
 
     # a second OOM under the frugal plan is a real OOM: it propagates (the run exits with the guide's ladder)
     monkeypatch.setattr(type(tr), "forward_loss", lambda self, ex, b: (_ for _ in ()).throw(torch.OutOfMemoryError("x")))
