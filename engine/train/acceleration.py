@@ -112,12 +112,18 @@ def _ckpt_class(base: type, keep_attention: bool) -> type:
     """
     key = (base, keep_attention)
     if key not in _CKPT_CLASSES:
-        # Always an explicit policy: under torch.compile (torch 2.11, CUDA) a checkpoint *without* one kept
-        # 7.96 GiB per block at 86 016 tokens where eager keeps 0.82 (its input): bench/block_memory.py.
-        ctx = _sac_contexts if keep_attention else _recompute_contexts
-
+        # Compiled, always an explicit policy: under torch.compile (torch 2.11, CUDA) a checkpoint *without*
+        # one kept 7.96 GiB per block at 86 016 tokens where eager keeps 0.82 (its input):
+        # bench/block_memory.py.  Eager, a plain checkpoint already keeps only the input, without the policy's
+        # per-op dispatch.
         class CheckpointedBlock(base):  # type: ignore[misc, valid-type]
             def forward(self, *args, **kwargs):  # noqa: ANN202
+                if keep_attention:
+                    ctx = _sac_contexts
+                elif torch.compiler.is_compiling():
+                    ctx = _recompute_contexts
+                else:
+                    return checkpoint(super().forward, *args, use_reentrant=False, **kwargs)
                 return checkpoint(super().forward, *args, use_reentrant=False, context_fn=ctx, **kwargs)
 
         CheckpointedBlock.__name__ = f"{'SavedAttention' if keep_attention else ''}Checkpointed{base.__name__}"
