@@ -244,7 +244,7 @@ def agree_on_control(ctx: DistContext, flags: Sequence[str], stop: str | None) -
     got = t.tolist()
     agreed = [f for f, v in zip(jobdir.FLAGS, got[:-1], strict=True) if v]
     names = {v: k for k, v in _STOP_CODES.items()}
-    return agreed, stop or names.get(got[-1])
+    return agreed, names.get(got[-1])  # the group's answer, the same on every rank
 
 
 class GroupStopSignal(StopSignal):

@@ -632,8 +632,10 @@ class Trainer:
 
     def _handle_flags(self) -> None:
         flags = take_flags(self.job_dir) if self.dist.is_main else []
-        # rank 0's flags and any rank's signal, agreed by all: every rank acts at this same step
-        flags, self.stop.requested = distributed.agree_on_control(self.dist, flags, self.stop.requested)
+        # rank 0's flags and any rank's signal, agreed by all: every rank acts at this same step.  Only the
+        # signal handler writes ``self.stop.requested``: assigning the agreed value back overwrote a SIGTERM
+        # that landed during the all-reduce, and torchrun killed the ranks 30 s later without a state.
+        flags, stop = distributed.agree_on_control(self.dist, flags, self.stop.requested)
         for flag in sorted(flags, key=lambda f: f == jobdir.FLAG_PAUSE):  # pause last: the others still run
             if flag == jobdir.FLAG_SAVE_NOW:
                 self.save_checkpoint()
@@ -645,10 +647,10 @@ class Trainer:
                 self.save_state()
                 distributed.barrier(self.dist)  # nobody exits before rank 0's files are complete
                 raise StopRun(jobdir.EXIT_PAUSED, "paused")
-        if self.stop.requested:
+        if stop is not None:
             self.save_state()
             distributed.barrier(self.dist)
-            raise StopRun(128 + 15 if self.stop.requested == "SIGTERM" else 130, f"stopped by {self.stop.requested}")
+            raise StopRun(128 + 15 if stop == "SIGTERM" else 130, f"stopped by {stop}")
 
     def train(self) -> int:
         job = self.job
