@@ -250,10 +250,11 @@ def agree_on_control(ctx: DistContext, flags: Sequence[str], stop: str | None) -
 class GroupStopSignal(StopSignal):
     """SIGTERM/SIGINT handling for a rank of a torchrun group.
 
-    ``kill -TERM -PGID`` reaches a worker directly *and* through torchrun, which forwards the signal it
-    got: the same signal twice within a while is one request, not the "second signal: die now" escape.
-    The while is long (30 s): on a loaded machine torchrun's forwarded copy came more than 5 s after the
-    direct one, and the rank died without its state (a stop that must be forced has the daemon's SIGKILL).
+    torchrun starts each worker in its own session, so ``kill -TERM -PGID`` reaches a worker through
+    torchrun's forwarded copy; a signal sent to the worker itself (``kill PID``, a process-tree kill) can
+    come as well.  The same signal twice within a while is one request, not the "second signal: die now"
+    escape; the while is long (30 s), as a forwarded copy can lag on a loaded machine (a stop that must be
+    forced has the daemon's SIGKILL).
     """
 
     DEBOUNCE_S = 30.0
