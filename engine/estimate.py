@@ -32,7 +32,7 @@ EMA_BYTES_PER_PARAM = 2.0
 ALLOC_OVERHEAD = 1.08  # allocator fragmentation over max_memory_allocated
 # The activation figures hold up to the largest bucket measured to train: 86 016 tokens (81 frames at 1024²,
 # both experts in fp8 on an H200, 43.45 s/step; BENCHMARKS.md §0b).  Past this size the estimate is a lower
-# bound.  (Until every checkpointed block ran under an explicit policy, that bucket ran out of memory.)
+# bound.  (Until every compiled checkpointed block ran under an explicit policy, that bucket ran out of memory.)
 MEASURED_TOKENS = 86016
 CUDA_CONTEXT_GIB = 0.5
 

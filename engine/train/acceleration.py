@@ -89,7 +89,7 @@ def _save_self_attention(_ctx, op, *args, **_kwargs) -> CheckpointPolicy:
 
 
 def _recompute_everything(_ctx, _op, *_args, **_kwargs) -> CheckpointPolicy:
-    """Keep nothing but the block's inputs (the plan an expert falls back to after an OOM)."""
+    """Keep nothing but the block's inputs (compiled blocks past a plan's attention budget, the OOM fallback)."""
     return CheckpointPolicy.PREFER_RECOMPUTE
 
 

@@ -588,8 +588,7 @@ class Trainer:
 
         Whatever of its frames (activations, the autograd graph) sits in a reference cycle with the error's
         traceback is never freed by refcounting; without a collection the retry would start with that memory
-        still allocated.  (With it, the retry at 81×1024² on the H200 still ran out: BENCHMARKS.md §0b.)
-        The DOP term of the failed step holds its whole graph until dropped.
+        still allocated.  The DOP term of the failed step holds its whole graph until dropped.
         """
         self.last_dop = None
         gc.collect()
