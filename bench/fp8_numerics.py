@@ -2,10 +2,12 @@
 
 One random-weight Wan 2.2 A14B expert (built on the GPU), LoRA r16 with B drawn small (as after some
 training: with B = 0 the A gradients vanish), one 41x512x512 batch, flow-matching loss; gradients of every
-LoRA parameter with the bf16 base, then with the same base converted to fp8 compute (engine.model.fp8_linear,
-per-tensor scales).  Prints one JSON line per block (cosine, relative norm error) and a summary line.
+LoRA parameter with the bf16 base, then with the same base converted to fp8 compute
+(engine.model.fp8_linear), built afresh from the same seed for each scaling asked for (``tensor``: per-tensor scales, the trainer's; ``row``:
+per-token / per-channel).  Prints one JSON line per block and scaling (cosine, relative norm error) and a
+summary line per scaling.
 
-    python bench/fp8_numerics.py [--shape 41x512x512] [--out FILE]
+    python bench/fp8_numerics.py [--shape 41x512x512] [--scalings tensor,row] [--out FILE]
 """
 
 from __future__ import annotations
@@ -30,19 +32,26 @@ def main() -> int:
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--shape", default="41x512x512")
+    ap.add_argument("--scalings", default="tensor")
     ap.add_argument("--out", default="")
     a = ap.parse_args()
     F, H, W = (int(v) for v in a.shape.split("x"))
     dev = torch.device("cuda")
-    torch.manual_seed(0)
-    m = random_expert(torch.bfloat16, dev)
-    params = add_lora(m, 16, 16, dtype=torch.bfloat16)
-    names = [n for n, p in m.named_parameters() if p.requires_grad]
-    with torch.no_grad():
-        for n, p in zip(names, params, strict=True):
-            if "lora_B" in n:
-                p.normal_(0, 0.01)
-    acc.set_checkpointing(m, len(m.blocks))
+
+    def build() -> torch.nn.Module:
+        torch.manual_seed(0)
+        m = random_expert(torch.bfloat16, dev)
+        params = add_lora(m, 16, 16, dtype=torch.bfloat16)
+        with torch.no_grad():
+            for (n, _), p in zip(trainable(m), params, strict=True):
+                if "lora_B" in n:
+                    p.normal_(0, 0.01)
+        acc.set_checkpointing(m, len(m.blocks))
+        return m
+
+    def trainable(m: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
+        return [(n, p) for n, p in m.named_parameters() if p.requires_grad]
+
     g = torch.Generator(dev).manual_seed(1)
     lf, lh, lw = (F - 1) // 4 + 1, H // 8, W // 8
     x0 = torch.randn(1, 16, lf, lh, lw, device=dev, generator=g)
@@ -53,33 +62,41 @@ def main() -> int:
     inp = torch.cat([xt, cond], 1).to(torch.bfloat16)
     txt = torch.randn(1, 512, 4096, device=dev, generator=g).to(torch.bfloat16)
 
-    def grads() -> dict[str, torch.Tensor]:
-        for p in params:
+    def grads(m: torch.nn.Module) -> dict[str, torch.Tensor]:
+        for _, p in trainable(m):
             p.grad = None
         pred = m(inp, timestep=sigma * 1000, encoder_hidden_states=txt, return_dict=False)[0]
         loss = torch.nn.functional.mse_loss(pred.float(), (noise - x0).float())
         loss.backward()
-        return {n: p.grad.float().clone() for n, p in zip(names, params, strict=True)}
+        return {n: p.grad.float().clone() for n, p in trainable(m)}
 
-    ref = grads()
-    acc.apply_fp8(m)
-    fp8 = grads()
-    rows = []
-    for i in range(len(m.blocks)):
-        keys = [n for n in names if n.startswith(f"blocks.{i}.")]
-        a16 = torch.cat([ref[k].flatten() for k in keys])
-        a8 = torch.cat([fp8[k].flatten() for k in keys])
-        cos = float(torch.nn.functional.cosine_similarity(a16, a8, dim=0))
-        rel = float((a8 - a16).norm() / a16.norm().clamp(min=1e-30))
-        rows.append({"block": i, "cosine": round(cos, 5), "rel_norm_err": round(rel, 5)})
-        print(json.dumps(rows[-1]), flush=True)
-    summary = {"shape": a.shape, "min_cosine": min(r["cosine"] for r in rows),
-               "max_rel_norm_err": max(r["rel_norm_err"] for r in rows),
-               "mean_cosine": round(sum(r["cosine"] for r in rows) / len(rows), 5),
-               "gpu": torch.cuda.get_device_name(), "torch": torch.__version__}
-    print(json.dumps(summary), flush=True)
+    out: list[dict] = []
+    for scaling in a.scalings.split(","):
+        m = build()  # one expert at a time (two bf16 copies and their activations do not fit 141 GB)
+        names = [n for n, _ in trainable(m)]
+        ref = grads(m)
+        acc.apply_fp8(m, scaling=scaling)
+        fp8 = grads(m)
+        blocks = len(m.blocks)
+        del m
+        torch.cuda.empty_cache()
+        rows = []
+        for i in range(blocks):
+            keys = [n for n in names if n.startswith(f"blocks.{i}.")]
+            a16 = torch.cat([ref[k].flatten() for k in keys])
+            a8 = torch.cat([fp8[k].flatten() for k in keys])
+            cos = float(torch.nn.functional.cosine_similarity(a16, a8, dim=0))
+            rel = float((a8 - a16).norm() / a16.norm().clamp(min=1e-30))
+            rows.append({"scaling": scaling, "block": i, "cosine": round(cos, 5), "rel_norm_err": round(rel, 5)})
+            print(json.dumps(rows[-1]), flush=True)
+        summary = {"shape": a.shape, "scaling": scaling, "min_cosine": min(r["cosine"] for r in rows),
+                   "max_rel_norm_err": max(r["rel_norm_err"] for r in rows),
+                   "mean_cosine": round(sum(r["cosine"] for r in rows) / len(rows), 5),
+                   "gpu": torch.cuda.get_device_name(), "torch": torch.__version__}
+        print(json.dumps(summary), flush=True)
+        out += [*rows, summary]
     if a.out:
-        Path(a.out).write_text("\n".join(json.dumps(r) for r in [*rows, summary]) + "\n")
+        Path(a.out).write_text("\n".join(json.dumps(r) for r in out) + "\n")
     return 0
 
 

@@ -39,7 +39,8 @@ TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "ffn.net.0.proj", "ffn.net.2"]
 
 def build_expert(variant: str, dev, dtype, tiny: bool = False, rank: int = 16):
     """One expert with random weights built directly on ``dev`` (no CPU copy), LoRA attached, and the
-    variant's levers that change weights applied (``fp8`` in the name → fp8 base; ``fp32lora``)."""
+    variant's levers that change weights applied (``fp8`` in the name → fp8 base, ``fp8row`` with row-wise
+    scales; ``fp32lora``)."""
     import torch
     from diffusers import WanTransformer3DModel
     from peft import LoraConfig
@@ -58,7 +59,7 @@ def build_expert(variant: str, dev, dtype, tiny: bool = False, rank: int = 16):
     m.requires_grad_(False)
     m.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=TARGETS, init_lora_weights=True))
     if "fp8" in variant:
-        acc.apply_fp8(m)
+        acc.apply_fp8(m, scaling="row" if "fp8row" in variant else "tensor")
     if "fp32lora" in variant:
         for p in m.parameters():
             if p.requires_grad:

@@ -10,13 +10,21 @@ more matmul with the same frozen weight:
 
 so one custom autograd function with two ``torch._scaled_mm`` calls gives fp8 tensor-core speed in both
 directions and stores the weight in one byte per parameter.  The LoRA branch (peft) stays in bf16 beside
-it.  Scales are per tensor and computed on the device (no host sync), which ``torch.compile`` fuses into
-the neighbouring kernels.
+it.  Scales are computed on the device (no host sync), which ``torch.compile`` fuses into the neighbouring
+kernels.  Two scalings (``scaling``):
+
+- ``"tensor"``: one scale per tensor (what ComfyUI's ``fp8_scaled`` files store for the weight).
+- ``"row"``: one scale per token for the activation and gradient and one per output channel for the weight,
+  so one outlier token or channel no longer costs every other one its precision.  The backward needs the
+  weight's scale along the reduction dimension, which ``_scaled_mm`` cannot take; it is folded into the
+  gradient before that is quantised, ``dx = (dy · s_w) @ W_q`` (exact), and the gradient stays e4m3
+  there as in torchao's row-wise recipe (the per-row scale gives it the range e5m2 would).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import torch
 from torch import nn
@@ -29,6 +37,14 @@ _FMAX = {E4M3: 448.0, E5M2: 57344.0}
 def quantize_tensorwise(t: torch.Tensor, dtype: torch.dtype = E4M3) -> tuple[torch.Tensor, torch.Tensor]:
     """``t ≈ q.float() * scale`` with one fp32 scale for the whole tensor (amax maps to the format's max)."""
     amax = t.detach().abs().amax().float().clamp(min=1e-12)
+    scale = amax / _FMAX[dtype]
+    q = (t.float() / scale).clamp(-_FMAX[dtype], _FMAX[dtype]).to(dtype)
+    return q, scale
+
+
+def quantize_rowwise(t: torch.Tensor, dtype: torch.dtype = E4M3) -> tuple[torch.Tensor, torch.Tensor]:
+    """``t ≈ q.float() * scale`` with one fp32 scale per row (``scale`` has shape ``(rows, 1)``)."""
+    amax = t.detach().abs().amax(dim=-1, keepdim=True).float().clamp(min=1e-12)
     scale = amax / _FMAX[dtype]
     q = (t.float() / scale).clamp(-_FMAX[dtype], _FMAX[dtype]).to(dtype)
     return q, scale
@@ -60,6 +76,29 @@ class _Fp8Matmul(torch.autograd.Function):
         return gx.reshape(ctx.in_shape), None, None, None
 
 
+class _Fp8MatmulRowwise(torch.autograd.Function):
+    """As :class:`_Fp8Matmul` with row-wise scales; ``w_scale`` is ``(out_features, 1)``."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor | None):  # type: ignore[override]
+        shape = x.shape
+        x_q, x_scale = quantize_rowwise(x.reshape(-1, shape[-1]), E4M3)
+        b = bias.to(x.dtype) if bias is not None else None
+        y = torch._scaled_mm(x_q, w_q.t(), scale_a=x_scale, scale_b=w_scale.t(), bias=b, out_dtype=x.dtype)
+        ctx.save_for_backward(w_q, w_scale)
+        ctx.in_shape = shape
+        return y.reshape(*shape[:-1], w_q.shape[0])
+
+    @staticmethod
+    def backward(ctx, gy: torch.Tensor):  # type: ignore[override]
+        w_q, w_scale = ctx.saved_tensors
+        g = gy.reshape(-1, gy.shape[-1]).float() * w_scale.t()  # dx = (dy · s_w) @ W_q
+        g_q, g_scale = quantize_rowwise(g, E4M3)
+        ones = torch.ones(1, w_q.shape[1], device=w_q.device, dtype=torch.float32)
+        gx = torch._scaled_mm(g_q, w_q.t().contiguous().t(), scale_a=g_scale, scale_b=ones, out_dtype=gy.dtype)
+        return gx.reshape(ctx.in_shape), None, None, None
+
+
 _FP8_MM: dict[tuple[str, int | None], bool] = {}
 
 
@@ -86,8 +125,14 @@ def warm_fp8_check(root: nn.Module) -> None:
             fp8_matmul_supported(m.weight_q.device)
 
 
+Scaling = Literal["tensor", "row"]
+
+
 class Fp8Linear(nn.Module):
-    """Drop-in for a frozen ``nn.Linear``: weight stored e4m3 with a per-tensor scale, fp8 matmuls."""
+    """Drop-in for a frozen ``nn.Linear``: weight stored e4m3, fp8 matmuls.
+
+    ``weight_scale`` is a scalar (per-tensor scaling) or ``(out_features, 1)`` (row-wise); the shape says
+    which matmul runs, so a state dict carries its scaling with it."""
 
     def __init__(self, weight_q: torch.Tensor, weight_scale: torch.Tensor, bias: torch.Tensor | None,
                  *, fp8_compute: bool = True) -> None:
@@ -98,9 +143,14 @@ class Fp8Linear(nn.Module):
         self.register_buffer("weight_scale", weight_scale)
         self.register_buffer("bias", bias)
 
+    @property
+    def scaling(self) -> Scaling:
+        return "row" if self.weight_scale.numel() > 1 else "tensor"
+
     @classmethod
-    def from_linear(cls, lin: nn.Linear, *, fp8_compute: bool = True) -> Fp8Linear:
-        w_q, scale = quantize_tensorwise(lin.weight.data, E4M3)
+    def from_linear(cls, lin: nn.Linear, *, fp8_compute: bool = True, scaling: Scaling = "tensor") -> Fp8Linear:
+        quantize = quantize_rowwise if scaling == "row" else quantize_tensorwise
+        w_q, scale = quantize(lin.weight.data, E4M3)
         bias = lin.bias.data.to(torch.bfloat16 if lin.weight.is_cuda else lin.bias.dtype) if lin.bias is not None else None
         return cls(w_q, scale, bias, fp8_compute=fp8_compute)
 
@@ -111,13 +161,14 @@ class Fp8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fp8_compute and fp8_matmul_supported(x.device):
-            return _Fp8Matmul.apply(x, self.weight_q, self.weight_scale, self.bias)
+            fn = _Fp8MatmulRowwise if self.weight_scale.numel() > 1 else _Fp8Matmul
+            return fn.apply(x, self.weight_q, self.weight_scale, self.bias)
         # Older GPUs (Ampere: RTX 3090, A6000, A100): keep the memory saving, compute in the input's dtype.
         w = (self.weight_q.to(x.dtype) * self.weight_scale.to(x.dtype))
         return nn.functional.linear(x, w, self.bias.to(x.dtype) if self.bias is not None else None)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, fp8=e4m3"
+        return f"in_features={self.in_features}, out_features={self.out_features}, fp8=e4m3, scaling={self.scaling}"
 
 
 def fp8_eligible(lin: nn.Module) -> bool:
@@ -125,7 +176,7 @@ def fp8_eligible(lin: nn.Module) -> bool:
     return isinstance(lin, nn.Linear) and lin.in_features % 16 == 0 and lin.out_features % 16 == 0
 
 
-def convert_to_fp8(root: nn.Module, select: Callable[[str, nn.Module], bool]) -> int:
+def convert_to_fp8(root: nn.Module, select: Callable[[str, nn.Module], bool], scaling: Scaling = "tensor") -> int:
     """Replace every selected frozen ``nn.Linear`` under ``root`` (incl. peft ``base_layer``s) in place.
 
     Call *after* adding LoRA adapters, so peft wraps ordinary Linears and its adapters keep their own dtype.
@@ -138,6 +189,6 @@ def convert_to_fp8(root: nn.Module, select: Callable[[str, nn.Module], bool]) ->
             if fp8_eligible(child) and not child.weight.requires_grad and select(full, child):
                 targets.append((mod, child_name, child))  # type: ignore[arg-type]
     for parent, child_name, child in targets:
-        setattr(parent, child_name, Fp8Linear.from_linear(child))
+        setattr(parent, child_name, Fp8Linear.from_linear(child, scaling=scaling))
         del child
     return len(targets)

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 from wanlora.engine.model import attention as _attention  # noqa: F401 — registers the FA4 op the policy keeps
-from wanlora.engine.model.fp8_linear import convert_to_fp8, warm_fp8_check
+from wanlora.engine.model.fp8_linear import Scaling, convert_to_fp8, warm_fp8_check
 
 GIB = 1024**3
 # Activation memory of one Wan 2.2 A14B block left un-checkpointed, per video token at batch 1 (bf16,
@@ -37,9 +37,9 @@ def video_tokens(num_frames: int, height: int, width: int) -> int:
     return ((num_frames - 1) // 4 + 1) * (height // 16) * (width // 16)
 
 
-def apply_fp8(transformer: nn.Module) -> int:
+def apply_fp8(transformer: nn.Module, scaling: Scaling = "tensor") -> int:
     """fp8 weights + fp8 matmuls for every frozen Linear inside the transformer blocks."""
-    return convert_to_fp8(transformer, lambda name, _m: name.startswith("blocks."))
+    return convert_to_fp8(transformer, lambda name, _m: name.startswith("blocks."), scaling=scaling)
 
 
 # Graphs one compiled block may need per input shape: plain, checkpointed, checkpointed keeping attention.

@@ -69,6 +69,20 @@ def test_fp8_compute_learns_and_stores_one_byte_weights():
     assert got == pytest.approx(ref, rel=0.05)  # fp8 follows the bf16 trajectory
 
 
+def test_rowwise_fp8_compute_learns_on_cuda_compiled():
+    """Row-wise scales go through CUDA's row-wise ``_scaled_mm`` (bias included) inside compiled blocks."""
+    from wanlora.engine.train.acceleration import apply_fp8
+
+    m = model()
+    assert apply_fp8(m, scaling="row") == 4 * 10
+    assert {x.scaling for x in m.modules() if isinstance(x, Fp8Linear)} == {"row"}
+    set_checkpointing(m, 2)
+    compile_blocks(m)
+    got, ref = overfit(m), overfit(model())
+    assert learned(got)
+    assert got == pytest.approx(ref, rel=0.05)
+
+
 def test_nf4_learns():
     pytest.importorskip("bitsandbytes", reason="nf4 needs bitsandbytes (pip install 'wanlora[cuda]')")
     m = model()
