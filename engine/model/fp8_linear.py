@@ -34,69 +34,54 @@ E5M2 = torch.float8_e5m2
 _FMAX = {E4M3: 448.0, E5M2: 57344.0}
 
 
-def quantize_tensorwise(t: torch.Tensor, dtype: torch.dtype = E4M3) -> tuple[torch.Tensor, torch.Tensor]:
-    """``t ≈ q.float() * scale`` with one fp32 scale for the whole tensor (amax maps to the format's max)."""
-    amax = t.detach().abs().amax().float().clamp(min=1e-12)
+def _quantize(t: torch.Tensor, dtype: torch.dtype, rowwise: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    amax = t.detach().abs()
+    amax = (amax.amax(dim=-1, keepdim=True) if rowwise else amax.amax()).float().clamp(min=1e-12)
     scale = amax / _FMAX[dtype]
     q = (t.float() / scale).clamp(-_FMAX[dtype], _FMAX[dtype]).to(dtype)
     return q, scale
+
+
+def quantize_tensorwise(t: torch.Tensor, dtype: torch.dtype = E4M3) -> tuple[torch.Tensor, torch.Tensor]:
+    """``t ≈ q.float() * scale`` with one fp32 scale for the whole tensor (amax maps to the format's max)."""
+    return _quantize(t, dtype, rowwise=False)
 
 
 def quantize_rowwise(t: torch.Tensor, dtype: torch.dtype = E4M3) -> tuple[torch.Tensor, torch.Tensor]:
     """``t ≈ q.float() * scale`` with one fp32 scale per row (``scale`` has shape ``(rows, 1)``)."""
-    amax = t.detach().abs().amax(dim=-1, keepdim=True).float().clamp(min=1e-12)
-    scale = amax / _FMAX[dtype]
-    q = (t.float() / scale).clamp(-_FMAX[dtype], _FMAX[dtype]).to(dtype)
-    return q, scale
+    return _quantize(t, dtype, rowwise=True)
 
 
 class _Fp8Matmul(torch.autograd.Function):
-    """y = x Wᵀ (+ b) on fp8 tensor cores; backward returns dx only (W and b are frozen)."""
+    """y = x Wᵀ (+ b) on fp8 tensor cores; backward returns dx only (W and b are frozen).
+
+    ``rowwise``: ``w_scale`` is ``(out_features, 1)`` and x and dy get one scale per row (module docstring)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor | None):  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor | None,  # type: ignore[override]
+                rowwise: bool):
         shape = x.shape
-        x2 = x.reshape(-1, shape[-1])
-        x_q, x_scale = quantize_tensorwise(x2, E4M3)
-        out_dtype = x.dtype
-        b = bias.to(out_dtype) if bias is not None else None
-        y = torch._scaled_mm(x_q, w_q.t(), scale_a=x_scale, scale_b=w_scale, bias=b, out_dtype=out_dtype)
-        ctx.save_for_backward(w_q, w_scale)
-        ctx.in_shape = shape
-        return y.reshape(*shape[:-1], w_q.shape[0])
-
-    @staticmethod
-    def backward(ctx, gy: torch.Tensor):  # type: ignore[override]
-        w_q, w_scale = ctx.saved_tensors
-        g2 = gy.reshape(-1, gy.shape[-1])
-        g_q, g_scale = quantize_tensorwise(g2, E5M2)
-        # _scaled_mm wants its second operand column-major: Wᵀ contiguous, viewed transposed, is W laid out so.
-        w_col = w_q.t().contiguous().t()
-        gx = torch._scaled_mm(g_q, w_col, scale_a=g_scale, scale_b=w_scale, out_dtype=gy.dtype)
-        return gx.reshape(ctx.in_shape), None, None, None
-
-
-class _Fp8MatmulRowwise(torch.autograd.Function):
-    """As :class:`_Fp8Matmul` with row-wise scales; ``w_scale`` is ``(out_features, 1)``."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor | None):  # type: ignore[override]
-        shape = x.shape
-        x_q, x_scale = quantize_rowwise(x.reshape(-1, shape[-1]), E4M3)
+        x_q, x_scale = _quantize(x.reshape(-1, shape[-1]), E4M3, rowwise)
         b = bias.to(x.dtype) if bias is not None else None
-        y = torch._scaled_mm(x_q, w_q.t(), scale_a=x_scale, scale_b=w_scale.t(), bias=b, out_dtype=x.dtype)
+        y = torch._scaled_mm(x_q, w_q.t(), scale_a=x_scale, scale_b=w_scale.t() if rowwise else w_scale,
+                             bias=b, out_dtype=x.dtype)
         ctx.save_for_backward(w_q, w_scale)
-        ctx.in_shape = shape
+        ctx.in_shape, ctx.rowwise = shape, rowwise
         return y.reshape(*shape[:-1], w_q.shape[0])
 
     @staticmethod
     def backward(ctx, gy: torch.Tensor):  # type: ignore[override]
         w_q, w_scale = ctx.saved_tensors
-        g = gy.reshape(-1, gy.shape[-1]).float() * w_scale.t()  # dx = (dy · s_w) @ W_q
-        g_q, g_scale = quantize_rowwise(g, E4M3)
-        ones = torch.ones(1, w_q.shape[1], device=w_q.device, dtype=torch.float32)
-        gx = torch._scaled_mm(g_q, w_q.t().contiguous().t(), scale_a=g_scale, scale_b=ones, out_dtype=gy.dtype)
-        return gx.reshape(ctx.in_shape), None, None, None
+        g = gy.reshape(-1, gy.shape[-1])
+        if ctx.rowwise:  # dx = (dy · s_w) @ W_q: the weight's per-channel scale lies along the reduction
+            g_q, g_scale = _quantize(g.float() * w_scale.t(), E4M3, rowwise=True)
+            w_s = torch.ones(1, w_q.shape[1], device=w_q.device, dtype=torch.float32)
+        else:
+            g_q, g_scale = _quantize(g, E5M2, rowwise=False)
+            w_s = w_scale
+        # _scaled_mm wants its second operand column-major: Wᵀ contiguous, viewed transposed, is W laid out so.
+        gx = torch._scaled_mm(g_q, w_q.t().contiguous().t(), scale_a=g_scale, scale_b=w_s, out_dtype=gy.dtype)
+        return gx.reshape(ctx.in_shape), None, None, None, None
 
 
 _FP8_MM: dict[tuple[str, int | None], bool] = {}
@@ -161,8 +146,7 @@ class Fp8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fp8_compute and fp8_matmul_supported(x.device):
-            fn = _Fp8MatmulRowwise if self.weight_scale.numel() > 1 else _Fp8Matmul
-            return fn.apply(x, self.weight_q, self.weight_scale, self.bias)
+            return _Fp8Matmul.apply(x, self.weight_q, self.weight_scale, self.bias, self.scaling == "row")
         # Older GPUs (Ampere: RTX 3090, A6000, A100): keep the memory saving, compute in the input's dtype.
         w = (self.weight_q.to(x.dtype) * self.weight_scale.to(x.dtype))
         return nn.functional.linear(x, w, self.bias.to(x.dtype) if self.bias is not None else None)
