@@ -3,9 +3,9 @@
 One random-weight Wan 2.2 A14B expert (built on the GPU), LoRA r16 with B drawn small (as after some
 training: with B = 0 the A gradients vanish), one 41x512x512 batch, flow-matching loss; gradients of every
 LoRA parameter with the bf16 base, then with the same base converted to fp8 compute
-(engine.model.fp8_linear), built afresh from the same seed for each scaling asked for (``tensor``: per-tensor scales, the trainer's; ``row``:
-per-token / per-channel).  Prints one JSON line per block and scaling (cosine, relative norm error) and a
-summary line per scaling.
+(engine.model.fp8_linear); the expert is built afresh from the same seed for each scaling asked for
+(``tensor``: per-tensor scales, the trainer's; ``row``: per-token / per-channel).  Prints one JSON line per
+block and scaling (cosine, relative norm error) and a summary line per scaling.
 
     python bench/fp8_numerics.py [--shape 41x512x512] [--scalings tensor,row] [--out FILE]
 """

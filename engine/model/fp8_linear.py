@@ -35,6 +35,7 @@ _FMAX = {E4M3: 448.0, E5M2: 57344.0}
 
 
 def _quantize(t: torch.Tensor, dtype: torch.dtype, rowwise: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """``t ≈ q.float() * scale``, amax mapped to the format's max: one fp32 scale, or one per row ``(rows, 1)``."""
     amax = t.detach().abs()
     amax = (amax.amax(dim=-1, keepdim=True) if rowwise else amax.amax()).float().clamp(min=1e-12)
     scale = amax / _FMAX[dtype]
@@ -45,11 +46,6 @@ def _quantize(t: torch.Tensor, dtype: torch.dtype, rowwise: bool) -> tuple[torch
 def quantize_tensorwise(t: torch.Tensor, dtype: torch.dtype = E4M3) -> tuple[torch.Tensor, torch.Tensor]:
     """``t ≈ q.float() * scale`` with one fp32 scale for the whole tensor (amax maps to the format's max)."""
     return _quantize(t, dtype, rowwise=False)
-
-
-def quantize_rowwise(t: torch.Tensor, dtype: torch.dtype = E4M3) -> tuple[torch.Tensor, torch.Tensor]:
-    """``t ≈ q.float() * scale`` with one fp32 scale per row (``scale`` has shape ``(rows, 1)``)."""
-    return _quantize(t, dtype, rowwise=True)
 
 
 class _Fp8Matmul(torch.autograd.Function):
@@ -134,8 +130,7 @@ class Fp8Linear(nn.Module):
 
     @classmethod
     def from_linear(cls, lin: nn.Linear, *, fp8_compute: bool = True, scaling: Scaling = "tensor") -> Fp8Linear:
-        quantize = quantize_rowwise if scaling == "row" else quantize_tensorwise
-        w_q, scale = quantize(lin.weight.data, E4M3)
+        w_q, scale = _quantize(lin.weight.data, E4M3, rowwise=scaling == "row")
         bias = lin.bias.data.to(torch.bfloat16 if lin.weight.is_cuda else lin.bias.dtype) if lin.bias is not None else None
         return cls(w_q, scale, bias, fp8_compute=fp8_compute)
 
