@@ -164,13 +164,24 @@ def _image_problem(path: str) -> str | None:
     return None
 
 
+def unload_with_dop(job: Job) -> Finding | None:
+    """``unload_text_encoder`` + DOP, refused by ``validate`` and by the trainer itself (a job folder written by
+    hand skips validate): the one definition of that refusal."""
+    t = job.training
+    if not (t.unload_text_encoder and t.dop.enabled):
+        return None
+    return Finding("error", "training.unload_text_encoder",
+                   "unload_text_encoder encodes only the trigger word once, so DOP's class prompts could not be "
+                   "encoded: every preservation prompt would become the trigger and DOP would pull the LoRA back to "
+                   "the base model",
+                   "set unload_text_encoder = false (use cache_text_embeddings = true to save VRAM instead)")
+
+
 def _check_text_encoder(job: Job) -> list[Finding]:
     t = job.training
     out: list[Finding] = []
-    if t.unload_text_encoder and t.dop.enabled:
-        out.append(Finding("error", "training.unload_text_encoder",
-                           "unload_text_encoder encodes only the trigger word once, so DOP's class prompts could not be encoded",
-                           "set unload_text_encoder = false (use cache_text_embeddings = true to save VRAM instead)"))
+    if (refused := unload_with_dop(job)) is not None:
+        out.append(refused)
     if t.cache_text_embeddings and (t.dop.enabled or any(d.caption_dropout > 0 for d in job.datasets)):
         what = " and ".join(x for x, on in (("caption dropout", any(d.caption_dropout > 0 for d in job.datasets)),
                                              ("DOP", t.dop.enabled)) if on)

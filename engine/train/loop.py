@@ -28,6 +28,7 @@ from wanlora.engine.config.findings import JobError
 from wanlora.engine.config.io import load_job
 from wanlora.engine.config.launch import EXPERT, multi_gpu_mode
 from wanlora.engine.config.schema import ExpertPlan, Job, expert_plan
+from wanlora.engine.config.validate import unload_with_dop
 from wanlora.engine.model import attention, lora_format
 from wanlora.engine.model.load import ModelLoadError, WanParts, load_parts
 from wanlora.engine.model.lora import add_lora, load_lora_state_dict, lora_state_dict
@@ -145,6 +146,8 @@ class Trainer:
             raise JobError([], "training.dop.enabled needs job.trigger_word: without a trigger the preservation "
                                "prompt is the training caption itself and DOP undoes what the LoRA learns; set "
                                "job.trigger_word (and use it in the captions) or set training.dop.enabled = false")
+        if (refused := unload_with_dop(job)) is not None:  # validate's own refusal, for a job that skipped it
+            raise JobError([refused])
         self.status.update(state="loading", total_steps=job.training.steps)
         if self.parallel == EXPERT:  # half the ranks per expert, for the whole run
             self.groups = ep.make_groups(self.dist, self.trained)

@@ -112,6 +112,25 @@ def test_trainer_refuses_dop_without_a_trigger(tmp_path: Path) -> None:
     assert "training.dop.enabled" in err["message"] and "job.trigger_word" in err["message"]
 
 
+def test_trainer_refuses_dop_with_unload_text_encoder_as_validate_does(tmp_path: Path) -> None:
+    """Started directly (no validate), the trainer would map DOP's class prompts to the trigger and pull the
+    LoRA back to the base model; it refuses with validate's own finding, before any model is read."""
+    from wanlora.engine.config import jobdir
+    from wanlora.engine.config.validate import validate_job
+    from wanlora.engine.train.demo import demo_job_dict, write_job_dir
+    from wanlora.engine.train.loop import run
+
+    d = demo_job_dict(tmp_path / "clips", tmp_path / "no-model")
+    d["training"].update(unload_text_encoder=True, dop={"enabled": True, "preservation_class": "shape"})
+    jd = write_job_dir(tmp_path / "job", d)
+    assert run(jd) == jobdir.EXIT_CONFIG
+    err = next(e for e in jobdir.read_events(jd) if e["type"] == "error")
+    (finding,) = [f for f in validate_job(job_from_dict(d), check_files=False)
+                  if f.key == "training.unload_text_encoder" and f.level == "error"]
+    assert str(finding) in err["message"]  # the same words, message and fix
+    assert "no-model" not in err["message"]  # refused before the (absent) model was looked for
+
+
 def test_scan_shows_which_captions_get_the_trigger(tmp_path: Path, capsys) -> None:
     from wanlora.tui.cli import main
 
