@@ -20,7 +20,7 @@ from typing import Any
 import tomli_w
 from pydantic import BaseModel
 from wanlora.engine.config.findings import Finding, JobError
-from wanlora.engine.config.schema import PANELS, SamplePrompt, section_model
+from wanlora.engine.config.schema import PANELS, SamplePrompt, hub_repo_problem, section_model
 
 _MISSING = object()
 _CM = "toolkit/config_modules.py"
@@ -471,9 +471,36 @@ def _save(s: _Section, job: dict[str, Any], conv: Conversion) -> None:
     if s.has("max_step_saves_to_keep"):
         _set(job, "save.max_keep", int(s.take("max_step_saves_to_keep")))
     s.drop("save_format", "wanlora writes ComfyUI-native keys that diffusers also loads")
-    for k in ("push_to_hub", "hf_repo_id", "hf_private"):
-        s.drop(k, "no hub upload; copy the .safetensors pair yourself")
+    _push(s, job, conv)
     s.rest()
+
+
+def _push(s: _Section, job: dict[str, Any], conv: Conversion) -> None:
+    """ai-toolkit's ``push_to_hub`` (bool) + ``hf_repo_id`` + ``hf_private`` → our ``push_to_hub = "owner/name"``.
+
+    ai-toolkit's ``hf_private`` defaults to false (a public repo); left out, the import keeps ours (private)
+    and says so: publishing is a choice to make on purpose.
+    """
+    if not s.has("push_to_hub") and not s.has("hf_repo_id"):
+        return
+    on, repo, private = bool(s.take("push_to_hub", False)), s.take("hf_repo_id", None), s.take("hf_private", None)
+    repo = str(repo).strip() if repo is not None else ""
+    if not on:
+        if repo:
+            conv.notes.append(f"save.hf_repo_id {repo!r} is not used: push_to_hub is false in the config; "
+                              f'save.push_to_hub = "{repo}" uploads the final pair when the job completes')
+        return
+    problem = hub_repo_problem(repo) if repo else "push_to_hub is true but hf_repo_id is not set"
+    if problem:
+        conv.dropped.append((f"{s.prefix}push_to_hub", True, f'{problem}; set save.push_to_hub = "owner/name"'))
+        return
+    _set(job, "save.push_to_hub", repo)
+    if private is None:
+        _set(job, "save.push_private", True)
+        conv.notes.append(f"save.hf_private is not set, so ai-toolkit would make {repo} public; wanlora creates it "
+                          "private (save.push_private = false publishes it)")
+    else:
+        _set(job, "save.push_private", bool(private))
 
 
 def _dataset(d: _Section, conv: Conversion) -> dict[str, Any]:

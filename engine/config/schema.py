@@ -189,10 +189,49 @@ class TargetSection(Section):
         return float(self.alpha) if self.alpha is not None else float(self.rank)
 
 
+HUB_REPO_PART = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?$")
+
+
+def hub_repo_problem(value: str) -> str | None:
+    """Why ``value`` is not a Hugging Face model repo id (``owner/name``), as "what; fix", or None when it is.
+
+    The Hub's own rules (huggingface_hub's validate_repo_id), plus an owner: the card and the URL name it.
+    """
+    v = value.strip()
+    example = "e.g. yourname/orbit-lora"
+    if v.startswith(("http://", "https://")) or v.startswith("huggingface.co/"):
+        tail = "/".join(v.split("://")[-1].split("/")[1:3])
+        return f"give the repo id, not its URL; write {tail or example!r}"
+    if v.count("/") != 1:
+        return ("a Hub repo id is owner/name (one '/'); write your user or organisation name, a '/', then the "
+                f"repo name, {example}")
+    for part in v.split("/"):
+        if not HUB_REPO_PART.match(part) or "--" in part or ".." in part:
+            return (f"{part!r} is not a valid owner or repo name; use letters, digits, '-', '_' and '.' ('-' and "
+                    f"'.' not first or last, no '--' or '..'), at most 96 characters ({example})")
+    if v.endswith(".git"):
+        return f"a repo id has no .git ending; write {v[:-4]!r}"
+    return None
+
+
 class SaveSection(Section):
     dtype: Literal["bf16", "fp16", "fp32"] = F("bf16", "Data type of the saved LoRA files.")
     every: int = F(250, "Save a checkpoint pair every N steps.", ge=1, le=1_000_000)
     max_keep: int = F(4, "Step checkpoints kept (the final one is always kept).", ge=1, le=1000)
+    push_to_hub: str = F(
+        "", "Hugging Face repo (owner/name) that gets the final LoRA pair and a model card once the job completes; "
+            "empty = off. Token: HF_TOKEN in the daemon's environment or `hf auth login`; `wanlora push JOB` retries."
+    )
+    push_private: bool = F(True, "Create the Hub repo private (an existing repo keeps its visibility).")
+
+    @field_validator("push_to_hub")
+    @classmethod
+    def _repo_ok(cls, v: str) -> str:
+        if v.strip():
+            problem = hub_repo_problem(v)
+            if problem:
+                raise ValueError(problem)
+        return v.strip()
 
 
 class DopSection(Section):
