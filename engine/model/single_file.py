@@ -165,11 +165,13 @@ def _config(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def expert_key_map(h: wf.Header, layout: str, prefix: str) -> dict[str, str]:
-    """File key → diffusers name for an expert file in ``layout`` (diffusers' converter for Wan/ComfyUI keys)."""
-    keys = [k for k in h.tensors if k.startswith(prefix)]
+    """File key → diffusers name for an expert file in ``layout``: ``prefix`` (``weight_files.transformer_prefix``'s
+    decision) is stripped here, then original Wan names go through diffusers' converter (which itself strips only
+    ``model.diffusion_model.``, so a ``diffusion_model.`` or ``model.`` file would otherwise miss every renamed key)."""
+    bare = {k[len(prefix):]: k for k in h.tensors if k.startswith(prefix)}
     if layout == "diffusers":
-        return {k: k[len(prefix):] for k in keys}
-    return keymaps.wan_to_diffusers_transformer(keys)
+        return {k: name for name, k in bare.items()}
+    return {bare[name]: new for name, new in keymaps.wan_to_diffusers_transformer(bare).items()}
 
 
 def load_expert_file(path: Path | str, cfg: dict[str, Any], *, dtype: torch.dtype, device: torch.device | str,
@@ -207,7 +209,7 @@ def load_vae_file(path: Path | str, cfg: dict[str, Any], *, dtype: torch.dtype, 
     if rep.kind != "vae":
         raise SingleFileError(f"{wf.FILE_KEY[wf.VAE]}: {Path(path).name} is {rep.description}; expected {wf.PART_LABEL[wf.VAE]}")
     model = _empty(lambda: AutoencoderKLWan.from_config(_config(cfg)))
-    prefix = next(p for p in wf.VAE_PREFIXES if any(k.startswith(p) for k in h.tensors))
+    prefix = rep.facts["prefix"]  # weight_files.vae_prefix: the same decision identify made
     stripped = {k: k[len(prefix):] for k in h.tensors if k.startswith(prefix)}
     if rep.layout == "wan":
         inner = keymaps.wan_to_diffusers_vae(stripped.values(), model.state_dict().keys(), model.config)

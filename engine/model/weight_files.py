@@ -37,7 +37,9 @@ SCALE_SUFFIXES = (".scale_weight", ".weight_scale")
 FP8_EXTRA_SUFFIXES = SCALE_SUFFIXES + (".scale_input", ".input_scale", ".comfy_quant")
 FP8_MARKERS = ("scaled_fp8",)
 _LORA_KEY = re.compile(r"(lora_[AB]|lora_up|lora_down|lora\.(up|down)|\.alpha$|lokr_|hada_|\.diff_b$)")
-TRANSFORMER_PREFIXES = ("model.diffusion_model.", "diffusion_model.", "")
+# what users' expert files put before the key names: ComfyUI's checkpoint layout, its bare diffusion model, other
+# exporters' ``model.``, or nothing (the original release, diffusers); the longest that fits wins
+TRANSFORMER_PREFIXES = ("model.diffusion_model.", "diffusion_model.", "model.", "")
 TE_PREFIXES = ("text_encoders.umt5xxl.transformer.", "umt5xxl.transformer.", "transformer.", "")
 VAE_PREFIXES = ("first_stage_model.", "vae.", "")
 
@@ -286,6 +288,20 @@ def _prefix(keys: set[str], probe: str, prefixes: tuple[str, ...]) -> str | None
     return None
 
 
+def transformer_prefix(keys: set[str] | dict[str, Any]) -> str | None:
+    """What an expert file puts before its key names (one of :data:`TRANSFORMER_PREFIXES`), or None if it is not an
+    expert.  The one decision: :func:`identify` (so ``model find`` and ``validate``) and the loader
+    (``single_file.expert_key_map``) both take the prefix from here, so a file they accept is a file that loads."""
+    return _prefix(set(keys), "patch_embedding.weight", TRANSFORMER_PREFIXES)
+
+
+def vae_prefix(keys: set[str] | dict[str, Any]) -> str | None:
+    """What a VAE file puts before its key names (original Wan or diffusers names), or None if it is not a VAE."""
+    keys = set(keys)
+    p = _prefix(keys, "decoder.middle.0.residual.0.gamma", VAE_PREFIXES)
+    return p if p is not None else _prefix(keys, "decoder.mid_block.resnets.0.norm1.gamma", VAE_PREFIXES)
+
+
 def strip_prefix(tensors: dict[str, TensorInfo], prefix: str) -> dict[str, TensorInfo]:
     return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)} if prefix else dict(tensors)
 
@@ -334,7 +350,7 @@ def identify(path: Path | str, header: Header | None = None) -> FileReport:
                            f", {_gb(h.nbytes)}), not a base model")
         return rep
     # transformer expert: original/ComfyUI keys (maybe prefixed) or diffusers keys
-    p = _prefix(keys, "patch_embedding.weight", TRANSFORMER_PREFIXES)
+    p = transformer_prefix(keys)
     if p is not None:
         t = strip_prefix(h.tensors, p)
         diff = "blocks.0.attn1.to_q.weight" in t or "condition_embedder.time_proj.weight" in t
@@ -366,7 +382,8 @@ def identify(path: Path | str, header: Header | None = None) -> FileReport:
         rep.layout = "wan" if p is not None else "diffusers"
         rep.precision = _PRECISION.get(enc.dtype, enc.dtype) if enc else ""
         z = conv.shape[0] // 2 if conv else 0
-        rep.facts = {"z_dim": z, "base_dim": enc.shape[0] if enc else 0, "in_channels": enc.shape[1] if enc else 0}
+        rep.facts = {"prefix": vae_prefix(keys), "z_dim": z, "base_dim": enc.shape[0] if enc else 0,
+                     "in_channels": enc.shape[1] if enc else 0}
         what = "the Wan 2.1 VAE" if z == 16 else ("the Wan 2.2 VAE (TI2V-5B)" if z == 48 else f"a VAE with {z} latent channels")
         rep.description = f"{what}, {_layout_words(rep)}, {rep.precision}, {_gb(h.nbytes)}"
         return rep
