@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "show": "show",
     "presets": "presets",
     "scan": "scan",
+    "caption": "caption",
     "import-aitk": "import_aitk",
     "estimate": "estimate",
     # engine
