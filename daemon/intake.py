@@ -314,7 +314,7 @@ class Intake:
                     f"job {clash.id}")
             try:
                 row = self.q.add(name=name, gpus_req=job["job"].get("gpus", "auto"),
-                                 total_steps=int(job["training"]["steps"]), source=claimed.name, warnings=warnings,
+                                 total_steps=int(job.get("training", {}).get("steps", 0)), source=claimed.name, warnings=warnings,
                                  output_dir=out_abs, submission_id=sid,
                                  before_commit=lambda job_id: self._build_folder(job_id, sid, job, text))
             except (QueueError, OSError) as e:  # disk full: keep the file in cur/ and try again on a later pass

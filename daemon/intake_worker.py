@@ -22,6 +22,10 @@ def check(req: dict[str, Any]) -> dict[str, Any]:
     from wanlora.engine.config.validate import check_file
 
     faults.hang("checker-hang")
+    from wanlora.engine.config import caption_job
+
+    if caption_job.is_caption_text(str(req["text"])):  # `wanlora caption --queue`: not a training job
+        return caption_job.check_text(str(req["text"]), str(req.get("source") or "caption.toml"))
     roots = [Path(r) for r in req.get("output_roots") or []]
     resolved, findings = check_file(str(req.get("source") or "job.toml"), text=str(req["text"]), output_roots=roots)
     out: dict[str, Any] = {"findings": [f.to_dict() for f in findings]}

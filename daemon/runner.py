@@ -26,11 +26,14 @@ RETRYABLE = ("crash", "killed", "stopped")
 
 def trainer_command(job_dir: Path, slots: list[str] | None = None) -> list[str]:
     """One process for one GPU; torchrun over the reserved GPUs (or job.nodes) via engine.config.launch."""
+    from wanlora.engine.config import caption_job
     from wanlora.engine.config.findings import JobError
     from wanlora.engine.config.io import load_job
     from wanlora.engine.config.launch import LaunchError
     from wanlora.engine.config.launch import trainer_command as launch_command
 
+    if caption_job.is_caption_job_dir(job_dir):  # a queued `wanlora caption`: its own child, same contract
+        return caption_job.command(job_dir, sys.executable)
     gpus = [int(s) for s in (slots or []) if s.isdigit()]
     try:
         job = load_job(Path(job_dir) / jobdir.JOB_TOML)

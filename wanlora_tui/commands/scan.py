@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import json
 import os
+import shlex
 import sys
 from collections import Counter
 from collections.abc import Iterator
@@ -105,6 +106,15 @@ def _trigger_summary(report: Any, trigger: str) -> dict[str, Any]:
     return {"word": word, "uses_token": uses_token, "has": has, "prepended": prepended}
 
 
+def caption_hint(folder: Path, preset: str | None, trigger: str = "") -> str:
+    """The ``wanlora caption`` line for this folder in the recipe's style."""
+    recipe = preset if preset in ("motion", "style", "character") else "motion"
+    line = f"wanlora caption {shlex.quote(str(folder))} --recipe {recipe}"
+    if recipe == "character":
+        line += (f" --trigger {shlex.quote(trigger)}" if trigger else "") + ' --class "young woman"'
+    return line
+
+
 def build_summary(report: Any, preset: str | None, num_frames: int, trigger: str = "") -> dict[str, Any]:
     """Everything the text and JSON outputs say, as data."""
     from wanlora.engine.data.frames import SPEEDUP_WARN, TARGET_FPS, even_speedup, max_even_duration
@@ -162,7 +172,8 @@ def build_summary(report: Any, preset: str | None, num_frames: int, trigger: str
         )
     if out["missing_captions"]:
         advice.append(
-            f"{len(out['missing_captions'])} file(s) have no .txt caption: they get default_caption (set one in the job)."
+            f"{len(out['missing_captions'])} file(s) have no .txt caption: they get default_caption (set one in the job), "
+            f"or caption them on a GPU: {caption_hint(report.folder, preset, trigger)}"
         )
     if report.skipped:
         advice.append(f"{len(report.skipped)} entr(ies) are FIFOs, sockets or devices and were not read; remove them.")

@@ -11,7 +11,7 @@ import statistics
 from collections import Counter
 from typing import Any
 
-from textual import work
+from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Button, DataTable, Static
@@ -61,11 +61,14 @@ class DatasetScanScreen(WizardScreen):
         with VerticalScroll(id="scan-body"):
             yield DataTable(id="scan-table", cursor_type="row", zebra_stripes=True)
             yield Static("Scanning…", id="scan-notes", markup=False)
+            yield Button("Caption them now", id="caption-now", compact=True)  # shown with uncaptioned clips + GPU
 
     def on_mount(self) -> None:
         t = self.query_one("#scan-table", DataTable)
         for col in ("#", "folder", "clips", "durations", "sizes", "no caption", "unreadable"):
             t.add_column(col, key=col)
+        self.query_one("#caption-now", Button).display = False
+        self.uncaptioned: list[tuple[str, int]] = []  # (folder, clips without a caption file)
         self.query_one("#next", Button).focus()
         self.refresh_status()
         self._scan()
@@ -76,6 +79,7 @@ class DatasetScanScreen(WizardScreen):
 
         job = self.state.job
         rows: list[tuple[int, str, dict[str, str] | None, list[str]]] = []
+        self.uncaptioned = []
         meta = recipe_meta(self.state.recipe)
         for i, ds in enumerate(job.datasets if job else []):
             if not ds.folder.strip():
@@ -87,6 +91,8 @@ class DatasetScanScreen(WizardScreen):
                 rows.append((i, ds.folder, None, [f"✗ {e}"]))
                 continue
             rows.append((i, ds.folder, summarize(rep), problems(rep, meta)))
+            if rep.missing_captions:
+                self.uncaptioned.append((ds.folder, len(rep.missing_captions)))
         self.app.call_from_thread(self._show, rows)
 
     def _show(self, rows: list[tuple[int, str, dict[str, str] | None, list[str]]]) -> None:
@@ -102,5 +108,47 @@ class DatasetScanScreen(WizardScreen):
             notes.extend(f"dataset {i + 1}: {p}" for p in probs)
         if not rows:
             notes.append("✗ no datasets: go back (ctrl+b) and add a folder")
+        notes.extend(self._caption_notes())
         self.query_one("#scan-notes", Static).update("\n".join(notes) or "✓ every file is readable and captioned")
 
+
+    # ------------------------------------------------------------------ captions for uncaptioned clips
+    def _caption_notes(self) -> list[str]:
+        """The offer: a button with a GPU, else the command to run on the GPU machine."""
+        from wanlora.tui.caption_offer import caption_args, command_line
+
+        failure = [self.caption_failure] if getattr(self, "caption_failure", "") else []
+        self.caption_failure = ""
+        if not self.uncaptioned or self.state.job is None:
+            self.query_one("#caption-now", Button).display = False
+            return failure
+        n = sum(k for _f, k in self.uncaptioned)
+        gpu = bool(self.state.gpus)
+        self.query_one("#caption-now", Button).display = gpu
+        head = (f"{n} clip(s) have no caption: \"Caption them now\" writes them with a video model (GPU), or run:"
+                if gpu else f"{n} clip(s) have no caption; on a GPU machine, caption them with:")
+        return failure + [head] + [f"  {command_line(caption_args(self.state.job, self.state.recipe, f))}"
+                         for f, _k in self.uncaptioned]
+
+    @on(Button.Pressed, "#caption-now")
+    def caption_now(self) -> None:
+        self.query_one("#caption-now", Button).disabled = True
+        self._caption([f for f, _k in self.uncaptioned])
+
+    @work(thread=True, exclusive=True, group="caption")
+    def _caption(self, folders: list[str]) -> None:
+        from wanlora.tui.caption_offer import caption_args, run_caption
+
+        notes = self.query_one("#scan-notes", Static)
+        for folder in folders:
+            args = caption_args(self.state.job, self.state.recipe, folder)
+            code = run_caption(args, lambda line: self.app.call_from_thread(notes.update, f"captioning: {line}"))
+            if code != 0:
+                self.caption_failure = (f"✗ captioning {folder} failed (exit {code}); run the command below in a "
+                                        "shell to see why")
+                break
+        self.app.call_from_thread(self._caption_done)
+
+    def _caption_done(self) -> None:
+        self.query_one("#caption-now", Button).disabled = False
+        self._scan()
