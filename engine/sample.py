@@ -243,10 +243,14 @@ def training_previews(*, job: Any, parts: Any, experts: dict[str, Any], embed: C
     An expert that is not trained is loaded from the model for the preview (base weights, no LoRA) and
     dropped after; a VAE freed by the latent cache is loaded back for the preview and dropped after.
     """
+    from wanlora.engine.cache.text import Embedder
+
     accel = accelerator_for(job.sample)
     specs = preview_specs(job.sample, job.job.trigger_word, accelerated=accel is not None)
     if not specs:
         return []
+    if isinstance(embed, Embedder):  # prompts as written: unload_text_encoder maps only training captions
+        embed = embed.verbatim
     models = {n: ex.model for n, ex in experts.items()}
     loaded: list[str] = []
     for n in (HIGH, LOW):

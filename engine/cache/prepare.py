@@ -64,8 +64,9 @@ def sample_prompts(job: Any) -> set[str]:
 
 def job_prompts(job: Any, dataset: Any) -> dict[int, set[str]]:
     """Every prompt the run can embed, per dataset: captions (as ``captions.training_caption`` makes them), the empty prompt,
-    the DOP class prompts; the preview prompts go with dataset 0.  With ``unload_text_encoder`` only
-    the trigger word and the empty prompt (captions are ignored, as the guide says)."""
+    the DOP class prompts; the preview prompts and negatives go with dataset 0.  With ``unload_text_encoder``
+    the captions are replaced by the trigger word and the empty prompt (as the guide says); the previews still
+    get their own prompts (``Embedder.verbatim``)."""
     trig = job.job.trigger_word
     out: dict[int, set[str]] = {}
     inject = job.job.inject_trigger

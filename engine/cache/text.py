@@ -8,7 +8,8 @@ then exact zero rows up to 512) — and only the real rows are stored (a 12-toke
 With the cache every prompt the run can ask for is encoded before training — each caption with the
 trigger, the empty prompt (caption dropout keeps working), the DOP preservation-class prompts, the
 preview prompts and negatives — and the text encoder is freed.  ``unload_text_encoder`` (the guide's
-24 GB trick) encodes only the trigger word and the empty prompt: every caption trains as the trigger.
+24 GB trick) encodes only the trigger word, the empty prompt and the preview prompts and negatives: every
+caption trains as the trigger, while previews (:meth:`Embedder.verbatim`) keep their own prompts.
 """
 
 from __future__ import annotations
@@ -153,7 +154,16 @@ class Embedder:
             torch.cuda.empty_cache()
 
     def __call__(self, prompts: Iterable[str]) -> torch.Tensor:
-        mapped = [self._map(p) for p in prompts]
+        """Training captions: with ``unload_text_encoder`` every non-empty one is embedded as the trigger."""
+        return self._embed([self._map(p) for p in prompts])
+
+    def verbatim(self, prompts: Iterable[str]) -> torch.Tensor:
+        """Each prompt as written (previews and their negatives): they were encoded before the encoder was
+        freed, so even under ``unload_text_encoder`` a preview follows its own prompt and CFG has a real
+        unconditional side."""
+        return self._embed(list(prompts))
+
+    def _embed(self, mapped: list[str]) -> torch.Tensor:
         if all(p in self.memory for p in mapped):
             return pad_rows([self.memory[p] for p in mapped], self.max_length, device=self.device, dtype=self.dtype)
         if not self.resident:

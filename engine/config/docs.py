@@ -35,7 +35,7 @@ def _default(f: Any) -> str:
         return "" if f.default_factory is None else "(table)"
     if f.default is None:
         return "empty"
-    return f"`{json.dumps(f.default)}`"
+    return f"`{json.dumps(f.default, ensure_ascii=False)}`"  # Wan's Chinese negative prompt as written
 
 
 def _range(f: Any) -> str:

@@ -330,6 +330,11 @@ class SamplePrompt(Section):
     ctrl_img: str = F("", "First frame for the I2V preview; required for every prompt.")
     seed: int | None = F(None, "Seed for this prompt; empty = [sample] seed (walked per prompt if walk_seed).")
     neg: str = F("", "Negative prompt for this preview; empty = [sample] negative_prompt.")
+# Wan's own negative prompt: ``sample_neg_prompt`` of the Wan 2.2 release (wan/configs/shared_config.py), which
+# its generate.py and ComfyUI's Wan templates use.  A model-facing constant: the exact string, not prose.
+WAN_NEGATIVE_PROMPT = "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
+
+
 
 
 class SampleSection(Section):
@@ -344,7 +349,9 @@ class SampleSection(Section):
     steps: int = F(25, "Denoising steps; 25 is enough.", ge=1, le=200)
     seed: int = F(42, "Seed of the first prompt.", ge=0, le=2**31 - 1)
     walk_seed: bool = F(True, "Add the prompt's index to the seed so each prompt differs.")
-    negative_prompt: str = F("", "Negative prompt for all previews.")
+    negative_prompt: str = F(
+        WAN_NEGATIVE_PROMPT, "Negative prompt for all previews; the default is Wan's own (the Wan 2.2 release's and "
+                             "ComfyUI's), \"\" = none.")
     prompts: list[SamplePrompt] = Field(default_factory=list, description="Preview prompts, each with its ctrl_img.")
     accelerator_lora: str | list[str] = F(
         "", "Step-distilled LoRA pair for fast previews only (e.g. LightX2V 4-step): a folder, [high, low] files, or one file for both."

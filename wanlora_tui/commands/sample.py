@@ -13,6 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from wanlora.engine.config.schema import WAN_NEGATIVE_PROMPT
+
 HELP = "I2V preview from a LoRA checkpoint pair (high + low noise)"
 
 
@@ -20,7 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser, verb: str = "sample") -> None
     parser.add_argument("loras", nargs="+", metavar="LORA", help="high-noise and/or low-noise .safetensors")
     parser.add_argument("--image", required=True, help="first frame (control image)")
     parser.add_argument("--prompt", required=True, help="what the clip should show")
-    parser.add_argument("--negative", default="", help="negative prompt")
+    parser.add_argument("--negative", default=WAN_NEGATIVE_PROMPT,
+                        help="negative prompt (default: Wan's own, as the training previews use; \"\" = none)")
     parser.add_argument("--model", default=None, help="base model folder or hub id (default: the LoRA's base_model)")
     parser.add_argument("--frames", type=int, default=41, help="frames, 4n+1 (default 41)")
     parser.add_argument("--steps", type=int, default=25, help="denoising steps (default 25)")
