@@ -548,6 +548,8 @@ def _check_speed(i: int, d: DatasetSection, rep: FolderReport) -> list[Finding]:
 
 def _check_captions(job: Job, reports: dict[int, FolderReport]) -> list[Finding]:
     """[trigger] without a trigger word; per-clip captions with unload_text_encoder."""
+    from wanlora.engine.data.captions import trigger_rule
+
     out: list[Finding] = []
     places: list[str] = []
     for i, d in enumerate(job.datasets):
@@ -563,7 +565,8 @@ def _check_captions(job: Job, reports: dict[int, FolderReport]) -> list[Finding]
             places.append(f"sample.prompts[{i}].prompt")
     if places and not job.job.trigger_word.strip():
         out.append(Finding("error", "job.trigger_word",
-                           f"[trigger] is used in {', '.join(places)} but trigger_word is empty, so the literal text '[trigger]' would be trained",
+                           f"[trigger] is used in {', '.join(places)}, but "
+                           f"{trigger_rule(job.job.trigger_word, job.job.inject_trigger)}",
                            'set trigger_word = "yourtoken" in [job] (or remove [trigger] from those texts)'))
     out.extend(_check_trigger_captions(job, reports))
     if job.training.unload_text_encoder:

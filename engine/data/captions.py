@@ -46,6 +46,21 @@ def substitute_trigger(caption: str, word: str) -> str:
     return out.strip().strip(",;:").strip()
 
 
+def trigger_rule(trigger_word: str, inject: bool = True) -> str:
+    """What training does with ``[trigger]`` and the trigger word, in one sentence.
+
+    ``wanlora show`` prints it and ``wanlora validate`` quotes it, so the two cannot disagree; the effect on
+    ``[trigger]`` is read off :func:`substitute_trigger` itself, the function every caption and prompt goes
+    through."""
+    word = trigger_word.strip()
+    if not substitute_trigger(TRIGGER, word):
+        return ("job.trigger_word is empty, so [trigger] is removed from captions and prompts "
+                "(the LoRA learns no trigger word)")
+    rule = ("captions lacking it get it prepended (job.inject_trigger = true, as ai-toolkit does)" if inject
+            else "captions without it train as written (job.inject_trigger = false)")
+    return f"{word!r} replaces [trigger]; {rule}; regularization captions are left alone"
+
+
 def has_trigger(caption: str, word: str) -> bool:
     """Whether ``word`` occurs in ``caption`` as a whole word (case-sensitive, as the tokenizer sees it)."""
     word = word.strip()

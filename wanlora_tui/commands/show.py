@@ -74,15 +74,9 @@ def render(job_dict: dict[str, Any], origins: dict[str, str], width: int = 48) -
 def summary_lines(job: Any, origins: dict[str, str]) -> list[str]:
     """Comment lines for what the table alone does not say: the trigger rule and each expert's settings."""
     from wanlora.engine.config.schema import expert_plan
+    from wanlora.engine.data.captions import trigger_rule
 
-    out: list[str] = []
-    word = job.job.trigger_word.strip()
-    if word:
-        rule = ("captions lacking it get it prepended (job.inject_trigger = true, as ai-toolkit does)"
-                if job.job.inject_trigger else "captions without it train as written (job.inject_trigger = false)")
-        out.append(f"# trigger: {word!r} replaces [trigger]; {rule}; regularization captions are left alone")
-    else:
-        out.append("# trigger: none (job.trigger_word is empty): [trigger] would be removed from captions")
+    out: list[str] = [f"# trigger: {trigger_rule(job.job.trigger_word, job.job.inject_trigger)}"]
     for e in job.multistage.trained():
         p = expert_plan(job, e)
         parts = []

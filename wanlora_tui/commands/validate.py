@@ -20,16 +20,18 @@ def add_arguments(parser: argparse.ArgumentParser, verb: str = "validate") -> No
                              "bitsandbytes): for a job written here to run on a GPU machine")
 
 
-def format_findings(findings: list, *, width: int = 100) -> str:
-    """Findings as readable text: level + key on one line, then what is wrong and the fix, indented."""
-    import textwrap
+def format_findings(findings: list, *, width: int | None = None) -> str:
+    """Findings as readable text: level + key on one line, then what is wrong and the fix, indented, wrapped
+    on word boundaries at ``width`` (default: the terminal's, so an 80-column session never folds a word)."""
+    from wanlora.tui.term import terminal_width, wrap
 
+    width = terminal_width() if width is None else width
     lines: list[str] = []
     for f in findings:
         lines.append(f"{f.level.upper():<8}{f.key}")
-        lines += textwrap.wrap(f.message, width, initial_indent="        ", subsequent_indent="        ")
+        lines += wrap(f.message, width, indent="        ")
         if f.fix:
-            lines += textwrap.wrap(f"fix: {f.fix}", width, initial_indent="        ", subsequent_indent="             ")
+            lines += wrap(f"fix: {f.fix}", width, indent="        ", subsequent_indent="             ")
     return "\n".join(lines)
 
 
@@ -60,5 +62,8 @@ def run(args: argparse.Namespace) -> int:
             tier = f"{resolved.tier} GB tier ({resolved.tier_source})" if resolved.tier else "no VRAM tier"
             ctx = f" [recipe: {resolved.recipe or 'custom'}, {tier}]"
         verdict = "job refused" if n["error"] else "ok"
-        print(f"{path}: {verdict}: {n['error']} error(s), {n['warning']} warning(s), {n['info']} info{ctx}")
+        from wanlora.tui.term import terminal_width, wrap
+
+        print("\n".join(wrap(f"{path}: {verdict}: {n['error']} error(s), {n['warning']} warning(s), {n['info']} "
+                             f"info{ctx}", terminal_width(), subsequent_indent="  ")))
     return 1 if n["error"] else 0

@@ -1,0 +1,53 @@
+"""Issue #27, a newcomer's first day (round 3): the CLI's text agrees with itself and fits the terminal."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from wanlora.engine.data.captions import training_caption, trigger_rule
+from wanlora.engine.data.synthetic import write_clips
+from wanlora.tui.cli import main
+
+
+def _job(tmp: Path, *, trigger: str = "", caption: str = "[trigger] orbit around the subject") -> Path:
+    clips = tmp / "clips"
+    write_clips(clips, n=10, num_frames=24, fps=16.0, caption=caption)
+    p = tmp / "job.toml"
+    p.write_text(f'[job]\nname = "t"\npreset = "motion"\nvram_tier = 80\ntrigger_word = "{trigger}"\n'
+                 f'[[datasets]]\nfolder = "{clips}"\nnum_frames = 21\n', encoding="utf-8")
+    return p
+
+
+def test_show_and_validate_say_the_same_about_trigger_without_a_trigger_word(tmp_path: Path, capsys) -> None:
+    """One rule: with trigger_word empty, [trigger] is removed (what the trainer does), in show and validate."""
+    job = _job(tmp_path)
+    rule = trigger_rule("", True)
+    assert training_caption("[trigger] orbit around the subject", "") == "orbit around the subject"
+    assert "removed" in rule  # the rule describes what the trainer does
+    assert main(["show", str(job)]) == 0
+    shown = capsys.readouterr().out
+    assert f"# trigger: {rule}" in shown
+    assert main(["validate", str(job), "--json"]) == 1
+    (err,) = [f for f in json.loads(capsys.readouterr().out)["findings"] if f["key"] == "job.trigger_word"]
+    assert err["level"] == "error" and rule in err["message"] and "literal" not in err["message"]
+    # with a word, both describe the replacement
+    assert "'sks' replaces [trigger]" in trigger_rule("sks", True)
+
+
+@pytest.mark.parametrize("columns", [80, 60])
+def test_validate_wraps_at_the_terminal_width_on_word_boundaries(tmp_path: Path, capsys, monkeypatch,
+                                                                 columns: int) -> None:
+    job = _job(tmp_path)  # the [trigger] error has a long message and fix
+    monkeypatch.setenv("COLUMNS", str(columns))
+    assert main(["validate", str(job)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    # wider than the terminal only where one word (a long path) cannot be broken
+    assert out and all(len(ln) <= columns or len(ln.split()) == 1 for ln in out), [ln for ln in out if len(ln) > columns]
+    assert main(["validate", str(job), "--json"]) == 1
+    findings = json.loads(capsys.readouterr().out)["findings"]
+    words = " ".join(out).split()
+    for f in findings:  # every word of every message arrives whole (nothing cut mid-word)
+        text = f["message"].split()
+        assert any(words[i:i + len(text)] == text for i in range(len(words))), f["message"]
