@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import gc
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,7 +125,7 @@ def to_uint8(frames: np.ndarray) -> np.ndarray:
     return (np.clip(frames, 0.0, 1.0) * 255.0).round().astype(np.uint8)
 
 
-def _encode_imageio(frames: np.ndarray, path: Path, fps: int) -> None:
+def _encode_imageio(frames: Iterable[np.ndarray], path: Path, fps: int) -> None:
     import imageio.v2 as imageio
 
     with imageio.get_writer(str(path), fps=fps, codec="libx264", quality=8, pixelformat="yuv420p",
@@ -134,20 +134,28 @@ def _encode_imageio(frames: np.ndarray, path: Path, fps: int) -> None:
             w.append_data(f)
 
 
-def _encode_pyav(frames: np.ndarray, path: Path, fps: int) -> None:
+def _encode_pyav(frames: Iterable[np.ndarray], path: Path, fps: int) -> None:
+    """``frames`` may be a generator (``compare``'s grid is one): the first frame gives the size."""
+    import itertools
+
     import av
 
+    it = iter(frames)
+    first = next(it, None)
+    if first is None:
+        raise ValueError(f"no frames to write to {path.name}")
     with av.open(str(path), "w", format="mp4") as out:
         stream = out.add_stream("libx264", rate=fps)
-        stream.height, stream.width = frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2
+        stream.height, stream.width = first.shape[0] // 2 * 2, first.shape[1] // 2 * 2
         stream.pix_fmt = "yuv420p"
-        for f in frames:
+        for f in itertools.chain([first], it):
             out.mux(stream.encode(av.VideoFrame.from_ndarray(f[: stream.height, : stream.width], format="rgb24")))
         out.mux(stream.encode())
 
 
-def write_mp4(frames: np.ndarray, path: Path, fps: int) -> Path:
-    """H.264 yuv420p mp4 (plays everywhere), written to a temp name then renamed.
+def write_mp4(frames: Iterable[np.ndarray], path: Path, fps: int) -> Path:
+    """H.264 yuv420p mp4 (plays everywhere), written to a temp name then renamed; ``frames`` is an
+    ``[F, H, W, 3]`` uint8 array or any iterable of ``[H, W, 3]`` frames.
 
     imageio-ffmpeg's bundled ffmpeg first; PyAV (already a dependency for reading) where that binary is
     missing, e.g. on a GPU box where only wheels could be installed.
