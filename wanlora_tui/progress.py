@@ -78,6 +78,8 @@ def step_line(ev: dict[str, Any]) -> str:
 def event_line(ev: dict[str, Any]) -> str | None:
     """One line for the events a person follows (steps, checkpoints, previews, warnings, errors), else None."""
     typ = ev.get("type")
+    if typ == "step" and ev.get("kind") == "caption":  # a caption job: one step per clip
+        return f"caption {ev.get('step')}/{ev.get('total_steps')}  {ev.get('clip')}: {ev.get('status')}"
     if typ == "step":
         return step_line(ev)
     if typ == "checkpoint":

@@ -53,6 +53,9 @@ def run_job(job_dir: Path) -> int:
         except ScanError as e:
             return _fail(status, events, "data", str(e), jobdir.EXIT_DATA)
         total = len(todo.todo)
+        for p, why in todo.skipped:
+            events.emit("warning", message=f"{p}: {why}; skipped")
+            print(f"skipped {p.name}: {why}", flush=True)
         print(f"{total} clip(s) to caption in {todo.folder} ({len(todo.captioned)} already have one)", flush=True)
         status.update(state="loading", step=0, total_steps=total, message=f"loading {spec.model}")
         events.emit("state", state="loading", step=0)

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from wanlora.engine.caption.prompts import check_options, finish, instruction
 from wanlora.engine.caption.sampling import CAPTION_FPS, MAX_FRAMES, Frames, load_frames
 from wanlora.engine.data.decode import MediaError, media_kind
-from wanlora.engine.data.scan import list_media, read_caption
+from wanlora.engine.data.scan import list_media, read_caption, scan_file
 
 
 class CaptionerLike(Protocol):
@@ -90,14 +90,22 @@ def has_caption(media: Path, caption_ext: str = "txt") -> bool:
         return True  # a FIFO or oversize "caption": not ours to replace
 
 
-def plan(folder: str | Path, caption_ext: str = "txt", overwrite: bool = False) -> Plan:
-    """List the folder (no decoding): which media files get a caption in this run.  Raises scan.ScanError."""
+def plan(folder: str | Path, caption_ext: str = "txt", overwrite: bool = False, probe: bool = True) -> Plan:
+    """Which media files get a caption in this run.  Raises scan.ScanError for a folder that cannot be listed.
+
+    With ``probe`` each candidate's container and first/last frame are read (``scan.scan_file``, a fraction
+    of a second each) so unreadable files are named before a multi-GB model is loaded for nothing.
+    """
     skipped: list[tuple[Path, str]] = []
     media, _ignored = list_media(folder, skipped)
     out = Plan(Path(folder).expanduser(), skipped=[(p, f"{what}, not a media file") for p, what in skipped])
     for p in media:
         if not overwrite and has_caption(p, caption_ext):
             out.captioned.append(p)
+            continue
+        info = scan_file(p, caption_ext) if probe else None
+        if info is not None and info.error:
+            out.skipped.append((p, info.error))
         else:
             out.todo.append(p)
     return out

@@ -74,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"skipped {p.name}: {why}", file=sys.stderr)
     kept = f" ({len(todo.captioned)} already captioned, kept; --overwrite replaces them)" if todo.captioned else ""
     if not todo.todo:
-        print(f"nothing to caption in {folder}: every clip has a caption{kept}")
+        bad = f"; {len(todo.skipped)} unreadable file(s) skipped" if todo.skipped else ""
+        print(f"nothing to caption in {folder}: every readable clip has a caption{kept}{bad}")
         return 0
     print(f"{len(todo.todo)} file(s) to caption in {folder} as {recipe} captions{kept}", flush=True)
     return _caption_here(args, recipe, todo.todo)
