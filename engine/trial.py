@@ -184,7 +184,7 @@ def _time_steps(trainer: Any, expert: str, n: int, losses: list[float] | None = 
 def run_trial(job: Job, *, steps: int = 3, progress: Progress = lambda s: None, keep: Path | None = None,
               device: torch.device | None = None, vram_gib: float | None = None, plan: str = "auto",
               preview: bool = True, profile: bool = False, clips: int | None = None,
-              memory_snapshots: Path | None = None) -> dict[str, Any]:
+              memory_snapshots: Path | None = None, tier: str | None = None) -> dict[str, Any]:
     """Run the trial for ``job`` and return its report (see docs/contracts.md, ``wanlora trial --json``).
 
     ``clips`` caches and trains on at most that many clips per dataset (a big dataset's caching would
@@ -222,6 +222,7 @@ def run_trial(job: Job, *, steps: int = 3, progress: Progress = lambda s: None, 
                   else "the tiny Wan 2.2 I2V architecture (no CUDA here: speed and memory are not representative)"),
         "vram_total_gib": round(acc.memory_budget(device)[1] / GIB, 2) if cuda else None,
         "notes": notes, "torch": torch.__version__, "prompts_in_job": len(job.sample.prompts),
+        "tier": tier, "vram_gib": vram_gib,
     }
     trainer = None
     try:
@@ -518,6 +519,9 @@ def _profile_step(trainer: Any, expert: str, tokens: int, s_per_step: float) -> 
 def format_report(r: dict[str, Any]) -> str:
     """The report as the screen shows it."""
     lines = [f"trial of {r['job']} on {r['gpu']} — {r['model']}"]
+    if r.get("tier") or r.get("vram_gib"):
+        cap = f", acting as a {r['vram_gib']:g} GiB card" if r.get("vram_gib") else ""
+        lines.append(f"VRAM tier: {r.get('tier') or 'none'}{cap}")
     lines += [f"note: {n}" for n in r.get("notes", [])]
     c = r["caching"]
     lines.append(f"setup {r['setup_s']} s (load {r.get('load_s')} s); caching {c['latents_computed']} latents in "

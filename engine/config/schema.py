@@ -259,7 +259,10 @@ class TrainingSection(Section):
     )
     ema: bool = F(False, "Keep an exponential moving average of the LoRA weights and save that.")
     ema_decay: float = F(0.99, "EMA decay per step.", gt=0.0, lt=1.0)
-    cache_text_embeddings: bool = F(False, "Encode captions once and free the text encoder (works with caption dropout and DOP here).")
+    cache_text_embeddings: bool = F(
+        True, "Encode every caption, the empty prompt, DOP's class prompts and the preview prompts once, then free the "
+              "text encoder for training (works with caption dropout and DOP here; ai-toolkit's cache cannot, which is "
+              "why the guide says to leave it off there).")
     unload_text_encoder: bool = F(
         False, "Encode only the trigger word once and drop the text encoder; per-clip captions are then ignored."
     )
@@ -282,6 +285,11 @@ class AdvancedSection(Section):
                 "alternate the experts together; auto = expert when the GPU count is even, both experts train and "
                 "fsdp, previews and eval are off (docs/multi-node.md)."
     )
+    lora_master_dtype: Literal["fp32", "bf16"] = F(
+        "fp32", "Precision the LoRA weights and their optimizer moments are kept in; the matmuls run in bf16 either way. "
+                "fp32 (as ai-toolkit does) keeps small updates that bf16 rounds away (at lr 1e-5 most bf16 entries never "
+                "change) for 8 more bytes per LoRA parameter; bf16 = earlier wanlora builds, for comparisons."
+    )
 
 
 class DatasetSection(Section):
@@ -295,7 +303,9 @@ class DatasetSection(Section):
     eval_fraction: float = F(
         0.0, "Share of this dataset's clips held out for evaluation (0-0.5), picked by file name; 0 = none.", ge=0.0, le=0.5
     )
-    cache_latents: bool = F(False, "Encode clips through the VAE once and reuse them (video too).")
+    cache_latents: bool = F(
+        True, "Encode clips through the VAE once and reuse them (video too), so the VAE leaves the GPU while the experts "
+              "train (it comes back for previews); ai-toolkit cannot cache multi-frame latents.")
     flip_x: bool = F(False, "Mirror frames horizontally; off for motion and character LoRAs.")
     flip_y: bool = F(False, "Mirror frames vertically; rarely useful.")
     resolutions: list[int] = F([512, 768], "Bucket sizes (area ~ res^2, sides multiple of 16); 512/768, 1024 only on big GPUs.")
@@ -325,16 +335,16 @@ class DatasetSection(Section):
         return v
 
 
-class SamplePrompt(Section):
-    prompt: str = F("", "What the preview should show.")
-    ctrl_img: str = F("", "First frame for the I2V preview; required for every prompt.")
-    seed: int | None = F(None, "Seed for this prompt; empty = [sample] seed (walked per prompt if walk_seed).")
-    neg: str = F("", "Negative prompt for this preview; empty = [sample] negative_prompt.")
 # Wan's own negative prompt: ``sample_neg_prompt`` of the Wan 2.2 release (wan/configs/shared_config.py), which
 # its generate.py and ComfyUI's Wan templates use.  A model-facing constant: the exact string, not prose.
 WAN_NEGATIVE_PROMPT = "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
 
 
+class SamplePrompt(Section):
+    prompt: str = F("", "What the preview should show.")
+    ctrl_img: str = F("", "First frame for the I2V preview; required for every prompt.")
+    seed: int | None = F(None, "Seed for this prompt; empty = [sample] seed (walked per prompt if walk_seed).")
+    neg: str = F("", "Negative prompt for this preview; empty = [sample] negative_prompt.")
 
 
 class SampleSection(Section):

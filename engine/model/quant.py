@@ -34,6 +34,14 @@ class Nf4Linear(nn.Module):
         self.register_buffer("weight_packed", packed)
         self.register_buffer("bias", lin.bias.data.to(device, torch.bfloat16) if lin.bias is not None else None)
 
+    def _apply(self, fn, recurse: bool = True):  # noqa: ANN001, ANN202 - nn.Module's own signature
+        """``.to()`` moves the quantisation statistics with the packed weight: a low_vram expert parked on
+        the CPU must not leave its absmax tables on the GPU."""
+        out = super()._apply(fn, recurse)
+        if self.quant_state is not None and self.quant_state.absmax.device != self.weight_packed.device:
+            self.quant_state.to(self.weight_packed.device)
+        return out
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         import bitsandbytes as bnb
 

@@ -59,17 +59,28 @@ class Expert:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def place_experts(experts: dict[str, Expert], active: str, device: torch.device, low_vram: bool) -> None:
-    """With ``low_vram`` on CUDA keep only ``active`` on the GPU; the others wait in CPU memory.
+def place_experts(experts: dict[str, Expert], active: str | None, device: torch.device, low_vram: bool) -> None:
+    """With ``low_vram`` on CUDA keep only ``active`` (None: no expert) on the GPU; the others wait in CPU memory.
 
+    The idle experts leave first and the allocator returns their blocks before ``active`` comes in, so a
+    switch never holds two experts at once (the second expert ran out of memory where the first fit).
     ``Module.to`` moves parameters in place, so the optimizer keeps its references; the small LoRA
     optimizer state stays on the GPU.
     """
     if not low_vram or device.type != "cuda":
         return
+    cpu = torch.device("cpu")
+    moved = False
     for name, ex in experts.items():
-        target = device if name == active else torch.device("cpu")
-        if next(ex.model.parameters()).device != target:
-            ex.model.to(target)
-    if device.type == "cuda":
+        if name != active and _device_of(ex.model).type != "cpu":
+            ex.model.to(cpu)
+            moved = True
+    if moved:
         torch.cuda.empty_cache()
+    if active is not None and _device_of(experts[active].model).type != device.type:
+        experts[active].model.to(device)
+
+
+def _device_of(model: Any) -> torch.device:
+    """Where a model's weights are (its first parameter's device)."""
+    return next(model.parameters()).device

@@ -176,7 +176,8 @@ class Trainer:
         self._warn_unsupported()
         for name in self.owned:
             self.experts[name] = self._prepare_expert(name)
-        self._plan_checkpointing()
+            # low_vram: each expert waits in CPU memory once placed; caching and planning see one expert at most
+            place_experts(self.experts, None, self.device, self._swapping)
         for ex in self.experts.values():  # every rank starts from its group lead's fresh LoRA
             if self.groups is None:
                 distributed.broadcast_params(self.dist, ex.params)
@@ -192,6 +193,8 @@ class Trainer:
         self.inputs = prepare_inputs(job, self.parts, self.data, device=self.device, dtype=self.dtype,
                                      emit=self.events.emit, warn=self._data_warning,
                                      fallback_root=self.cache_root, only_root=self.cache_root is not None)
+        # after caching: the memory the text encoder and VAE held (freed when cached) goes to activations
+        self._plan_checkpointing()
         if job.training.ema:
             ema_mod.attach(self.experts, job.training.ema_decay)
         latest = distributed.broadcast_object(self.dist, train_state.latest_state(self.job_dir))  # rank 0's pick
@@ -211,6 +214,11 @@ class Trainer:
     def _offloading(self) -> bool:
         return self.job.model.layer_offloading and self.device.type == "cuda"
 
+    @property
+    def _swapping(self) -> bool:
+        """low_vram on CUDA: only the expert in training sits on the GPU (offloading streams blocks instead)."""
+        return self.job.model.low_vram and self.device.type == "cuda" and not self._offloading
+
     def _plan_checkpointing(self) -> None:
         """Checkpoint only what memory requires, keeping attention outputs; then compile (bench/step.py).
 
@@ -226,6 +234,7 @@ class Trainer:
         buckets = sorted({acc.video_tokens(d.num_frames, r, r) for d in job.datasets for r in d.resolutions}) or [0]
         cuda = self.device.type == "cuda"
         for name, ex in self.experts.items():
+            place_experts(self.experts, name, self.device, self._swapping)  # plan with this expert alone resident
             blocks = len(ex.model.blocks)
             plans: dict[int, acc.CheckpointPlan] = {}
             for tokens in buckets:
@@ -278,7 +287,9 @@ class Trainer:
         job = self.job
         model = self.parts.experts[name]
         plan = self.plans[name]
-        lora_dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        # the LoRA and AdamW's moments in fp32 (advanced.lora_master_dtype), its matmuls in the compute dtype:
+        # bf16 masters round most AdamW updates away (engine.model.lora.InputDtypeLinear)
+        lora_dtype = torch.float32 if job.advanced.lora_master_dtype == "fp32" else torch.bfloat16
         # each expert's fresh LoRA from its own seed: the same whether or not the other expert is loaded here
         torch.manual_seed(sample_seed(job.training.seed, 0, f"lora:{name}"))
         params = add_lora(model, plan.rank, plan.alpha, job.target.modules, dtype=lora_dtype)
@@ -483,7 +494,7 @@ class Trainer:
         """Forward + backward of global step ``s`` on expert ``name``, on this rank's batches of that step."""
         job = self.job
         ex = self.experts[name]
-        place_experts(self.experts, name, self.device, job.model.low_vram and not self._offloading)
+        place_experts(self.experts, name, self.device, self._swapping)
         lr = lr_at(s, self.plans[name].learning_rate, job.training.steps, job.training.lr_warmup_steps,
                    job.training.lr_scheduler)
         set_lr(ex.optimizer, lr)

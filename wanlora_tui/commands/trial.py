@@ -35,6 +35,19 @@ def add_arguments(parser: argparse.ArgumentParser, verb: str = "trial") -> None:
                         help="force the checkpoint plan: greedy = none (checks the OOM fallback), frugal = every block")
 
 
+def _tier_used(job: object, vram_gib: float | None) -> str:
+    """Which VRAM tier's settings the job runs with, and why (the report names it)."""
+    from wanlora.engine.config import gpu
+
+    declared = job.job.vram_tier  # type: ignore[attr-defined]
+    if declared != "auto":
+        return f"{declared} (declared in the job)"
+    if vram_gib is not None:
+        return f"{gpu.pick_tier(vram_gib)} (auto, for --vram-gib {vram_gib:g})"
+    free = gpu.free_vram_for(job.job.gpus, gpu.detect_gpus())  # type: ignore[attr-defined]
+    return f"{gpu.pick_tier(free)} (auto, {free:.1f} GiB free)" if free is not None else "none (auto, no GPU)"
+
+
 def run(args: argparse.Namespace) -> int:
     from wanlora.engine.config.findings import JobError
     from wanlora.engine.config.launch import use_trainer_env
@@ -46,9 +59,10 @@ def run(args: argparse.Namespace) -> int:
     if args.clips is not None and args.clips < 1:
         print("--clips must be at least 1 (leave it out to use every clip)", file=sys.stderr)
         return 2
-    job = load_job_arg(args.job)
+    job = load_job_arg(args.job, vram_gib=args.vram_gib)
     if job is None:
         return 1
+    tier = _tier_used(job, args.vram_gib)
     use_trainer_env()  # before torch touches CUDA: the trainer process's own allocator settings
     import torch
     from wanlora.engine.data.dataset import DataExhausted
@@ -67,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
         report = run_trial(job, steps=args.steps, progress=progress, device=device, vram_gib=args.vram_gib,
                            keep=Path(args.keep) if args.keep else None, plan=args.plan,
                            preview=not args.no_preview, profile=args.profile, clips=args.clips,
-                           memory_snapshots=Path(args.memory_snapshot) if args.memory_snapshot else None)
+                           memory_snapshots=Path(args.memory_snapshot) if args.memory_snapshot else None,
+                           tier=tier)
     except (ModelLoadError, DataExhausted, JobError) as e:
         print(f"trial failed: {e}", file=sys.stderr)
         return 1

@@ -1,0 +1,162 @@
+"""Every recipe on every VRAM tier, written as a user writes it, through ``wanlora trial`` (issue #25).
+
+    python3 bench/tier_matrix.py OUT [--cells ...] [--deadline-s S] [--no-eager]
+    python3 bench/tier_table.py OUT          # the table (fits, peak reserved %, s/step, hours, estimate error)
+
+Each cell's job is what the README and the wizard write: ``preset`` + ``vram_tier`` + a clip folder (style and
+character add the trigger word their recipe requires; character also turns on the guide's 768² previews with
+one prompt).  Nothing else is set: caching, quantisation, placement, attention and the checkpoint plan are the
+defaults that recipe and tier resolve to.  Each cell runs ``wanlora trial JOB --json --vram-gib TIER`` in its
+own process (``--vram-gib`` makes ``vram_tier`` act on that card), so the GPU acts as the tier's card.
+
+A cell is ``TIER:RECIPE:ASPECT[:MODE]``: ASPECT ``sq`` (1024² clips) or ``wide`` (1280×720); MODE ``fit``
+(the fewest steps that show every bucket of both experts, the switch and the preview fit: 1 timed step),
+``time`` (3 timed steps), ``guide`` (the guide's run as the README writes it: motion, ``vram_tier =
+"auto"``, 512/768/1024, 41 frames, 3000 steps, 20 clips; TIER is the card it acts as: 141 = the real H200,
+no cap).  ``eager`` rows: plain diffusers + peft (bench/step.py) at the square shapes, in the same run.
+
+Cells run in the order given and stop starting new ones once ``--deadline-s`` has passed, so a call to the
+GPU machine returns inside its limit; each cell's JSON and log are written as it finishes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+RECIPES = ("motion", "style", "character")
+TIERS = (12, 24, 48, 80, 141)
+TRIGGER = "wnlr"
+CAPTIONS = {"motion": "orbit 360 around the subject", "style": "[trigger], grainy 16mm film look, warm tint",
+            "character": "[trigger], young woman, casual clothing"}
+DEFAULT_CELLS = (
+    # what users care most about, timed in full
+    "141:motion:sq:guide", "80:motion:sq:guide", "24:motion:sq:time", "24:character:wide:time",
+    # every other cell's fit
+    *(f"{t}:{r}:{a}:fit" for t in TIERS for r in RECIPES for a in ("sq", "wide")
+      if (t, r, a) not in ((24, "motion", "sq"), (24, "character", "wide"))),
+)
+EAGER_SHAPES = "41x512x512,41x768x768,41x1024x1024"
+
+
+def write_clips(out: Path) -> dict[str, Path]:
+    """Per aspect and recipe a folder of 20 square (1024²) or 12 wide (1280×720) clips, 48 frames at 16 fps,
+    captioned in the recipe's style.  Two distinct synthetic H.264 clips are rendered per aspect and copied
+    under the other names: the trial caches and trains on ``--clips 2`` and projects caching to every clip,
+    so only the count and the codec matter, and rendering 96 large clips would eat the GPU lease."""
+    import shutil
+
+    from PIL import Image
+
+    from bench.trial_jobs import _write_clips
+
+    folders = {}
+    for aspect, size, n in (("sq", (1024, 1024), 20), ("wide", (1280, 720), 12)):
+        seed = out / "clips" / f"_seed_{aspect}"
+        if not (seed / "clip_001.mp4").exists():
+            _write_clips(seed, n=2, num_frames=48, size=size, caption="")
+        for recipe in RECIPES:
+            f = out / "clips" / f"{aspect}_{recipe}"
+            f.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                clip = f / f"clip_{i:03d}.mp4"
+                if not clip.exists():
+                    shutil.copyfile(seed / f"clip_{i % 2:03d}.mp4", clip)
+                (f / f"clip_{i:03d}.txt").write_text(CAPTIONS[recipe] + "\n", encoding="utf-8")
+            folders[f"{aspect}_{recipe}"] = f
+    Image.new("RGB", (768, 768), (40, 90, 160)).save(out / "clips" / "ctrl.png")
+    return folders
+
+
+def cell_job(tier: int, recipe: str, aspect: str, mode: str, folder: Path, ctrl: Path) -> str:
+    """The job file a user writes for this cell: preset + tier + folder (+ what the recipe requires)."""
+    name = f"{recipe}_{tier}_{aspect}" + ("_guide" if mode == "guide" else "")
+    lines = ["[job]", f'name = "{name}"', f'preset = "{recipe}"',
+             'vram_tier = "auto"' if mode == "guide" else f"vram_tier = {tier}"]
+    if recipe in ("style", "character"):
+        lines.append(f'trigger_word = "{TRIGGER}"')
+    lines += ["", "[model]", 'name_or_path = "Wan-AI/Wan2.2-I2V-A14B-Diffusers"', ""]
+    if mode == "guide":
+        lines += ["[training]", "steps = 3000", ""]
+    if recipe == "character":  # the guide's character setting: 768² previews (the schema's default size)
+        lines += ["[sample]", "enabled = true", "", "[[sample.prompts]]",
+                  f'prompt = "[trigger], young woman, casual clothing, walking toward the camera"', f'ctrl_img = "{ctrl}"', ""]
+    lines += ["[[datasets]]", f'folder = "{folder}"']
+    if mode == "guide":
+        lines.append("resolutions = [512, 768, 1024]")
+    return "\n".join(lines) + "\n"
+
+
+def parse_cell(cell: str) -> tuple[int, str, str, str]:
+    parts = cell.split(":")
+    tier, recipe, aspect = int(parts[0]), parts[1], parts[2]
+    mode = parts[3] if len(parts) > 3 else "fit"
+    if tier not in TIERS or recipe not in RECIPES or aspect not in ("sq", "wide") or mode not in ("fit", "time", "guide"):
+        raise SystemExit(f"bad cell {cell!r}: TIER:RECIPE:ASPECT[:MODE], e.g. 24:motion:sq:time")
+    return tier, recipe, aspect, mode
+
+
+def run_cell(cell: str, out: Path, folders: dict[str, Path]) -> dict:
+    tier, recipe, aspect, mode = parse_cell(cell)
+    tag = cell.replace(":", "_")
+    job = out / "jobs" / f"{tag}.toml"
+    job.parent.mkdir(parents=True, exist_ok=True)
+    job.write_text(cell_job(tier, recipe, aspect, mode, folders[f"{aspect}_{recipe}"], out / "clips" / "ctrl.png"))
+    steps = {"fit": 1, "time": 3, "guide": 2}[mode]
+    cmd = ["wanlora", "trial", str(job), "--json", "--steps", str(steps), "--clips", "2"]
+    if not (mode == "guide" and tier == 141):
+        cmd += ["--vram-gib", str(tier)]
+    t0 = time.time()
+    with open(out / f"cell_{tag}.json", "w") as fo, open(out / f"cell_{tag}.log", "w") as fe:
+        rc = subprocess.call(cmd, stdout=fo, stderr=fe)
+    row = {"cell": cell, "rc": rc, "wall_s": round(time.time() - t0, 1), "cmd": " ".join(cmd[1:])}
+    with open(out / "cells.jsonl", "a") as f:
+        f.write(json.dumps(row) + "\n")
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("out")
+    ap.add_argument("--cells", default=",".join(DEFAULT_CELLS), help="comma-separated TIER:RECIPE:ASPECT[:MODE]")
+    ap.add_argument("--deadline-s", type=float, default=1e9, help="start no cell after this many seconds")
+    ap.add_argument("--no-eager", action="store_true", help="skip the plain diffusers + peft rows")
+    ap.add_argument("--jobs-only", action="store_true", help="write the clips and job files, run nothing")
+    a = ap.parse_args()
+    out = Path(a.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    folders = write_clips(out)
+    cells = [c for c in a.cells.split(",") if c]
+    if a.jobs_only:
+        for c in cells:
+            tier, recipe, aspect, mode = parse_cell(c)
+            p = out / "jobs" / f"{c.replace(':', '_')}.toml"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(cell_job(tier, recipe, aspect, mode, folders[f"{aspect}_{recipe}"], out / "clips" / "ctrl.png"))
+        return 0
+    subprocess.call(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+                    stdout=open(out / "gpu.txt", "w"), stderr=subprocess.STDOUT)
+    if not a.no_eager and not (out / "step_eager.jsonl").exists():
+        subprocess.call([sys.executable, str(ROOT / "bench" / "step.py"), "--shapes", EAGER_SHAPES, "--variants", "eager",
+                         "--steps", "2", "--warmup", "1", "--out", str(out / "step_eager.jsonl")],
+                        stdout=open(out / "step_eager.log", "w"), stderr=subprocess.STDOUT, env=os.environ)
+    for c in cells:
+        if time.time() - t0 > a.deadline_s:
+            print(json.dumps({"cell": c, "skipped": "deadline"}), flush=True)
+            continue
+        run_cell(c, out, folders)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
