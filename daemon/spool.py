@@ -18,7 +18,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from wanlora.daemon.home import Home
+from wanlora.daemon.home import DaemonLock, Home
 
 OUR_DIRS = ("tmp", "new", "cur", "rejected")
 IN_PROGRESS_SUFFIXES = (".part", ".tmp", ".swp", "~")
@@ -109,6 +109,33 @@ def find_submission(home: Home, sid: str) -> tuple[str, Path] | None:
             if sid in n and not n.startswith("."):
                 return "pending", d / n
     return None
+
+
+def withdraw(home: Home, files: list[Path]) -> list[Path]:
+    """Take job files back out of the spool before any daemon queues them; returns those taken.
+
+    Only while no daemon runs: this holds ``daemon.lock`` meanwhile (raises :class:`AlreadyRunning` when a daemon
+    has it), so no intake is reading a file in ``cur/`` and none can start until it is done.  Each file is claimed
+    the way intake claims it, by a rename (here into ``tmp/``, which intake never reads), then deleted: a file
+    that is no longer there was taken by someone else and is not reported.
+    """
+    lock = DaemonLock(home)
+    lock.acquire()
+    try:
+        taken: list[Path] = []
+        home.spool_tmp.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for p in files:
+            aside = home.spool_tmp / f".withdrawn-{time.time_ns()}-{safe_name(p.name)}"
+            try:
+                os.rename(p, aside)
+            except FileNotFoundError:
+                continue
+            aside.unlink(missing_ok=True)
+            _fsync_dir(p.parent)
+            taken.append(p)
+        return taken
+    finally:
+        lock.release()
 
 
 def find_rejection(home: Home, sid: str) -> Path | None:
