@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.engine.conftest import clips, tiny_model  # noqa: F401  (session fixtures, shared)
 
@@ -54,3 +55,44 @@ def wait_for_step(job_dir: Path, step: int, p: subprocess.Popen[bytes], timeout:
 
 def python() -> str:
     return sys.executable
+
+
+def adam_rms(state_dir: Path, model_dir: Path, rank: int = 8) -> dict[str, tuple[torch.Tensor, int]]:
+    """``"<expert>/<peft key>" → (√v̂, Adam steps taken)`` from a saved state's optimizers: each LoRA weight's
+    bias-corrected gradient RMS, the unit Adam divides its gradient by (see :func:`assert_same_adam_weights`)."""
+    from wanlora.engine.model.load import load_expert
+    from wanlora.engine.model.lora import ADAPTER_NAME, add_lora
+    from wanlora.engine.train.state import load_state
+
+    model = load_expert(model_dir, "high_noise", torch.float32)  # both experts share the layout
+    add_lora(model, rank, rank, "attn+ffn")
+    # the optimizer's param ids follow add_lora's list: the lora params in named_parameters order
+    names = [n.replace(f".{ADAPTER_NAME}.", ".") for n, _ in model.named_parameters() if "lora_" in n]
+    out: dict[str, tuple[torch.Tensor, int]] = {}
+    for expert, opt in load_state(state_dir)["optimizers"].items():
+        for name, i in zip(names, opt["param_groups"][0]["params"], strict=True):
+            s = opt["state"][i]
+            steps = int(s["step"])
+            out[f"{expert}/{name}"] = ((s["exp_avg_sq"] / (1 - 0.999 ** steps)).sqrt(), steps)
+    return out
+
+
+def assert_same_adam_weights(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor],
+                             rms: dict[str, tuple[torch.Tensor, int]], lr: float, rel: float = 1e-3) -> None:
+    """Two runs that saw the same data agree, judged where rounding lives: in the gradients.
+
+    Adam divides each gradient by its own RMS √v̂, so a rounding difference δ in a gradient moves the weight
+    by up to ~2·lr·δ/(√v̂+ε) per step. Where a gradient is itself at rounding level (the tiny model's cross
+    attention: √v̂ ≈ 1e-7 in a layer whose largest is 5e-5) that is ~lr either way, and a weight tolerance
+    would fail on CPUs that sum in another order (0.000178 against atol 1e-4 was seen). So each difference
+    is turned back into gradient units, δ_i = |Δw_i|·(√v̂_i+ε)/(2·lr·steps), and must stay under ``rel`` ×
+    the layer's largest √v̂: float32 summation order gave 6e-5 (Zen 5, AVX-512); a wrong data split gives
+    6e-4 to 0.3 (median 0.08) per layer, so most layers fail it."""
+    assert got.keys() == want.keys() and len(want) > 0
+    worst = {}
+    for k in want:
+        r, steps = rms[k]
+        d = (got[k].float() - want[k].float()).abs() * (r + 1e-8) / (2 * lr * steps)
+        worst[k] = (d.max() / r.max()).item()
+    bad = {k: f"{v:.2g}" for k, v in worst.items() if not v <= rel}
+    assert not bad, f"weights differ by more than float32 summation order explains (δ/max √v̂ > {rel}): {bad}"

@@ -1,8 +1,8 @@
 """Expert-parallel on the CPU: 2 gloo processes, one per expert, through the daemon's launch line.
 
 "The same run" means: the final LoRA pair equals the single-process alternating run's (same job file,
-same seeds) within ``atol 1e-4`` in fp32 — Adam moves each weight by ~lr (1e-2) per step, so a wrong
-sample, draw, learning rate or step order differs by ~1e-2 in many weights — and each expert saw the same
+same seeds) up to float32 summation order, judged in gradient units (``assert_same_adam_weights``: a wrong
+sample, draw, learning rate or step order differs by far more in most layers) — and each expert saw the same
 timesteps in the same order (every step once).  ``switch_every = 2`` makes the expert-parallel states
 mid-cycle ones (steps 0 and 2 done, 1 not yet), which one process must resume by going back to step 1.
 """
@@ -17,11 +17,12 @@ from safetensors.torch import load_file
 from wanlora.engine.config import jobdir
 from wanlora.engine.config.io import load_job
 from wanlora.engine.config.launch import trainer_command
+from wanlora.engine.model.lora_format import comfy_to_peft
 from wanlora.engine.train import state as train_state
 from wanlora.engine.train.demo import demo_job_dict, write_job_dir
 from wanlora.engine.train.loop import run
 
-from tests.distributed.conftest import finish, python, start
+from tests.distributed.conftest import adam_rms, assert_same_adam_weights, finish, python, start
 
 CPU = torch.device("cpu")
 STEPS = 6
@@ -39,10 +40,11 @@ def _launch(job_dir: Path, procs: int, log: Path):
 
 
 def _pair(job_dir: Path) -> dict[str, torch.Tensor]:
+    """The final LoRA files' weights, under their peft names."""
     out = {}
     for e in EXPERTS:
-        for k, v in load_file(str(job_dir / "checkpoints" / f"wanlora_demo_{e}.safetensors")).items():
-            out[f"{e}/{k}"] = v
+        weights, _ = comfy_to_peft(load_file(str(job_dir / "checkpoints" / f"wanlora_demo_{e}.safetensors")))
+        out.update({f"{e}/{k}": v for k, v in weights.items()})
     return out
 
 
@@ -73,13 +75,13 @@ def reference(tmp_path_factory: pytest.TempPathFactory, clips: Path, tiny_model:
     return jd
 
 
-def _same_pair(jd: Path, ref: Path) -> None:
+def _same_pair(jd: Path, ref: Path, tiny_model: Path) -> None:
     got, want = _pair(jd), _pair(ref)
     assert got.keys() == want.keys() and len(want) > 0
     for e in EXPERTS:  # both experts trained: B moved off zero
         assert max(v.abs().max().item() for k, v in want.items() if k.startswith(e) and "lora_B" in k) > 1e-3
-    for k in want:
-        torch.testing.assert_close(got[k], want[k], rtol=0, atol=1e-4, msg=lambda m, k=k: f"{k}: {m}")
+    # judged in gradient units: Adam turns rounding in a near-zero gradient into ~lr in its weight
+    assert_same_adam_weights(got, want, adam_rms(train_state.latest_state(ref), tiny_model), lr=1e-2)
     assert _timesteps(jd) == _timesteps(ref)  # each expert: the same samples' draws, in order, once each
 
 
@@ -93,7 +95,7 @@ def test_two_processes_train_one_expert_each_and_equal_the_alternating_run(tmp_p
     assert [s["step"] for s in steps] == list(range(1, STEPS + 1))
     # both experts at once: each round logs one step of each (the alternating run logs 2 high, 2 low, ...)
     assert [s["expert"] for s in steps[:4]] == ["high_noise", "low_noise"] * 2
-    _same_pair(jd, reference)
+    _same_pair(jd, reference, tiny_model)
     meta = train_state.load_state(train_state.latest_state(jd))
     assert meta["meta"]["steps_done"] == {"high_noise": 4, "low_noise": 2} and meta["meta"]["multi_gpu"] == "expert"
     assert set(meta["adapters"]) == set(EXPERTS) and set(meta["optimizers"]) == set(EXPERTS)  # one state, both
@@ -143,7 +145,7 @@ def test_stop_mid_way_and_resume_across_one_and_two_processes(tmp_path: Path, cl
     assert finish(p, log, timeout=240) == jobdir.EXIT_OK, log.read_text()[-3000:]
     assert [e["step"] for e in jobdir.read_events(jd) if e.get("state") == "resumed"] == [2]
     assert _modes(jd) == (["expert"] if first == 2 else []) + (["expert"] if second == 2 else [])
-    _same_pair(jd, reference)
+    _same_pair(jd, reference, tiny_model)
 
 
 def test_four_processes_two_per_expert_equal_one_process_with_doubled_accumulation(tmp_path: Path, clips: Path,
@@ -158,4 +160,4 @@ def test_four_processes_two_per_expert_equal_one_process_with_doubled_accumulati
     log = tmp_path / "four.log"
     assert finish(_launch(jd, 4, log), log, timeout=300) == jobdir.EXIT_OK, log.read_text()[-3000:]
     assert [e["per_expert"] for e in jobdir.read_events(jd) if e.get("state") == "parallel"] == [2]
-    _same_pair(jd, one)
+    _same_pair(jd, one, tiny_model)

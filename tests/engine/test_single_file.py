@@ -117,7 +117,9 @@ def test_comfyui_files_for_every_part_train_to_the_folders_losses(tmp_path: Path
     ref = _train(tmp_path / "ref", clips, tiny_model)
     got = _train(tmp_path / "files", clips, cfg_only, high_noise_file=str(hi), low_noise_file=str(lo),
                  vae_file=str(vf), text_encoder_file=str(tf))
-    assert len(got) == 4 and got == ref
+    # same fp32 bits, differently aligned memory: float32 summation order (see the bf16 shards' test)
+    assert len(got) == 4
+    torch.testing.assert_close(torch.tensor(got), torch.tensor(ref), rtol=1e-5, atol=0)
 
 
 def test_original_wan_shards_in_bf16_train_like_the_rounded_folder(tmp_path: Path, clips: Path, tiny_model: Path) -> None:
@@ -127,10 +129,18 @@ def test_original_wan_shards_in_bf16_train_like_the_rounded_folder(tmp_path: Pat
     assert all(p.name.endswith(".index.json") and len(wf.read_header(p).files) > 1 for p in idx.values())
     rounded = {sub: {k: v.to(torch.bfloat16).float() for k, v in states[e].items()}
                for e, sub in (("high_noise", "transformer"), ("low_noise", "transformer_2"))}
+    for e, sub in (("high_noise", "transformer"), ("low_noise", "transformer_2")):  # loading only moves bits
+        loaded = sf.load_expert_file(idx[e], wf.config_for(e, tiny_model), dtype=torch.float32, device=CPU, part=e)
+        assert all(torch.equal(v, rounded[sub][k]) for k, v in loaded.state_dict().items())
     ref = _train(tmp_path / "ref", clips, _reference(tiny_model, tmp_path / "ref_model", rounded))
     got = _train(tmp_path / "files", clips, _configs_only(tiny_model, tmp_path / "configs"),
                  high_noise_file=str(idx[wf.HIGH].parent), low_noise_file=str(idx[wf.LOW]))
-    assert got == ref
+    # The weights are the same bits (checked above), but the loader allocates them 64-byte aligned and the
+    # folder's mmap does not, so the SIMD kernels can split their float32 sums differently and the losses
+    # differ in the last bits: 2.4e-7 relative measured on a Zen 5 (AVX-512), 1e-5 allowed. The weights' bits are
+    # what this test is about; the losses show the trainer trains on them.
+    assert len(got) == 4
+    torch.testing.assert_close(torch.tensor(got), torch.tensor(ref), rtol=1e-5, atol=0)
 
 
 def _dequantised_by_hand(path: Path) -> dict[str, torch.Tensor]:
@@ -158,10 +168,16 @@ def test_fp8_scaled_comfyui_files_train_like_their_dequantised_weights(tmp_path:
     ref_model = _reference(tiny_model, tmp_path / "ref_model",
                            {"transformer": _dequantised_by_hand(paths[wf.HIGH]),
                             "transformer_2": _dequantised_by_hand(paths[wf.LOW])})
+    for e in wf.EXPERTS:  # q·scale, one rounding
+        loaded = sf.load_expert_file(paths[e], wf.config_for(e, tiny_model), dtype=torch.float32, device=CPU, part=e)
+        by_hand = _dequantised_by_hand(paths[e])
+        assert all(torch.equal(v, by_hand[k]) for k, v in loaded.state_dict().items())
     ref = _train(tmp_path / "ref", clips, ref_model)
     got = _train(tmp_path / "files", clips, _configs_only(tiny_model, tmp_path / "configs"),
                  high_noise_file=str(paths[wf.HIGH]), low_noise_file=str(paths[wf.LOW]))
-    assert got == ref
+    # same bits, differently aligned memory: the losses agree to float32 summation order (see the bf16 test)
+    assert len(got) == 4
+    torch.testing.assert_close(torch.tensor(got), torch.tensor(ref), rtol=1e-5, atol=0)
 
 
 def test_fp8_scaled_weights_become_the_fp8_base_as_stored(tmp_path: Path) -> None:
