@@ -1,6 +1,6 @@
 """Every recipe on every VRAM tier, written as a user writes it, through ``wanlora trial`` (issue #25).
 
-    python3 bench/tier_matrix.py OUT [--cells ...] [--deadline-s S] [--no-eager]
+    python3 bench/tier_matrix.py OUT [--cells ...] [--deadline-s S] [--stop-at-s S]
     python3 bench/tier_table.py OUT          # the table (fits, peak reserved %, s/step, hours, estimate error)
 
 Each cell's job is what the README and the wizard write: ``preset`` + ``vram_tier`` + a clip folder (style and
@@ -13,7 +13,7 @@ A cell is ``TIER:RECIPE:ASPECT[:MODE]``: ASPECT ``sq`` (1024² clips) or ``wide`
 (the fewest steps that show every bucket of both experts, the switch and the preview fit: 1 timed step),
 ``time`` (3 timed steps), ``guide`` (the guide's run as the README writes it: motion, ``vram_tier =
 "auto"``, 512/768/1024, 41 frames, 3000 steps, 20 clips; TIER is the card it acts as: 141 = the real H200,
-no cap).  ``eager`` rows: plain diffusers + peft (bench/step.py) at the square shapes, in the same run.
+no cap).  The cell ``eager`` is plain diffusers + peft (bench/step.py) at the square 41-frame shapes.
 
 Cells run in the order given and stop starting new ones once ``--deadline-s`` has passed, so a call to the
 GPU machine returns inside its limit; each cell's JSON and log are written as it finishes.
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -37,7 +36,7 @@ TIERS = (12, 24, 48, 80, 141)
 TRIGGER = "wnlr"
 CAPTIONS = {"motion": "orbit 360 around the subject", "style": "[trigger], grainy 16mm film look, warm tint",
             "character": "[trigger], young woman, casual clothing"}
-DEFAULT_CELLS = (
+DEFAULT_CELLS = ("eager",
     # what users care most about, timed in full
     "141:motion:sq:guide", "80:motion:sq:guide", "24:motion:sq:time", "24:character:wide:time",
     # every other cell's fit
@@ -88,7 +87,7 @@ def cell_job(tier: int, recipe: str, aspect: str, mode: str, folder: Path, ctrl:
         lines += ["[training]", "steps = 3000", ""]
     if recipe == "character":  # the guide's character setting: 768² previews (the schema's default size)
         lines += ["[sample]", "enabled = true", "", "[[sample.prompts]]",
-                  f'prompt = "[trigger], young woman, casual clothing, walking toward the camera"', f'ctrl_img = "{ctrl}"', ""]
+                  'prompt = "[trigger], young woman, casual clothing, walking toward the camera"', f'ctrl_img = "{ctrl}"', ""]
     lines += ["[[datasets]]", f'folder = "{folder}"']
     if mode == "guide":
         lines.append("resolutions = [512, 768, 1024]")
@@ -104,7 +103,17 @@ def parse_cell(cell: str) -> tuple[int, str, str, str]:
     return tier, recipe, aspect, mode
 
 
-def run_cell(cell: str, out: Path, folders: dict[str, Path]) -> dict:
+def run_eager(out: Path, timeout: float) -> None:
+    """Plain diffusers + peft (bench/step.py's ``eager``) at the square shapes, each in a fresh process."""
+    try:
+        subprocess.run([sys.executable, str(ROOT / "bench" / "step.py"), "--shapes", EAGER_SHAPES, "--variants",
+                        "eager", "--steps", "2", "--warmup", "1", "--out", str(out / "step_eager.jsonl")],
+                       stdout=open(out / "step_eager.log", "w"), stderr=subprocess.STDOUT, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        print(json.dumps({"cell": "eager", "killed": "time limit"}), flush=True)
+
+
+def run_cell(cell: str, out: Path, folders: dict[str, Path], timeout: float = 1e9) -> dict:
     tier, recipe, aspect, mode = parse_cell(cell)
     tag = cell.replace(":", "_")
     job = out / "jobs" / f"{tag}.toml"
@@ -116,7 +125,10 @@ def run_cell(cell: str, out: Path, folders: dict[str, Path]) -> dict:
         cmd += ["--vram-gib", str(tier)]
     t0 = time.time()
     with open(out / f"cell_{tag}.json", "w") as fo, open(out / f"cell_{tag}.log", "w") as fe:
-        rc = subprocess.call(cmd, stdout=fo, stderr=fe)
+        try:
+            rc = subprocess.run(cmd, stdout=fo, stderr=fe, timeout=timeout).returncode
+        except subprocess.TimeoutExpired:
+            rc = "killed: time limit"
     row = {"cell": cell, "rc": rc, "wall_s": round(time.time() - t0, 1), "cmd": " ".join(cmd[1:])}
     with open(out / "cells.jsonl", "a") as f:
         f.write(json.dumps(row) + "\n")
@@ -129,7 +141,7 @@ def main() -> int:
     ap.add_argument("out")
     ap.add_argument("--cells", default=",".join(DEFAULT_CELLS), help="comma-separated TIER:RECIPE:ASPECT[:MODE]")
     ap.add_argument("--deadline-s", type=float, default=1e9, help="start no cell after this many seconds")
-    ap.add_argument("--no-eager", action="store_true", help="skip the plain diffusers + peft rows")
+    ap.add_argument("--stop-at-s", type=float, default=1e9, help="kill a cell still running this many seconds in")
     ap.add_argument("--jobs-only", action="store_true", help="write the clips and job files, run nothing")
     a = ap.parse_args()
     out = Path(a.out).resolve()
@@ -138,7 +150,7 @@ def main() -> int:
     folders = write_clips(out)
     cells = [c for c in a.cells.split(",") if c]
     if a.jobs_only:
-        for c in cells:
+        for c in (c for c in cells if c != "eager"):
             tier, recipe, aspect, mode = parse_cell(c)
             p = out / "jobs" / f"{c.replace(':', '_')}.toml"
             p.parent.mkdir(parents=True, exist_ok=True)
@@ -146,15 +158,14 @@ def main() -> int:
         return 0
     subprocess.call(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
                     stdout=open(out / "gpu.txt", "w"), stderr=subprocess.STDOUT)
-    if not a.no_eager and not (out / "step_eager.jsonl").exists():
-        subprocess.call([sys.executable, str(ROOT / "bench" / "step.py"), "--shapes", EAGER_SHAPES, "--variants", "eager",
-                         "--steps", "2", "--warmup", "1", "--out", str(out / "step_eager.jsonl")],
-                        stdout=open(out / "step_eager.log", "w"), stderr=subprocess.STDOUT, env=os.environ)
     for c in cells:
-        if time.time() - t0 > a.deadline_s:
+        left = a.stop_at_s - (time.time() - t0)
+        if time.time() - t0 > a.deadline_s or left < 30:
             print(json.dumps({"cell": c, "skipped": "deadline"}), flush=True)
-            continue
-        run_cell(c, out, folders)
+        elif c == "eager":
+            run_eager(out, left)
+        else:
+            run_cell(c, out, folders, left)
     return 0
 
 
