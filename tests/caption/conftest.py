@@ -6,6 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.daemon.conftest import daemons, home  # noqa: F401  (real daemons on private homes)
+from tests.tui.conftest import pytest_pyfunc_call  # noqa: F401  (async Pilot tests run with asyncio.run)
+
 
 @pytest.fixture(scope="session")
 def tiny_vl(tmp_path_factory: pytest.TempPathFactory) -> Path:
