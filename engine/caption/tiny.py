@@ -164,3 +164,32 @@ def build_full_captioner(path: Path, device: str = "cuda", seed: int = 0) -> Pat
     del model
     save_support_files(path)
     return path
+
+
+def full_captioner(device: str = "cuda", *, backend: str = "auto", max_new_tokens: int = 80,
+                   seed: int = 0) -> Any:
+    """A :class:`vlm.Captioner` over the 7B architecture with random bf16 weights built in GPU memory.
+
+    Only the small files (config, tokenizer, preprocessor configs, chat template) go to a temp folder for
+    the processor to load; the 16 GB of weights are never written or read.  For timing: every caption runs
+    the full ``max_new_tokens`` (random weights never say end-of-text), so s/clip is an upper bound.
+    """
+    import torch
+    from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
+    from wanlora.engine.caption import vlm
+
+    folder = Path(tempfile.mkdtemp(prefix="wanlora-captioner-7b-"))
+    cfg = full_config()
+    cfg.save_pretrained(folder)
+    save_support_files(folder)
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model = Qwen2_5_VLForConditionalGeneration._from_config(cfg, dtype=torch.bfloat16).eval()
+    use_processor = backend == "processor" or (backend == "auto" and vlm.torchvision_available())
+    processor = None
+    if use_processor:
+        from transformers import AutoProcessor
+
+        processor = AutoProcessor.from_pretrained(folder)
+    return vlm.Captioner(model, AutoTokenizer.from_pretrained(folder), processor, vlm.read_layout(folder),
+                         "qwen2_5_vl", device, "random Qwen2.5-VL-7B (bench)", False, max_new_tokens)
