@@ -8,6 +8,9 @@ cpu_slots = 1             # concurrent jobs on a machine without a GPU
 cancel_grace_s = 120.0    # SIGTERM, then SIGKILL after this long
 intake_timeout_s = 120.0  # a job file (and its dataset scan) that takes longer to check is rejected
 output_roots = ["/workspace/loras"]  # folders besides the home that job.output_dir may point into
+push_attempts = 5         # tries of a Hub upload ([save] push_to_hub) before it is marked failed
+push_backoff_s = 60.0     # wait before the 2nd try, doubled each time up to push_backoff_max_s
+push_timeout_s = 14400.0  # one upload attempt is stopped after this long
 ```
 
 The file must belong to the daemon's user and not be writable by others: it names a command the
@@ -41,6 +44,10 @@ class DaemonConfig:
     max_job_file_bytes: int = 50 * 1024 * 1024
     intake_timeout_s: float = 120.0
     output_roots: list[str] = field(default_factory=list)
+    push_attempts: int = 5  # Hub uploads (daemon.hub_push): tries, first backoff (doubled per try), its cap, one try's limit
+    push_backoff_s: float = 60.0
+    push_backoff_max_s: float = 1800.0
+    push_timeout_s: float = 14400.0
 
     @classmethod
     def load(cls, path: Path) -> DaemonConfig:
@@ -82,6 +89,8 @@ class DaemonConfig:
             if want in (int, float) and value < 0:
                 raise ConfigError(f"{source}: {key} must not be negative (got {value})")
             setattr(out, key, value)
+        if out.push_attempts < 1 or out.push_timeout_s <= 0:
+            raise ConfigError(f"{source}: push_attempts must be at least 1 and push_timeout_s above 0")
         if out.rescan_interval_s < 0.05 or out.poll_interval_s < 0.05:
             raise ConfigError(f"{source}: rescan_interval_s and poll_interval_s must be at least 0.05")
         return out

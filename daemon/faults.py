@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import signal
 
-POINTS = ("submit-spooled", "submit-reply", "intake-folder", "intake-commit", "intake-unlink", "checker-hang")
+POINTS = ("submit-spooled", "submit-reply", "intake-folder", "intake-commit", "intake-unlink", "checker-hang",
+          "push-start")
 
 
 def point(name: str) -> None:
@@ -28,3 +29,17 @@ def hang(name: str) -> None:
 
         while True:
             time.sleep(3600)
+
+
+def gate(name: str, timeout_s: float = 120.0) -> None:
+    """Wait here while the file ``$WANLORA_FAULT_GATE`` exists, when the environment names this point (a test
+    looks at the world at this moment, then removes the file to let the process go on)."""
+    wanted = os.environ.get("WANLORA_FAULT_POINT")
+    flag = os.environ.get("WANLORA_FAULT_GATE")
+    if not (wanted and flag and name in wanted.split(",")):
+        return
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while os.path.exists(flag) and time.monotonic() < deadline:
+        time.sleep(0.05)

@@ -16,10 +16,10 @@ MAX_LINE = 64 * 1024 * 1024  # a submit carries a job file (≤ 50 MB is already
 
 COMMANDS = (
     "ping", "submit", "submission", "list", "status", "follow", "cancel", "pause", "resume", "retry", "remove",
-    "save-now", "sample-now", "priority", "shutdown", "edit",
+    "save-now", "sample-now", "priority", "shutdown", "edit", "push",
 )
 JOB_COMMANDS = ("status", "follow", "cancel", "pause", "resume", "retry", "remove", "save-now", "sample-now",
-                "priority", "edit")
+                "priority", "edit", "push")
 
 
 class ProtocolError(Exception):

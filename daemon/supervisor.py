@@ -24,6 +24,7 @@ from wanlora.daemon import adopt, diskspace, protocol, runner, sweep
 from wanlora.daemon.callback import Callbacks
 from wanlora.daemon.config import DaemonConfig
 from wanlora.daemon.home import DaemonLock, Home, network_fs_warning
+from wanlora.daemon.hub_push import Pusher, PushError
 from wanlora.daemon.intake import Intake
 from wanlora.daemon.queue import (
     CANCELLED,
@@ -133,6 +134,8 @@ class Daemon:
         self.intake = Intake(self.home, self.config, self.queue, self.lock, log=self.log, on_queued=self._queued,
                              stderr=self.out)
         self.slots = self._detect_slots()
+        self.pushes = Pusher(self.home.root, self.config, self.log)  # Hub uploads: its own thread (daemon.hub_push)
+        self.pushes.start(self.q.all((COMPLETED,)))
         self._recover()
         self.intake.start()
         self.server = Server(self.home.sock, self.handle, self.log)
@@ -145,6 +148,8 @@ class Daemon:
             self.server.close()
         if hasattr(self, "intake"):
             self.intake.stop()
+        if hasattr(self, "pushes"):
+            self.pushes.stop()
         if self._observer is not None:
             try:
                 self._observer.stop()
@@ -454,6 +459,8 @@ class Daemon:
                   ended_ts=time.time() if out.state in TERMINAL else None, **end)
         why = f": {out.reason}" if out.reason and out.reason != out.state else ""
         runner.append_log(job_dir, f"{out.state}{why}" + (f" — {out.message}" if out.message else ""))
+        if out.state == COMPLETED:  # [save] push_to_hub: queued here, uploaded by the Pusher's thread
+            self._guard(f"queueing job {row.id}'s Hub upload", self.pushes.job_completed, row)
         self.wake.set()
 
     def _full_paths(self, row: JobRow) -> list[Path]:
@@ -745,6 +752,14 @@ class Daemon:
         tail = {FAILED: f"; `wanlora retry {row.id}` queues it again", PAUSED: f"; `wanlora resume {row.id}` continues it"}
         resume = f" It resumes from step {row.saved_step}." if row.saved_step else ""
         return f"job {row.id} updated{tail.get(row.state, '')}.{resume}"
+
+    def _cmd_push(self, row: JobRow, msg: dict[str, Any]) -> str:
+        private = msg.get("private")
+        try:
+            return self.pushes.request(row, repo=msg.get("repo") or None,
+                                       private=private if isinstance(private, bool) else None)
+        except PushError as e:
+            raise CommandError(str(e)) from None
 
     def _cmd_priority(self, row: JobRow, msg: dict[str, Any]) -> str:
         value = msg.get("priority")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from wanlora.daemon.home import Home
+from wanlora.daemon.hub_push import read_state
 from wanlora.daemon.queue import RUNNING, JobRow
 from wanlora.engine.config import jobdir
 
@@ -19,6 +20,9 @@ def job_view(home: Home, row: JobRow, *, detail: bool = False) -> dict[str, Any]
     d = row.to_dict()
     job_dir = home.job_dir(row.id)
     d["job_dir"] = str(job_dir)
+    push = read_state(home.root, row.id)  # [save] push_to_hub / `wanlora push`: daemon.hub_push
+    if push is not None:
+        d["push"] = push
     if row.state == RUNNING or detail:
         st = jobdir.read_status(job_dir)
         if st:

@@ -43,6 +43,7 @@ COMMANDS: dict[str, str] = {
     "sample-now": "control",
     "priority": "control",
     "edit": "edit",
+    "push": "push",
     "wait": "wait",
     "clean": "clean",
     "daemon": "daemon",

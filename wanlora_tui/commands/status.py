@@ -93,6 +93,10 @@ def detail(j: dict[str, Any]) -> str:
         losses = "   ".join(f"{k} {v:.5f}" for k, v in ev.items() if k != "step" and isinstance(v, int | float))
         lines.append(f"  eval loss  {losses}   (step {ev.get('step')}; `wanlora compare {j['id']}` to pick)")
     lines.append(f"  output     {j.get('output_dir') or '-'}")
+    if isinstance(j.get("push"), dict):  # [save] push_to_hub / `wanlora push` (daemon.hub_push)
+        from wanlora.daemon.hub_push import describe
+
+        lines += [f"  {'hub' if i == 0 else '':<10} {ln}" for i, ln in enumerate(describe(j["push"]))]
     d = j.get("disk") or {}
     if "free_gb" in d:
         lines.append(f"  disk       {d['free_gb']:.1f} GiB free of {d['total_gb']:.1f} GiB")

@@ -250,7 +250,22 @@ class JobScreen(ControlMixin, Screen[None]):
             lines.append("diffusers: pipe.load_lora_weights(high); pipe.load_lora_weights(low, load_into_transformer_2=True)")
         if samples:
             lines.append(f"previews: {len(samples)}  newest {samples[-1].name}")
+        lines.extend(self._push_lines())
         return "\n".join(lines)
+
+    def _push_lines(self) -> list[str]:
+        """The Hub upload ([save] push_to_hub): the daemon's word, else its state file (daemon down)."""
+        from wanlora.daemon.hub_push import describe, read_state
+
+        f = self.feed
+        assert f is not None
+        push = (self._daemon_row or {}).get("push")
+        if not isinstance(push, dict) and self.job_id.isdigit():
+            push = read_state(f.dir.parent.parent, int(self.job_id))
+        if not isinstance(push, dict):
+            return []
+        first, *rest = describe(push)
+        return [_esc(f"Hub: {first}"), *(_esc(f"  {ln}") for ln in rest)]  # server words may hold [brackets]
 
     # ---- keys ---------------------------------------------------------------------------------------
     def action_smoothing(self) -> None:
