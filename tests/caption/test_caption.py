@@ -203,3 +203,13 @@ def test_bad_options_and_models_are_refused_with_the_fix(tiny_vl: Path, tmp_path
     (not_vl / "config.json").write_text('{"model_type": "t5"}')
     assert main(["caption", str(folder), "--model", str(not_vl)]) == 1
     assert "Qwen2.5-VL or Qwen3-VL" in capsys.readouterr().err
+
+
+def test_scan_counts_uncaptioned_clips_and_prints_the_caption_command(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    folder = uncaptioned(tmp_path / "clips", n=2)
+    (folder / "clip_000.txt").write_text("[trigger], woman, walking\n")
+    assert main(["scan", str(folder), "--preset", "character", "--trigger", "frung"]) in (0, 1)
+    out = capsys.readouterr().out
+    assert "1 file(s) have no .txt caption" in out
+    assert f"wanlora caption {folder} --recipe character --trigger frung --class" in out
