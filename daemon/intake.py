@@ -167,6 +167,8 @@ class Intake:
         self.on_queued = on_queued
         self.spool = Spool(home, config.settle_s, config.max_job_file_bytes)
         self.checker = Checker(stderr)
+        self.command_checker = Checker(stderr)  # edit / retry: see check_text
+        self._command_lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._cond = threading.Condition()
@@ -187,6 +189,7 @@ class Intake:
         if self._thread is not None:
             self._thread.join(timeout=5)
         self.checker.kill()
+        self.command_checker.kill()
 
     def poke(self) -> None:
         self._wake.set()
@@ -395,6 +398,18 @@ class Intake:
         except json.JSONDecodeError:
             warnings = []
         return protocol.ok(id=row.id, name=row.name, warnings=warnings, submission_id=sid, duplicate=duplicate)
+
+    # ------------------------------------------------------------------ a job file from a command
+    def check_text(self, text: str, source: str) -> dict[str, Any]:
+        """The checker's verdict on a job file that did not come through the spool (``edit``, ``retry``), timed
+        as intake times one (CheckTimeout past ``intake_timeout_s``, the process killed; CheckerFailed).
+
+        The caller must not hold the daemon's lock: a slow dataset folder then stalls only this command, never
+        watching or scheduling.  A checker of its own (the intake thread may be in the middle of a file), used
+        by one command at a time."""
+        with self._command_lock:
+            return self.command_checker.check(text, source, [str(self.home.root), *self.config.output_roots],
+                                              self.config.intake_timeout_s)
 
     # ------------------------------------------------------------------ socket commands
     def submit(self, msg: dict[str, Any]) -> dict[str, Any]:

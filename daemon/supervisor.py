@@ -574,9 +574,11 @@ class Daemon:
                 return protocol.ok(job=self._status_view(row), daemon=self.info())
             if cmd == "follow":
                 return self._cmd_follow(row, send, bool(msg.get("from_start", True)))
+            checked = self._check_job_file(cmd, row, msg) if cmd in ("edit", "retry") else None
             with self.lock:
                 row = self._job(row.id)  # fresh, under the lock
-                message = getattr(self, "_cmd_" + cmd.replace("-", "_"))(row, msg)
+                handler = getattr(self, "_cmd_" + cmd.replace("-", "_"))
+                message = handler(row, msg) if checked is None else handler(row, msg, checked)
             self.wake.set()
             fresh = self.q.get(row.id)
             return protocol.ok(message=message, job=fresh.to_dict() if fresh else None)
@@ -673,18 +675,48 @@ class Daemon:
             return f"job {row.id}: pause withdrawn (if the trainer already took it, the job pauses; resume it again)"
         raise CommandError(f"job {row.id} is {row.state}{' (held)' if row.held else ''}; nothing to resume")
 
-    def _cmd_retry(self, row: JobRow, msg: dict[str, Any]) -> str:
+    def _check_job_file(self, cmd: str, row: JobRow, msg: dict[str, Any]) -> dict[str, Any]:
+        """``edit``'s new text / ``retry``'s frozen job.toml through intake's timed checker, before the daemon's
+        lock is taken: reading a slow dataset folder must never stall watching and scheduling (the command is
+        checked again under the lock, in case the job changed meanwhile).  ``{}``: nothing to check."""
+        from wanlora.daemon.intake import CheckerFailed, CheckTimeout
+
+        if cmd == "edit":
+            self._editable(row)
+            text = msg.get("text")
+            if not isinstance(text, str) or not text.strip():
+                raise CommandError("edit needs the new job file's text")
+            source = f"job {row.id}'s edited job.toml"
+        else:
+            self._retryable(row)
+            try:
+                text = (self.home.job_dir(row.id) / jobdir.JOB_TOML).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                return {}  # no frozen file: the start fails with its own message
+            source = str(self.home.job_dir(row.id) / jobdir.JOB_TOML)
+        try:
+            return self.intake.check_text(text, source)
+        except CheckTimeout:
+            raise CommandError(f"checking job {row.id}'s file took longer than {self.config.intake_timeout_s:g} s "
+                               "(intake_timeout_s in config.toml), so it was stopped and the job is unchanged; a "
+                               "dataset folder on a hung or very slow disk does that. Run `wanlora validate` on the "
+                               "file to see where it stalls") from None
+        except CheckerFailed as e:
+            raise CommandError(f"job {row.id} is unchanged: {e}") from None
+
+    @staticmethod
+    def _retryable(row: JobRow) -> None:
         if row.state not in (FAILED, CANCELLED):
             raise CommandError(f"job {row.id} is {row.state}; only failed or cancelled jobs can be retried")
-        from wanlora.engine.config.validate import check_file
 
-        job_toml = self.home.job_dir(row.id) / jobdir.JOB_TOML
-        if job_toml.is_file():  # a job that cannot run here would only fail the same way again
-            _res, findings = check_file(job_toml)
-            errors = [f for f in findings if f.level == "error"]
-            if errors:
-                raise CommandError(f"job {row.id} would fail again: " + "; ".join(str(f) for f in errors)
-                                   + f"; fix it with `wanlora edit {row.id}`, then retry")
+    def _cmd_retry(self, row: JobRow, msg: dict[str, Any], checked: dict[str, Any]) -> str:
+        self._retryable(row)
+        if "error" in checked:
+            raise CommandError(f"job {row.id} would fail again: {checked['error']}")
+        errors = [f for f in map(_finding, checked.get("findings", [])) if f.level == "error"]
+        if errors:  # a job that cannot run here would only fail the same way again
+            raise CommandError(f"job {row.id} would fail again: " + "; ".join(str(f) for f in errors)
+                               + f"; fix it with `wanlora edit {row.id}`, then retry")
         self._set(row, state=QUEUED, reason=REASON_WAITING, held=0, fail_streak=0, ended_ts=None)
         return f"job {row.id} queued again; it resumes from its newest saved state"
 
@@ -717,37 +749,38 @@ class Daemon:
                                f"{row.id}`), or render a checkpoint pair with `wanlora sample`")
         return self._flag(row, jobdir.FLAG_SAMPLE_NOW)
 
-    def _cmd_edit(self, row: JobRow, msg: dict[str, Any]) -> str:
-        """Replace a not-running job's frozen job.toml with an edited one, validated as intake would."""
+    @staticmethod
+    def _editable(row: JobRow) -> None:
         if row.state not in EDITABLE:
             what = "running: pause it first (`wanlora pause " + str(row.id) + "`)" if row.state == RUNNING else row.state
             raise CommandError(f"job {row.id} is {what}; only a queued, held, paused or failed job can be edited")
-        text = msg.get("text")
-        if not isinstance(text, str) or not text.strip():
-            raise CommandError("edit needs the new job file's text")
-        from wanlora.engine.config.io import dump_job
-        from wanlora.engine.config.validate import check_file
 
-        job_dir = self.home.job_dir(row.id)
-        trial = job_dir / ".edit.toml"
-        jobdir.write_text_atomic(trial, text)
-        try:
-            # the same output_dir policy as intake (an edit must not move the LoRAs outside the allowed roots)
-            resolved, findings = check_file(trial, output_roots=[self.home.root, *map(Path, self.config.output_roots)])
-        finally:
-            trial.unlink(missing_ok=True)
+    def _cmd_edit(self, row: JobRow, msg: dict[str, Any], checked: dict[str, Any]) -> str:
+        """Replace a not-running job's frozen job.toml with an edited one, checked as intake checks one (by
+        :meth:`_check_job_file`, with intake's output_dir policy: an edit must not move the LoRAs outside the
+        allowed roots)."""
+        self._editable(row)  # again: the job may have started while its file was being checked
+        if "error" in checked:
+            raise CommandError(f"the edited job was not accepted (the old one is kept): {checked['error']}")
+        findings = [_finding(f) for f in checked.get("findings", [])]
         errors = [f for f in findings if f.level == "error"]
-        if resolved is None or errors:
+        job = checked.get("job")
+        if not errors and isinstance(job, dict) and "training" not in job:
+            raise CommandError(f"the edited file is not a training job (a caption job?); job {row.id} is unchanged "
+                               "(a caption job is not edited: remove it and queue a new one)")
+        if errors or not isinstance(job, dict) or not isinstance(checked.get("job_toml"), str):
             raise CommandError("the edited job was not accepted (the old one is kept):\n"
                                + "\n".join(str(f) for f in (errors or findings)))
-        job = resolved.job
+        job_dir = self.home.job_dir(row.id)
         current = job_dir / jobdir.JOB_TOML
         if current.exists():
             jobdir.write_text_atomic(job_dir / "job.toml.prev", current.read_text(encoding="utf-8"))
-        jobdir.write_text_atomic(current, dump_job(job))
-        out = Path(job.job.output_dir).expanduser() if job.job.output_dir else job_dir / jobdir.CHECKPOINTS
-        self._set(row, name=job.job.name, total_steps=job.training.steps, gpus_req=json.dumps(job.job.gpus),
-                  output_dir=str(out), warnings=json.dumps([str(f) for f in findings if f.level != "error"]))
+        jobdir.write_text_atomic(current, checked["job_toml"])
+        out_dir = job["job"].get("output_dir")
+        out = Path(out_dir).expanduser() if out_dir else job_dir / jobdir.CHECKPOINTS
+        self._set(row, name=str(job["job"]["name"]), total_steps=int(job["training"]["steps"]),
+                  gpus_req=json.dumps(job["job"].get("gpus", "auto")), output_dir=str(out),
+                  warnings=json.dumps([str(f) for f in findings if f.level != "error"]))
         runner.append_log(job_dir, "job.toml edited (previous one kept as job.toml.prev)")
         tail = {FAILED: f"; `wanlora retry {row.id}` queues it again", PAUSED: f"; `wanlora resume {row.id}` continues it"}
         resume = f" It resumes from step {row.saved_step}." if row.saved_step else ""
@@ -771,6 +804,13 @@ class Daemon:
             raise CommandError("priority must be an integer (higher starts first) or 'top'")
         self._set(row, priority=value)
         return f"job {row.id} priority {value}"
+
+
+def _finding(d: dict[str, Any]) -> Any:
+    """A finding as the checker process sent it (engine.config.findings, torch-free)."""
+    from wanlora.engine.config.findings import Finding
+
+    return Finding(**d)
 
 
 def run_foreground(home: Home, config: DaemonConfig | None = None, log: TextIO | None = None) -> int:

@@ -195,28 +195,33 @@ def test_retry_of_a_job_this_machine_cannot_run_says_so_instead_of_failing_again
                                                                                  assets) -> None:
     import io
 
-    import wanlora.engine.config.machine as machine
     from wanlora.daemon.home import Home
+    from wanlora.daemon.intake import Intake
     from wanlora.daemon.queue import Queue
-    from wanlora.daemon.supervisor import CommandError, Daemon
+    from wanlora.daemon.supervisor import Daemon
+
+    from tests.daemon.conftest import REPO
 
     monkeypatch.delenv("WANLORA_VALIDATE_ANYWHERE", raising=False)
-    monkeypatch.setattr(machine, "this_machine", lambda: machine.Machine(cuda=False, bitsandbytes=False))
+    # retry checks the file in intake's checker process: there, this machine has no NVIDIA driver
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent / "no_gpu"), str(REPO)]))
     home = Home.resolve(tmp_path / "h")
     home.ensure()
     d = Daemon(home, log=io.StringIO())
     d.queue = Queue(home.db)
     d.callbacks = type("NoCallbacks", (), {"fire": lambda self, row: None})()
+    d.intake = Intake(home, d.config, d.queue, d.lock, log=lambda m: None, on_queued=lambda r: None)
     row = d.q.add(name="q", gpus_req="auto", total_steps=10)
     row = d.q.update(row.id, state="failed", reason="config")
     jd = home.job_dir(row.id)
     jd.mkdir(parents=True)
     (jd / "job.toml").write_text(job_text(assets, "q") .replace('transformer = "none"', 'transformer = "fp8"'))
     try:
-        d._cmd_retry(row, {})
-    except CommandError as e:
-        assert "would fail again" in str(e) and "quantization.transformer" in str(e) and "wanlora edit" in str(e)
-    else:
-        raise AssertionError("retry queued a job that cannot run here")
-    (jd / "job.toml").write_text(job_text(assets, "q"))
-    assert "queued again" in d._cmd_retry(row, {})
+        refused = d.handle({"cmd": "retry", "job": str(row.id)}, lambda m: None)
+        assert not refused["ok"] and d.q.get(row.id).state == "failed", refused
+        e = refused["error"]
+        assert "would fail again" in e and "quantization.transformer" in e and "wanlora edit" in e, e
+        (jd / "job.toml").write_text(job_text(assets, "q"))
+        assert "queued again" in d.handle({"cmd": "retry", "job": str(row.id)}, lambda m: None)["message"]
+    finally:
+        d.intake.stop()

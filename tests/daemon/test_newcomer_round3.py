@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import threading
+import time
 from pathlib import Path
 
+from wanlora.daemon import client
 from wanlora.daemon.home import DaemonLock, Home
 
-from tests.daemon.conftest import cli, job_text, wait_for
+from tests.daemon.conftest import REPO, cli, job_text, wait_for
 
 
 def _spool(home: Path, assets: dict[str, Path], tmp_path: Path, name: str = "first_job") -> str:
@@ -49,3 +54,60 @@ def test_withdrawing_never_races_a_daemon_that_holds_the_home(home: Path, assets
         lock.release()
     assert r.returncode == 1 and "a daemon is starting" in r.stderr
     assert (home / "spool" / "new" / f"{sid}.toml").is_file()  # untouched: the daemon will queue it
+
+
+SLOW_FS = Path(__file__).parent / "slow_fs"  # sitecustomize: listings of chosen folders take seconds
+
+
+def _timed(fn, *a, **kw):  # noqa: ANN001, ANN002, ANN003, ANN202
+    t0 = time.monotonic()
+    out = fn(*a, **kw)
+    return out, time.monotonic() - t0
+
+
+def test_edit_and_retry_check_a_slow_dataset_outside_the_daemons_lock(home: Path, daemons, assets,
+                                                                       tmp_path: Path) -> None:
+    """A dataset folder on a slow disk stalls only the ``edit`` that names it: commands that take the daemon's lock
+    (here ``priority``) are answered at once meanwhile; past intake_timeout_s the edit is refused, job unchanged."""
+    slow, hung = tmp_path / "slow_clips", tmp_path / "hung_clips"
+    shutil.copytree(assets["clips"], slow)
+    shutil.copytree(assets["clips"], hung)
+    env = {"PYTHONPATH": f"{SLOW_FS}{os.pathsep}{REPO}",
+           "WANLORA_TEST_SLOW_DIRS": json.dumps({str(slow): 2.0, str(hung): 600.0})}
+    d = daemons({"cpu_slots": 0, "intake_timeout_s": 10.0}, env=env)
+    job_id = d.request("submit", text=job_text(assets, "editme"), filename="editme.toml", timeout=120)["id"]
+
+    def while_probing(cmd: str, **kw: object) -> dict | Exception:
+        """Send ``cmd`` and, until it is answered, time ``priority`` (a command that takes the daemon's lock)."""
+        got: dict[str, object] = {}
+
+        def send() -> None:
+            try:
+                got["reply"] = d.request(cmd, job=str(job_id), timeout=300, **kw)
+            except Exception as e:  # noqa: BLE001  (the caller looks at it)
+                got["reply"] = e
+
+        t0 = time.monotonic()
+        t = threading.Thread(target=send)
+        t.start()
+        probes = []
+        while t.is_alive():
+            probes.append(_timed(d.request, "priority", job=str(job_id), priority=len(probes), timeout=60)[1])
+            time.sleep(0.3)
+        took = time.monotonic() - t0
+        assert took > 2.0 and len(probes) >= 3 and max(probes) < 1.5, (cmd, took, probes)
+        return got["reply"]
+
+    edited = job_text(assets, "edited").replace(str(assets["clips"]), str(slow))
+    reply = while_probing("edit", text=edited)
+    assert not isinstance(reply, Exception) and d.job(job_id)["name"] == "edited", reply
+    # a hung folder: refused after intake_timeout_s, the job unchanged
+    hangs = job_text(assets, "hangs").replace(str(assets["clips"]), str(hung))
+    reply = while_probing("edit", text=hangs)
+    assert isinstance(reply, client.DaemonError) and "longer than 10 s" in str(reply), reply
+    assert "intake_timeout_s" in str(reply) and d.job(job_id)["name"] == "edited"
+    # retry re-checks the frozen job.toml (now on the slow folder) the same way
+    d.request("cancel", job=str(job_id))
+    reply = while_probing("retry")
+    assert not isinstance(reply, Exception) and d.job(job_id)["state"] == "queued", reply
+

@@ -40,8 +40,10 @@ def run(args: argparse.Namespace) -> int:
     rc = 0
     for job in targets:
         extra = {"priority": args.value} if verb == "priority" else {}
+        # retry: the daemon first checks the job file (and its dataset) as intake does, within intake_timeout_s
+        wait = client.SUBMIT_TIMEOUT_S if verb == "retry" else 30.0
         try:
-            reply = client.request(home, verb, job=str(job), **extra)
+            reply = client.request(home, verb, job=str(job), timeout=wait, **extra)
         except client.DaemonDown as e:
             if verb in WITHDRAWS and not e.sent:
                 rc = max(rc, _withdraw_spooled(home, verb, str(job), e))

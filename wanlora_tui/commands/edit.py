@@ -114,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
                   f"(fix it, then `wanlora edit {job_id} --file {tmp}`)", file=sys.stderr)
             return 1
         try:
-            reply = client.request(home, "edit", job=str(job_id), text=new)
+            # the daemon checks the file (and its dataset) as intake does, time-limited by intake_timeout_s
+            reply = client.request(home, "edit", job=str(job_id), text=new, timeout=client.SUBMIT_TIMEOUT_S)
         except (client.DaemonDown, client.DaemonError) as e:
             keep = True
             print(f"wanlora edit: not replaced: {e}\nyour edit is kept in {tmp}", file=sys.stderr)
