@@ -27,7 +27,11 @@ OFFLOAD_RESIDENT_GIB = 1.2  # embeddings + two blocks in flight while layer_offl
 ACT_GIB_PER_KTOK = {True: 0.70, False: 9.2}  # gradient checkpointing on / off, batch 1 (H100 fits, 11k-45k tokens)
 NF4_WORKSPACE_GIB = 1.6  # bitsandbytes dequantisation buffers (residual of the measured 24 GB tier run, H100)
 IDLE_EXPERT_GIB = {"none": 0.0, "fp8": 0.0, "nf4": 0.25}  # what a low_vram idle expert leaves on the GPU
-OPT_BYTES_PER_PARAM = {"adamw": 8.0, "adamw8bit": 6.0}  # bf16 LoRA + grad + two optimizer moments
+# LoRA weight + its gradient + AdamW's two moments, by (optimizer, advanced.lora_master_dtype): fp32 masters
+# 4 + 4 + 2×4, plus the bf16 copy of each weight a forward casts for its matmul and autograd keeps until backward
+# (≤ 2); bf16 masters 2 + 2 + 2×2; 8-bit AdamW's moments are 2 bytes together.
+OPT_BYTES_PER_PARAM = {("adamw", "fp32"): 18.0, ("adamw8bit", "fp32"): 12.0,
+                       ("adamw", "bf16"): 8.0, ("adamw8bit", "bf16"): 6.0}
 EMA_BYTES_PER_PARAM = 2.0
 ALLOC_OVERHEAD = 1.08  # allocator fragmentation over max_memory_allocated
 # The activation figures hold up to the largest bucket measured to train: 86 016 tokens (81 frames at 1024²,
@@ -110,7 +114,8 @@ def _bucket_peak(job: Job, tokens: int) -> dict[str, float]:
         parts["nf4 dequantisation workspace"] = NF4_WORKSPACE_GIB
     if q != "none" and job.quantization.recovery_adapter:
         parts["recovery adapter"] = n * RECOVERY_ADAPTER_GIB
-    per_param = OPT_BYTES_PER_PARAM[job.training.optimizer] + (EMA_BYTES_PER_PARAM if job.training.ema else 0)
+    per_param = (OPT_BYTES_PER_PARAM[(job.training.optimizer, job.advanced.lora_master_dtype)]
+                 + (EMA_BYTES_PER_PARAM if job.training.ema else 0))
     trained = len(job.multistage.trained())
     # optimizer state stays on the GPU even when low_vram parks the idle expert's weights on the CPU
     ranks = [expert_plan(job, e).rank for e in job.multistage.trained()] or [job.target.rank]

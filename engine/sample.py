@@ -72,10 +72,12 @@ def attach_accelerator(models: dict[str, Any], files: dict[str, Path]) -> None:
     running underneath.  :func:`detach_accelerator` removes it again, leaving the trained adapter active.
     """
     from diffusers import WanImageToVideoPipeline
+    from wanlora.engine.model.lora import compute_in_input_dtype
 
     for name, model in models.items():
         sd = WanImageToVideoPipeline.lora_state_dict(str(files[name]))
         WanImageToVideoPipeline.load_lora_into_transformer(sd, transformer=model, adapter_name=ACCEL_ADAPTER)
+        compute_in_input_dtype(model)  # the trained adapter's layers pass their input on uncast: so must this one
         names = list(getattr(model, "peft_config", {}))
         model.set_adapters(names, weights=[1.0] * len(names))
 

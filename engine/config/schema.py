@@ -286,9 +286,9 @@ class AdvancedSection(Section):
                 "fsdp, previews and eval are off (docs/multi-node.md)."
     )
     lora_master_dtype: Literal["fp32", "bf16"] = F(
-        "fp32", "Precision the LoRA weights and their optimizer moments are kept in; the matmuls run in bf16 either way. "
-                "fp32 (as ai-toolkit does) keeps small updates that bf16 rounds away (at lr 1e-5 most bf16 entries never "
-                "change) for 8 more bytes per LoRA parameter; bf16 = earlier wanlora builds, for comparisons."
+        "fp32", "Precision the LoRA weights and their optimizer moments are kept in; the matmuls run in bf16 on a GPU "
+                "either way. fp32 (as ai-toolkit does) keeps small updates that bf16 rounds away (at lr 1e-5 most bf16 "
+                "entries never change) for 8 more bytes per LoRA parameter; bf16 = earlier wanlora builds, for comparisons."
     )
 
 

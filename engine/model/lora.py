@@ -36,8 +36,10 @@ def add_lora(transformer, rank: int, alpha: float, modules: str = "attn+ffn",
              dtype: torch.dtype | None = None) -> list[torch.nn.Parameter]:
     """Attach a fresh LoRA (A random, B zero: the expert starts unchanged) and return its trainable params.
 
-    The base weights are frozen.  ``dtype`` casts the LoRA params (bf16 on CUDA is the fast default;
-    fp32 on CPU); ``None`` keeps the base dtype.
+    The base weights are frozen.  ``dtype`` is what the LoRA params are kept in — the trainer's master
+    precision (``advanced.lora_master_dtype``: fp32 by default, so AdamW updates far below bf16's resolution
+    still land); ``None`` keeps the base dtype.  Whatever it is, the LoRA matmuls run in the dtype of their
+    input (:func:`compute_in_input_dtype`): bf16 activations on CUDA stay bf16.
     """
     from peft import LoraConfig
 
@@ -55,7 +57,42 @@ def add_lora(transformer, rank: int, alpha: float, modules: str = "attn+ffn",
             p.data = p.data.to(dtype)
     if not params:
         raise RuntimeError(f"no Linear layer matched target.modules={modules!r}; is this a Wan transformer?")
+    compute_in_input_dtype(transformer)
     return params
+
+
+class InputDtypeLinear(torch.nn.Linear):
+    """A LoRA A or B matrix that computes in the dtype of its input: the (fp32) master weight is cast for the
+    matmul, and autograd casts its gradient back, so the weight's ``.grad`` is fp32 as the optimizer needs.
+
+    peft would instead cast the input to the weight's dtype: with fp32 masters the whole LoRA branch would run
+    in fp32, and autograd would keep an fp32 copy of every adapted layer's input for backward (the
+    ``[tokens, 5120]`` activations, twice the bytes of the bf16 input the base layer already keeps).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight if self.weight.dtype == x.dtype else self.weight.to(x.dtype)
+        b = self.bias if self.bias is None or self.bias.dtype == x.dtype else self.bias.to(x.dtype)
+        return torch.nn.functional.linear(x, w, b)
+
+
+def compute_in_input_dtype(transformer) -> int:
+    """Every peft LoRA layer of ``transformer`` runs its adapters in its input's dtype (:class:`InputDtypeLinear`)
+    and stops casting the input to the adapter's dtype.  Idempotent; call it again after another adapter is
+    loaded into the same layers (a preview's accelerator LoRA).  Returns how many A/B matrices it switched."""
+    from peft.tuners.lora.layer import LoraLayer
+
+    n = 0
+    for m in transformer.modules():
+        if not isinstance(m, LoraLayer):
+            continue
+        m.cast_input_dtype_enabled = False  # peft's own switch (peft.helpers.disable_input_dtype_casting)
+        for mats in (m.lora_A, m.lora_B):
+            for lin in mats.values():
+                if type(lin) is torch.nn.Linear:
+                    lin.__class__ = InputDtypeLinear  # same parameters and names: state dicts are unchanged
+                    n += 1
+    return n
 
 
 def _wrap_fp8_bases(transformer, cfg) -> bool:
