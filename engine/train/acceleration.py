@@ -14,27 +14,25 @@ All three keep parameter names unchanged, so LoRA state dicts, checkpoints and r
 from __future__ import annotations
 
 import os
-from typing import NamedTuple
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
+from wanlora.engine.memory_plan import (  # noqa: F401 - the planner's arithmetic, shared with the estimate
+    BLOCK_ACT_BYTES_PER_TOKEN,
+    GC_FLOOR_BYTES_PER_1K_TOKENS,
+    GIB,
+    RESERVED_LIMIT,
+    RESERVED_TARGET,
+    CheckpointPlan,
+    attention_bytes,
+    blocks_to_checkpoint,
+    flops_per_step,
+    plan_for_free,
+    video_tokens,
+)
 from wanlora.engine.model import attention as _attention  # noqa: F401 — registers the FA4 op the policy keeps
 from wanlora.engine.model.fp8_linear import Scaling, convert_to_fp8, warm_fp8_check
-
-GIB = 1024**3
-# Activation memory of one Wan 2.2 A14B block left un-checkpointed, per video token at batch 1 (bf16,
-# compiled).  Measured on an H100 (bench/results/2026-11-21-h100-levers.jsonl: 1.87 GiB per block at
-# 11 264 tokens, 2.4 GiB at 17 160) and rounded up.
-BLOCK_ACT_BYTES_PER_TOKEN = 0.17 * 1024**2
-# What a fully checkpointed expert keeps besides its weights, per 1000 tokens (block inputs, optimizer,
-# loss): 8.3 GiB at 11 264 tokens and 12.5 GiB at 17 160 in the same run.
-GC_FLOOR_BYTES_PER_1K_TOKENS = 0.74 * GIB
-
-
-def video_tokens(num_frames: int, height: int, width: int) -> int:
-    """Tokens the transformer sees: latent frames × (H/16) × (W/16) (VAE /8, patch 2)."""
-    return ((num_frames - 1) // 4 + 1) * (height // 16) * (width // 16)
 
 
 def apply_fp8(transformer: nn.Module, scaling: Scaling = "tensor") -> int:
@@ -166,44 +164,6 @@ def set_checkpointing(transformer: nn.Module, n_checkpointed: int, *, save_atten
     transformer._gradient_checkpointing_func = policy
 
 
-def attention_bytes(tokens: int, batch: int, dim: int = 5120) -> float:
-    """What keeping one block's self-attention output costs (bf16 output + fp32 log-sum-exp per head)."""
-    return tokens * batch * (dim * 2 + 40 * 4)
-
-
-def blocks_to_checkpoint(
-    n_blocks: int, tokens: int, batch: int, free_bytes: float, *, reserve_bytes: float = 10 * GIB,
-    save_attention: bool = False,
-) -> int:
-    """How many blocks must be checkpointed so everything kept fits in ``free_bytes``.
-
-    ``free_bytes`` is what is left after weights, optimizer state and the checkpointed activations;
-    ``reserve_bytes`` covers attention workspace, compile workspace, the allocator's fragmentation and the
-    VAE (10 GiB: 4 GiB was too little on an H100 at 41x512^2).  With ``save_attention`` every checkpointed
-    block also keeps its attention output, which pays far more per byte than un-checkpointing a block.
-    """
-    per_block = BLOCK_ACT_BYTES_PER_TOKEN * tokens * batch
-    att = attention_bytes(tokens, batch) if save_attention else 0.0
-    room = max(0.0, free_bytes - reserve_bytes)
-    if per_block <= 0:
-        return 0
-    # keep k blocks whole, checkpoint n-k keeping their attention: k*per_block + (n-k)*att <= room
-    keep = int((room - n_blocks * att) // (per_block - att)) if room >= n_blocks * att else 0
-    return max(0, n_blocks - min(n_blocks, max(0, keep)))
-
-
-class CheckpointPlan(NamedTuple):
-    """The first ``checkpointed`` blocks are checkpointed; the first ``keep_attention`` of those keep their
-    self-attention output."""
-
-    checkpointed: int
-    keep_attention: int
-
-
-# Peak *reserved* memory must stay under 92 % of the device (or of its cap); the plan aims at 90 %, as the
-# first H200 trial planned for 92 % and reserved 92.07 % at 41x480x848 (bench/results/2026-12-01-h200-trial).
-RESERVED_LIMIT = 0.92
-RESERVED_TARGET = 0.90
 _LIMIT_ENV = "WANLORA_VRAM_LIMIT_GIB"
 
 
@@ -232,30 +192,13 @@ def plan_checkpointing(transformer: nn.Module, tokens: int, batch: int, device: 
 
     The reserve kept free is the larger of 10 GiB and ``1 − RESERVED_TARGET`` of the device, so peak
     reserved memory stays under 92 % whatever the card (expandable segments keep fragmentation low).
+    The arithmetic is :func:`engine.memory_plan.plan_for_free`, which ``wanlora estimate`` runs too.
     """
     n_blocks = len(transformer.blocks)
     if device.type != "cuda":
         return CheckpointPlan(n_blocks, 0)
     free, limit = memory_budget(device)
-    reserve = max(10 * GIB, (1 - RESERVED_TARGET) * limit)
-    free -= GC_FLOOR_BYTES_PER_1K_TOKENS * tokens / 1000 * batch
-    n = blocks_to_checkpoint(n_blocks, tokens, batch, free, save_attention=save_attention, reserve_bytes=reserve)
-    if not save_attention:
-        return CheckpointPlan(n, 0)
-    # Too tight to keep every checkpointed block's attention (e.g. two experts at 1024^2): keep what fits.
-    room = max(0.0, free - reserve - (n_blocks - n) * BLOCK_ACT_BYTES_PER_TOKEN * tokens * batch)
-    return CheckpointPlan(n, min(n, int(room // attention_bytes(tokens, batch))))
-
-
-def flops_per_step(tokens: int, text_tokens: int = 512, rank: int = 16, recompute_fraction: float = 1.0) -> float:
-    """Matmul + attention FLOPs of one Wan A14B expert training step (shared/notes/baseline-h100-step.md)."""
-    d, ffn, L, T, N, r = 5120, 13824, 40, text_tokens, tokens, rank
-    mm = 2 * L * ((6 * d * d + 2 * d * ffn) * N + 2 * d * d * T) + 2 * (N * (36 * 4 * d + d * 64) + T * (4096 * d + d * d))
-    attn = L * (4 * N * N * d + 4 * N * T * d)
-    lora = 2 * r * L * (N * (12 * d + 2 * (d + ffn)) + 4 * d * T)
-    fwd = mm + attn + lora
-    bwd = mm + 2.5 * attn + 2 * lora
-    return fwd * (1 + recompute_fraction) + bwd
+    return plan_for_free(n_blocks, tokens, batch, free, limit, save_attention=save_attention)
 
 
 __all__ = [
