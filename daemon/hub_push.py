@@ -338,7 +338,8 @@ class Pusher:
             reason = f"gave up after {st.attempt} attempts: {reason}"
             fix = str(result.get("fix") or "check this machine's network and https://status.huggingface.co")
         else:
-            fix = str(result.get("fix") or "see the log")
+            fix = str(result.get("fix") or f"see {st.log}")
+        fix = fix.replace("`wanlora push JOB", f"`wanlora push {st.job_id}")  # the child does not know the id
         st.state, st.reason, st.fix, st.ended_ts = FAILED, reason, f"{fix}; then {again}", now
         self._write(st)
         self.log(f"job {st.job_id}: upload to {st.repo} failed: {reason}")
@@ -476,7 +477,8 @@ def upload(repo: str, private: bool, job_dir: Path, output_dir: Path) -> dict[st
     if not token:
         raise PushFailure("no Hugging Face token: HF_TOKEN is not set in the daemon's environment and `hf auth "
                           "login` was not run as the daemon's user",
-                          "run `hf auth login` with a write token as the user the daemon runs as", retry=False)
+                          "run `hf auth login` with a write token as the user the daemon runs as (or restart the "
+                          "daemon with HF_TOKEN set)", retry=False)
     api = hub.HfApi(token=token)
     print(f"creating {repo} ({'private' if private else 'public'}) at {api.endpoint} if it does not exist",
           file=sys.stderr, flush=True)

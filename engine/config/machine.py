@@ -26,6 +26,7 @@ class Machine:
     cuda: bool  # an NVIDIA GPU with a working driver (NVML)
     bitsandbytes: bool  # the bitsandbytes package is installed
     gpu_names: tuple[str, ...] = ()
+    hub_token: bool | None = None  # a Hugging Face token is found here (None: looked up when a job pushes)
 
 
 def has_module(name: str) -> bool:
@@ -43,12 +44,23 @@ def this_machine() -> Machine:
     return Machine(cuda=bool(gpus), bitsandbytes=has_module("bitsandbytes"), gpu_names=tuple(g.name for g in gpus))
 
 
+def hub_token_found() -> bool:
+    """huggingface_hub's own lookup (HF_TOKEN, else the file `hf auth login` wrote), as the upload will do it."""
+    try:
+        from huggingface_hub import get_token
+    except ImportError:
+        return False
+    return bool(get_token())
+
+
 def skip_requested() -> bool:
     return os.environ.get(ANYWHERE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def machine_findings(job: Any, machine: Machine | None = None) -> list[Finding]:
-    """Errors for settings this machine cannot run (fp8/nf4 without CUDA, nf4/adamw8bit without bitsandbytes)."""
+    """Errors for settings this machine cannot run (fp8/nf4 without CUDA, nf4/adamw8bit without bitsandbytes);
+    a warning for ``save.push_to_hub`` without a Hub token (the daemon's intake runs this in the daemon's own
+    environment, which is where the upload will look for it)."""
     m = machine if machine is not None else this_machine()
     out: list[Finding] = []
     where = ("this machine has no NVIDIA GPU (NVML found none)" if not m.cuda else "")
@@ -79,4 +91,11 @@ def machine_findings(job: Any, machine: Machine | None = None) -> list[Finding]:
                            f'training.optimizer = "adamw8bit" needs {missing}, which this machine does not have',
                            'set training.optimizer = "adamw"' + ("" if m.cuda else " (or run the job on a GPU machine)")
                            + ("" if m.bitsandbytes or not m.cuda else f", or {bnb_fix}")))
+    repo = job.save.push_to_hub
+    if repo and not (m.hub_token if m.hub_token is not None else hub_token_found()):
+        out.append(Finding("warning", "save.push_to_hub",
+                           f"no Hugging Face token here (HF_TOKEN is not set and `hf auth login` was not run), so the "
+                           f"upload to {repo} when the job completes would fail; the LoRAs stay on disk either way",
+                           "run `hf auth login` with a write token as the user the daemon runs as (or start the "
+                           "daemon with HF_TOKEN set); `wanlora push JOB` uploads a completed job later"))
     return out

@@ -88,3 +88,30 @@ def test_import_aitk_push_off_or_unusable_is_said_not_silently_dropped() -> None
     bad = convert(_aitk({"push_to_hub": True, "hf_repo_id": "orbit-lora"}))
     assert job_from_dict(bad.job).save.push_to_hub == ""
     assert [d[0] for d in bad.dropped if d[0].startswith("save.")] == ["save.push_to_hub"]
+
+
+def test_validate_warns_when_no_hub_token_is_found_for_a_pushing_job(tmp_path: Path, monkeypatch) -> None:
+    """Before hours of training: the upload at the end looks the token up the same way (huggingface_hub)."""
+    from huggingface_hub import constants
+    from wanlora.engine.config.machine import Machine
+
+    job = tmp_path / "job.toml"
+    job.write_text('[job]\nname = "orbit"\n[save]\npush_to_hub = "me/orbit-lora"\n')
+    cpu = Machine(cuda=False, bitsandbytes=False)  # hub_token None: huggingface_hub's own lookup
+
+    def hub_warnings() -> list:
+        return [f for f in check_file(job, machine=cpu)[1] if f.key == "save.push_to_hub"]
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token-file"))
+    (w,) = hub_warnings()
+    assert w.level == "warning" and "me/orbit-lora" in w.message and "hf auth login" in w.fix
+    monkeypatch.setenv("HF_TOKEN", "hf_abc")
+    assert hub_warnings() == []
+    monkeypatch.delenv("HF_TOKEN")
+    (tmp_path / "no-token-file").write_text("hf_from_login\n")  # what `hf auth login` writes
+    assert hub_warnings() == []
+    job.write_text('[job]\nname = "orbit"\n')  # no push: no token needed
+    (tmp_path / "no-token-file").unlink()
+    assert hub_warnings() == []
