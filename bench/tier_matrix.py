@@ -55,13 +55,13 @@ def write_clips(out: Path) -> dict[str, Path]:
 
     from PIL import Image
 
-    from bench.trial_jobs import _write_clips
+    from bench.trial_jobs import _render_clips
 
     folders = {}
     for aspect, size, n in (("sq", (1024, 1024), 20), ("wide", (1280, 720), 12)):
         seed = out / "clips" / f"_seed_{aspect}"
         if not (seed / "clip_001.mp4").exists():
-            _write_clips(seed, n=2, num_frames=48, size=size, caption="")
+            _render_clips(seed, n=2, num_frames=48, size=size, caption="")
         for recipe in RECIPES:
             f = out / "clips" / f"{aspect}_{recipe}"
             f.mkdir(parents=True, exist_ok=True)

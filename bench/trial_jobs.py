@@ -12,6 +12,8 @@
 - ``*_fp8.toml``: the same on the 141 GB tier with ``quantization.transformer = "fp8"`` (fp8 compute).
 - ``guide81.toml`` / ``guide81_fp8.toml``: the guide's run at 81 frames (20 clips of 96 frames).
 - ``s41x512_fp8_b2.toml``: ``s41x512_fp8`` at batch 2 (does batch 2 raise samples/s on the H200?).
+- ``s41x1024_fp8.toml``: one expert at 41x1024x1024; ``*_lorabf16``: ``s41x512_fp8`` / ``s41x1024_fp8`` with the LoRA
+  kept in bf16 (``advanced.lora_master_dtype``), against the default fp32 masters in the same run.
 - ``s81x1024_fp8.toml``: one expert at 81x1024x1024 (86 016 tokens), the bucket that runs out of memory on the
   H200 (BENCHMARKS.md §0b): ``wanlora trial s81x1024_fp8.toml --steps 1 --clips 2 --vram-gib 124
   --memory-snapshot snaps/`` writes what filled the card at the error; ``s81x1024_fp8_2x.toml``: the same bucket
@@ -29,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 def _job(name: str, folder: Path, *, tier: int | str = 141, resolutions: list[int], frames: int,
          both: bool = True, switch_every: int = 10, steps: int = 3000, preview: Path | None = None,
-         fp8: bool = False, batch: int = 1) -> str:
+         fp8: bool = False, batch: int = 1, lora: str = "") -> str:
     lines = [
         "[job]", f'name = "{name}"', 'preset = "motion"', f"vram_tier = {tier}", "",
         "[model]", 'name_or_path = "Wan-AI/Wan2.2-I2V-A14B-Diffusers"', "",
@@ -40,6 +42,8 @@ def _job(name: str, folder: Path, *, tier: int | str = 141, resolutions: list[in
     ]
     if fp8:  # fp8 weights + fp8 matmuls for the frozen base (LoRA-gradient cosine ≥ 0.998 per block, §0)
         lines += ["[quantization]", 'transformer = "fp8"', ""]
+    if lora:  # the LoRA master dtype against the default fp32 (issue #26's cost)
+        lines += ["[advanced]", f'lora_master_dtype = "{lora}"', ""]
     if preview is not None:
         lines += ["[sample]", "enabled = true", "every = 250", "",
                   "[[sample.prompts]]", 'prompt = "a red square moving right"', f'ctrl_img = "{preview}"', ""]
@@ -49,6 +53,17 @@ def _job(name: str, folder: Path, *, tier: int | str = 141, resolutions: list[in
 
 
 def _write_clips(folder: Path, *, n: int, num_frames: int, size: tuple[int, int], caption: str) -> None:
+    """``n`` clips: two rendered, the rest copies of them (the trials cache ``--clips 2`` and project caching to
+    every clip, so only the count matters, and rendering dozens of large clips costs GPU-lease minutes)."""
+    import shutil
+
+    _render_clips(folder, n=min(n, 2), num_frames=num_frames, size=size, caption=caption)
+    for i in range(2, n):
+        shutil.copyfile(folder / f"clip_{i % 2:03d}.mp4", folder / f"clip_{i:03d}.mp4")
+        shutil.copyfile(folder / f"clip_{i % 2:03d}.txt", folder / f"clip_{i:03d}.txt")
+
+
+def _render_clips(folder: Path, *, n: int, num_frames: int, size: tuple[int, int], caption: str) -> None:
     """The synthetic clips, through PyAV (H.264) where it is installed, else OpenCV (MPEG-4 part 2): a GPU
     image may have one and not the other, and decord reads both."""
     from wanlora.engine.data import synthetic
@@ -98,6 +113,11 @@ def main(out: Path) -> int:
         "guide81_fp8": _job("guide81_141_fp8", long, resolutions=[512, 768, 1024], frames=81, fp8=True),
         "s41x512_fp8_b2": _job("s41x512_fp8_b2", square, resolutions=[512], frames=41, both=False, fp8=True, batch=2),
         "s81x1024_fp8": _job("s81x1024_fp8", long, resolutions=[1024], frames=81, both=False, fp8=True),
+        "s41x1024_fp8": _job("s41x1024_fp8", square, resolutions=[1024], frames=41, both=False, fp8=True),
+        "s41x512_fp8_lorabf16": _job("s41x512_fp8_lorabf16", square, resolutions=[512], frames=41, both=False,
+                                     fp8=True, lora="bf16"),
+        "s41x1024_fp8_lorabf16": _job("s41x1024_fp8_lorabf16", square, resolutions=[1024], frames=41, both=False,
+                                      fp8=True, lora="bf16"),
         "s81x1024_fp8_2x": _job("s81x1024_fp8_2x", long, resolutions=[1024], frames=81, fp8=True),
     }
     for name, text in jobs.items():
