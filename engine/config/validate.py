@@ -260,12 +260,41 @@ def _check_model(job: Job, check_files: bool) -> list[Finding]:
         elif not HUB_ID.match(name):
             out.append(Finding("error", "model.name_or_path", f"{name!r} is neither a local folder nor a hub id",
                                "use org/name[@revision], e.g. Wan-AI/Wan2.2-I2V-A14B-Diffusers, or an absolute path"))
+        else:
+            out += _check_offline_cache(job, name)
         out += _check_part_files(job)
         ra = q.recovery_adapter.strip()
         if ra and _looks_local(ra) and not Path(ra).expanduser().is_file():
             out.append(Finding("error", "quantization.recovery_adapter", f"recovery adapter file {ra} does not exist",
                                "give the .safetensors file's path, or clear recovery_adapter"))
     return out
+
+
+def _check_offline_cache(job: Job, hub_id: str) -> list[Finding]:
+    """With ``HF_HUB_OFFLINE`` set the trainer can only read the Hugging Face cache: a hub id whose parts are not
+    there would be accepted now and fail at its first step (the daemon's intake runs this check too)."""
+    from wanlora.engine.model import pull
+    from wanlora.engine.model import weight_files as wf
+
+    if not pull.hub_offline():
+        return []
+    parts = pull.needed_parts(job)
+    if not parts:  # every part is a model.*_file: nothing comes from the hub
+        return []
+    repo, _, rev = hub_id.partition("@")
+    subs = [wf.SUBFOLDER[p] for p in parts]
+    gaps = pull.snapshot_gaps(repo, rev or None, subs)
+    if not gaps:
+        return []
+    r = f" --revision {rev}" if rev else ""
+    what = "is not in the Hugging Face cache" if "model_index.json" in gaps else f"lacks {', '.join(gaps)} in the cache"
+    return [Finding("error", "model.name_or_path",
+                    f"HF_HUB_OFFLINE is set and {hub_id} {what} ({pull.hub_cache_dir()}), so the trainer could not "
+                    "load it",
+                    f"download it first, with network access: `hf download {repo}{r} "
+                    + " ".join(f"--include '{g}'" for g in ["model_index.json", *(f"{s}/*" for s in subs)])
+                    + "` (into this $HF_HOME), or unset HF_HUB_OFFLINE; or train from files already on disk "
+                    "(`wanlora model find`; `wanlora model pull --job JOB.toml` fetches ComfyUI's single files)")]
 
 
 def _check_part_files(job: Job) -> list[Finding]:

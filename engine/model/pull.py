@@ -116,6 +116,33 @@ def in_cache(repo: str, filename: str) -> bool:
     return isinstance(try_to_load_from_cache(repo, filename), str)
 
 
+def hub_offline() -> bool:
+    """``HF_HUB_OFFLINE`` is set: the trainer may read the Hugging Face cache only (as ``model.load`` does)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def snapshot_gaps(repo: str, revision: str | None, subfolders: list[str], cache_dir: Path | None = None) -> list[str]:
+    """What the cached snapshot of ``repo`` lacks of ``model_index.json`` + ``subfolders`` (``["transformer_2/"]``,
+    or everything when the repo is not cached at all): what a trainer with ``HF_HUB_OFFLINE`` set cannot load.
+    Reads the cache only (``$HF_HUB_CACHE`` / ``$HF_HOME`` as they are now), never the network."""
+    from huggingface_hub import try_to_load_from_cache
+
+    wanted = [f"{s}/" for s in subfolders]
+    index = try_to_load_from_cache(repo, "model_index.json", cache_dir=str(cache_dir or hub_cache_dir()),
+                                   revision=revision)
+    if not isinstance(index, str):
+        return ["model_index.json", *wanted]
+    snapshot = Path(index).parent
+    return [w for w in wanted if not _has_a_file(snapshot / w)]
+
+
+def _has_a_file(folder: Path) -> bool:
+    try:
+        return any(p.is_file() for p in folder.iterdir())
+    except OSError:
+        return False
+
+
 def plan(parts: list[str], precision: str = "fp8_scaled", *, sizes: SizeLookup = hub_sizes,
          cached: CacheLookup = in_cache, cache_dir: Path | None = None) -> Plan:
     """Which files to fetch for ``parts``, their sizes, what is cached already, and the free disk."""

@@ -111,3 +111,22 @@ def test_edit_and_retry_check_a_slow_dataset_outside_the_daemons_lock(home: Path
     reply = while_probing("retry")
     assert not isinstance(reply, Exception) and d.job(job_id)["state"] == "queued", reply
 
+
+
+def test_intake_refuses_a_hub_id_an_offline_machine_has_not_cached(home: Path, daemons, assets, tmp_path: Path) -> None:
+    """HF_HUB_OFFLINE=1 and a hub id not in $HF_HOME: rejected at submit with the download that fixes it (a private
+    HF_HOME: nothing is fetched); once the snapshot is there, the same file is queued."""
+    from tests.config.test_offline_hub import ALL, REPO, cache_snapshot
+
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    d = daemons({"cpu_slots": 0}, env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(hf), "HF_HUB_CACHE": ""})
+    text = job_text(assets, "offline").replace(f'name_or_path = "{assets["model"]}"', f'name_or_path = "{REPO}"')
+    assert REPO in text
+    try:
+        d.request("submit", text=text, filename="offline.toml", timeout=120)
+        raise AssertionError("queued a job whose model an offline machine cannot load")
+    except client.DaemonError as e:
+        assert "rejected" in str(e) and "HF_HUB_OFFLINE is set" in str(e) and f"hf download {REPO}" in str(e), e
+    cache_snapshot(hf, ALL)
+    assert d.request("submit", text=text, filename="offline.toml", timeout=120)["id"] == 1
