@@ -51,3 +51,14 @@ def test_validate_wraps_at_the_terminal_width_on_word_boundaries(tmp_path: Path,
     for f in findings:  # every word of every message arrives whole (nothing cut mid-word)
         text = f["message"].split()
         assert any(words[i:i + len(text)] == text for i in range(len(words))), f["message"]
+
+
+def test_the_demo_job_validates_without_warnings(tmp_path: Path) -> None:
+    """The first job a newcomer submits (`wanlora submit <home>/demo/job/job.toml`) draws no warning."""
+    from wanlora.engine.config.validate import check_file
+    from wanlora.engine.train.demo import prepare_demo
+
+    job_dir = prepare_demo(tmp_path)
+    resolved, findings = check_file(job_dir / "job.toml", machine=False)
+    assert resolved is not None
+    assert [str(f) for f in findings if f.level != "info"] == []

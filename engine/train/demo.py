@@ -46,8 +46,12 @@ def write_job_dir(job_dir: Path, job: Job | dict[str, Any]) -> Path:
     return job_dir
 
 
-def prepare_demo(home: Path, *, steps: int = 40, n_clips: int = 4, model: Path | None = None) -> Path:
-    """Write clips, build (or reuse) the tiny model, write the job folder; returns the job folder."""
+def prepare_demo(home: Path, *, steps: int = 40, n_clips: int = 10, model: Path | None = None) -> Path:
+    """Write clips, build (or reuse) the tiny model, write the job folder; returns the job folder.
+
+    The first job a newcomer submits must validate clean: 10 clips (validate warns below 10) and 9 consecutive
+    frames at the clips' 16 fps (``frame_sampling = "fps"``: the 1.5 s clips spread evenly over 9 frames would
+    play 2.7x too fast, which validate rightly warns about)."""
     from wanlora.engine.data.synthetic import write_clips
     from wanlora.engine.model.tiny import ensure_tiny_model
 
@@ -58,8 +62,10 @@ def prepare_demo(home: Path, *, steps: int = 40, n_clips: int = 4, model: Path |
     held, ctrl = _demo_eval_and_ctrl(home / "demo", clips)
     model = ensure_tiny_model(model or home / "models" / "tiny-wan22-i2v")
     d = demo_job_dict(clips, model, steps=steps)
+    d["datasets"][0]["frame_sampling"] = "fps"
     # a held-out clip (eval loss at every save) and a preview prompt: `wanlora compare` works on the demo job
-    d["datasets"].append({"folder": str(held), "resolutions": [64], "num_frames": 9, "is_eval": True})
+    d["datasets"].append({"folder": str(held), "resolutions": [64], "num_frames": 9, "is_eval": True,
+                          "frame_sampling": "fps"})
     d["sample"] = {"width": 64, "height": 64, "num_frames": 9, "steps": 4, "fps": 8,
                    "prompts": [{"prompt": "a red square moving right", "ctrl_img": str(ctrl)}]}
     return write_job_dir(home / "demo" / "job", d)
