@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from wanlora.engine import memory_plan as mp
 from wanlora.engine.config.schema import Job, expert_plan
 
 WEIGHTS_GIB = {"none": 26.8, "fp8": 13.8, "nf4": 8.0}  # one expert incl. its unquantised embeddings/norms
@@ -24,9 +25,9 @@ TE_GIB = {"none": 10.6, "fp8": 5.6, "nf4": 3.2}  # UMT5-XXL encoder
 VAE_GIB = 0.25
 RECOVERY_ADAPTER_GIB = 0.3  # per quantised expert
 OFFLOAD_RESIDENT_GIB = 1.2  # embeddings + two blocks in flight while layer_offloading streams the rest
-ACT_GIB_PER_KTOK = {True: 0.70, False: 9.2}  # gradient checkpointing on / off, batch 1 (H100 fits, 11k-45k tokens)
 NF4_WORKSPACE_GIB = 1.6  # bitsandbytes dequantisation buffers (residual of the measured 24 GB tier run, H100)
-IDLE_EXPERT_GIB = {"none": 0.0, "fp8": 0.0, "nf4": 0.25}  # what a low_vram idle expert leaves on the GPU
+# The memory each tier's card offers (NVML total, GiB): what the trainer plans against on that card.
+CARD_GIB = {12: 12.0, 24: 24.0, 32: 31.8, 48: 47.5, 80: 79.2, 141: 139.8}
 # LoRA weight + its gradient + AdamW's two moments, by (optimizer, advanced.lora_master_dtype): fp32 masters
 # 4 + 4 + 2×4, plus the bf16 copy of each weight a forward casts for its matmul and autograd keeps until backward
 # (≤ 2); bf16 masters 2 + 2 + 2×2; 8-bit AdamW's moments are 2 bytes together.
@@ -65,7 +66,6 @@ TIER_GPU = {12: ("RTX 3060-class GPU", 0.026), 24: ("RTX 4090-class GPU", 0.17),
             48: ("L40S/A6000-class GPU", 0.25), 80: ("H100", 1.0), 141: ("H200", 1.03)}
 PCIE_GIB_S = 12.0  # pinned host<->device copies when low_vram swaps experts
 VAE_S_PER_KTOK = 0.028  # uncached VAE encode on an H100-class GPU (0.92 s for 81x480x832)
-DOP_TIME_FACTOR = 2.0  # guide: DOP roughly doubles compute (extra forward passes)
 OFFLOAD_TIME_FACTOR = 2.0  # guide: layer offloading roughly doubles step time
 # The guide's ai-toolkit wall times on an H100 (41 frames, mixed 512/768/1024): steps -> (low h, high h).
 GUIDE_HOURS = {1000: (12, 18), 1500: (18, 27), 2000: (24, 36), 3000: (35, 55)}
@@ -95,14 +95,19 @@ class MemoryEstimate:
     worst: str  # which dataset/bucket sets the peak, e.g. "datasets[0] 1024x1024x41"
     tokens: int
     dataset: int = -1  # index of the dataset whose bucket sets the peak (-1: no datasets)
+    plan: mp.CheckpointPlan | None = None  # the trainer's checkpoint plan for that bucket
+    budget_gib: float | None = None  # the card it was planned for (None: unknown, every block checkpointed)
+    largest: str = ""  # the bucket with the most tokens (under a plan it need not set the peak)
+    largest_tokens: int = 0
 
     @property
     def beyond_measured(self) -> bool:
         """The largest bucket is past what has been measured to fit: the estimate is only a lower bound."""
-        return self.tokens > MEASURED_TOKENS
+        return max(self.tokens, self.largest_tokens) > MEASURED_TOKENS
 
 
-def _bucket_peak(job: Job, tokens: int) -> dict[str, float]:
+def _static_parts(job: Job) -> dict[str, float]:
+    """What sits on the GPU whatever the bucket: resident weights, LoRA + optimizer, an uncached TE/VAE."""
     q = job.quantization.transformer
     n = experts_resident(job)
     parts: dict[str, float] = {}
@@ -116,20 +121,39 @@ def _bucket_peak(job: Job, tokens: int) -> dict[str, float]:
         parts["recovery adapter"] = n * RECOVERY_ADAPTER_GIB
     per_param = (OPT_BYTES_PER_PARAM[(job.training.optimizer, job.advanced.lora_master_dtype)]
                  + (EMA_BYTES_PER_PARAM if job.training.ema else 0))
-    trained = len(job.multistage.trained())
     # optimizer state stays on the GPU even when low_vram parks the idle expert's weights on the CPU
     ranks = [expert_plan(job, e).rank for e in job.multistage.trained()] or [job.target.rank]
     parts["LoRA + optimizer"] = sum(lora_params(r, job.target.modules) for r in ranks) * per_param / 2**30
-    if job.model.low_vram and trained > 1 and not job.model.layer_offloading:
-        parts["idle expert's quantisation statistics"] = IDLE_EXPERT_GIB[q]
-    act = ACT_GIB_PER_KTOK[job.training.gradient_checkpointing] * tokens / 1000 * job.training.batch_size
-    parts[f"activations ({tokens} tokens x batch {job.training.batch_size})"] = act
     t = job.training
-    if not (job.model.low_vram or t.cache_text_embeddings or t.unload_text_encoder):
+    # the trainer frees the text encoder once every prompt is cached, and the VAE once every clip is
+    if not (t.cache_text_embeddings or t.unload_text_encoder):
         parts[f"text encoder ({job.quantization.text_encoder})"] = TE_GIB[job.quantization.text_encoder]
-    if not job.model.low_vram and not (job.datasets and all(d.cache_latents for d in job.datasets)):
+    if not (job.datasets and all(d.cache_latents for d in job.datasets)):
         parts["VAE"] = VAE_GIB
     return parts
+
+
+def bucket_plan(job: Job, tokens: int, budget_gib: float | None) -> mp.CheckpointPlan:
+    """The checkpoint plan the trainer will make for this bucket on a card of ``budget_gib`` (every block
+    checkpointed when the card is unknown, with offloading, or with ``gradient_checkpointing`` off: none)."""
+    batch = job.training.batch_size
+    if not job.training.gradient_checkpointing:
+        return mp.CheckpointPlan(0, 0)
+    if budget_gib is None or job.model.layer_offloading:
+        return mp.CheckpointPlan(mp.N_BLOCKS, 0)
+    static = sum(_static_parts(job).values()) + CUDA_CONTEXT_GIB
+    free = (budget_gib - static) * mp.GIB
+    return mp.plan_for_free(mp.N_BLOCKS, tokens, batch, free, budget_gib * mp.GIB, save_attention=True)
+
+
+def _bucket_peak(job: Job, tokens: int, budget_gib: float | None) -> tuple[dict[str, float], mp.CheckpointPlan]:
+    parts = _static_parts(job)
+    plan = bucket_plan(job, tokens, budget_gib)
+    act = mp.activation_bytes(plan, mp.N_BLOCKS, tokens, job.training.batch_size) / mp.GIB
+    kept = mp.N_BLOCKS - plan.checkpointed
+    parts[f"activations ({tokens} tokens x batch {job.training.batch_size}; {kept} of {mp.N_BLOCKS} blocks kept, "
+          f"{plan.keep_attention} attention outputs)"] = act
+    return parts, plan
 
 
 def buckets(job: Job) -> list[tuple[int, int, int, int]]:
@@ -141,14 +165,28 @@ def buckets(job: Job) -> list[tuple[int, int, int, int]]:
     return out or [(-1, 512, 41, video_tokens(41, 512, 512))]
 
 
-def peak_vram(job: Job) -> MemoryEstimate:
-    """Estimated peak VRAM (GiB) over all buckets; the largest bucket decides."""
-    i, res, frames, tokens = max(buckets(job), key=lambda b: b[3])
-    parts = _bucket_peak(job, tokens)
-    peak = sum(parts.values())
-    where = f"datasets[{i}] {res}x{res}x{frames}" if i >= 0 else f"{res}x{res}x{frames}"
+def card_gib(tier: int | None, detected_total_gib: float | None = None) -> float | None:
+    """The memory the trainer will plan against: the GPU's (or a ``--vram-gib`` cap), else the tier's card."""
+    if detected_total_gib is not None:
+        return detected_total_gib
+    return CARD_GIB.get(tier) if tier is not None else None
+
+
+def peak_vram(job: Job, budget_gib: float | None = None) -> MemoryEstimate:
+    """Estimated peak VRAM (GiB) over all buckets; the largest bucket decides.
+
+    With ``budget_gib`` (the card's memory) each bucket gets the checkpoint plan the trainer makes there, so
+    the activations fill the card as the trainer's do; without it every block counts as checkpointed."""
+    rows = []
+    for i, res, frames, tokens in buckets(job):
+        parts, plan = _bucket_peak(job, tokens, budget_gib)
+        where = f"datasets[{i}] {res}x{res}x{frames}" if i >= 0 else f"{res}x{res}x{frames}"
+        rows.append((sum(parts.values()), tokens, where, i, parts, plan))
+    peak, tokens, where, i, parts, plan = max(rows, key=lambda r: (r[0], r[1]))
+    big = max(rows, key=lambda r: r[1])
     return MemoryEstimate(round(peak, 1), round(peak * ALLOC_OVERHEAD + CUDA_CONTEXT_GIB, 1),
-                          {k: round(v, 2) for k, v in parts.items()}, where, tokens, i)
+                          {k: round(v, 2) for k, v in parts.items()}, where, tokens, i, plan=plan,
+                          budget_gib=budget_gib, largest=big[2], largest_tokens=big[1])
 
 
 @dataclass
@@ -168,7 +206,7 @@ def oom_ladder(job: Job, budget_gib: float | None = None) -> list[LadderStep]:
     steps: list[LadderStep] = []
 
     def rung(key: str, change: str) -> bool:
-        est = peak_vram(j)
+        est = peak_vram(j, budget_gib)
         steps.append(LadderStep(key, change, est.peak_gib, est.need_gib))
         return budget_gib is not None and est.need_gib <= budget_gib
 
@@ -208,20 +246,18 @@ def format_ladder(steps: list[LadderStep]) -> str:
 # ---- time -------------------------------------------------------------------------------------------
 
 
-def step_tflop(tokens: int, rank: int = 16, gc: bool = True, batch: int = 1) -> float:
-    """TFLOP of one training step of one expert (forward, recompute if GC, backward) at batch ``batch``."""
-    n, t, d = tokens, TEXT_TOKENS, D
-    mm = 2 * LAYERS * ((6 * d * d + 2 * d * FFN) * n + 2 * d * d * t) + 2 * (n * (36 * 4 * d + d * 64) + t * (4096 * d + d * d))
-    attn = LAYERS * (4 * n * n * d + 4 * n * t * d)
-    lora = 2 * rank * LAYERS * (n * (12 * d + 2 * (d + FFN)) + 4 * d * t)
-    fwd = mm + attn + lora
-    bwd = mm + 2.5 * attn + 2 * lora
-    return batch * ((2 * fwd if gc else fwd) + bwd) / 1e12
+def step_tflop(tokens: int, rank: int = 16, gc: bool = True, batch: int = 1,
+               plan: mp.CheckpointPlan | None = None) -> float:
+    """TFLOP of one training step of one expert at batch ``batch``: forward, the recompute its checkpoint
+    ``plan`` implies (``gc`` without a plan: every block recomputed, or none), backward."""
+    frac = (mp.recompute_fraction(plan, mp.N_BLOCKS, tokens, rank=rank) if plan is not None
+            else (1.0 if gc else 0.0))
+    return batch * mp.flops_per_step(tokens, rank=rank, recompute_fraction=frac) / 1e12
 
 
 def forward_tflop(tokens: int, rank: int = 16) -> float:
-    """TFLOP of one forward pass (the recompute that GC adds is exactly one forward)."""
-    return step_tflop(tokens, rank, gc=True) - step_tflop(tokens, rank, gc=False)
+    """TFLOP of one forward pass (a DOP preservation pass, one preview denoising step)."""
+    return mp.forward_flops(tokens, rank=rank) / 1e12
 
 
 def _interp(points: list[tuple[float, float]], x: float) -> float:
@@ -271,11 +307,21 @@ class TimeEstimate:
     gpu: str
     source: str  # "calibration (presets/calibration.toml, N measured steps)" or "built-in ..."
     notes: list[str] = field(default_factory=list)
+    buckets: list[BucketTime] = field(default_factory=list)  # per bucket, the job's own order
+
+
+def _row_plan(r: dict[str, Any]) -> mp.CheckpointPlan | None:
+    """The checkpoint plan a calibration row ran under, when it recorded one (older rows: every block)."""
+    if "checkpointed_blocks" not in r:
+        return None
+    return mp.CheckpointPlan(int(r["checkpointed_blocks"]), int(r.get("saved_attention", 0)))
 
 
 def _calibrated_tflops(rows: list[dict[str, Any]], gpu: str, quant: str, compiled: bool) -> list[tuple[float, float]] | None:
     """Throughput points (tokens, TFLOP/s) measured on ``gpu``, normalised to eager bf16.
 
+    Each row's FLOPs are counted under the checkpoint plan it ran with (and its DOP pass), so a row measured
+    with half its blocks kept and a job planned with all of them checkpointed share one throughput curve.
     Rows measured in the job's own settings (quantisation and compile) are used alone where there are any:
     fp8 compute and the attention kernel change the speed by more than the fixed factors say, and
     normalising a row and re-applying the same factors gives that row's time back exactly.  Several rows at
@@ -287,20 +333,37 @@ def _calibrated_tflops(rows: list[dict[str, Any]], gpu: str, quant: str, compile
     best: dict[float, float] = {}
     for r in same or mine:
         tok = video_tokens(int(r["num_frames"]), int(r["height"]), int(r["width"]))
-        tf = step_tflop(tok, int(r.get("rank", 16)), bool(r.get("gradient_checkpointing", True)),
-                        int(r.get("batch_size", 1))) / float(r["s_per_step"])
+        rank, batch = int(r.get("rank", 16)), int(r.get("batch_size", 1))
+        flops = step_tflop(tok, rank, bool(r.get("gradient_checkpointing", True)), batch, plan=_row_plan(r))
+        if r.get("dop"):
+            flops += batch * forward_tflop(tok, rank)
+        tf = flops / float(r["s_per_step"])
         rq, rc = str(r.get("transformer", "none")), bool(r.get("compile", False))
         tf *= QUANT_TIME.get(rq, (1.0, 1.0))[int(rc)] * (COMPILE_FACTOR if rc else 1.0)  # back to eager bf16
         best[float(tok)] = max(best.get(float(tok), 0.0), tf)
     return sorted(best.items())
 
 
+@dataclass
+class BucketTime:
+    """One bucket's predicted step: seconds, and the checkpoint plan the trainer will use there."""
+
+    tokens: int
+    s_per_step: float
+    plan: mp.CheckpointPlan
+
+
 def step_time(job: Job, gpu_name: str | None = None, tier: int | None = None,
-              calibration: list[dict[str, Any]] | None = None) -> TimeEstimate:
-    """Seconds per optimizer step (averaged over the job's buckets) and total hours on ``gpu_name``."""
+              calibration: list[dict[str, Any]] | None = None, budget_gib: float | None = None) -> TimeEstimate:
+    """Seconds per optimizer step (averaged over the job's buckets) and total hours on ``gpu_name``.
+
+    ``budget_gib``: the card's memory (default: the tier's card), for the checkpoint plan each bucket gets:
+    blocks the plan keeps are not recomputed, so a roomy card steps faster than a tight one."""
     label, speed = gpu_speed(gpu_name, tier)
+    if budget_gib is None:
+        budget_gib = card_gib(tier)
     rows = load_calibration() if calibration is None else calibration
-    compiled = job.advanced.compile
+    compiled = job.advanced.compile and job.quantization.transformer != "nf4"  # nf4 blocks run eager
     quant = job.quantization.transformer
     cal = _calibrated_tflops(rows, label, quant, compiled) if rows else None
     curve = cal or [(float(a), b * speed) for a, b in H100_TFLOPS]
@@ -313,24 +376,30 @@ def step_time(job: Job, gpu_name: str | None = None, tier: int | None = None,
     total_w = sum(w for w, _ in weights)
     qf = QUANT_TIME[quant][int(compiled)] * (COMPILE_FACTOR if compiled else 1.0)
     uncached = not job.datasets or not all(d.cache_latents for d in job.datasets)
+    rank = _max_rank(job)
     s = 0.0
+    per_bucket: list[BucketTime] = []
     for w, tok in weights:
-        tf = step_tflop(tok, _max_rank(job), t.gradient_checkpointing, t.batch_size)
+        plan = bucket_plan(job, tok, budget_gib)
+        tf = step_tflop(tok, rank, t.gradient_checkpointing, t.batch_size, plan=plan)
+        if t.dop.enabled:  # the preservation pass: one more forward, without the LoRA
+            tf += t.batch_size * forward_tflop(tok, rank)
         secs = tf / _interp(curve, tok) * qf
         if uncached:
             secs += VAE_S_PER_KTOK * tok / 1000 * t.batch_size / speed
+        if job.model.layer_offloading:
+            secs *= OFFLOAD_TIME_FACTOR
+        per_bucket.append(BucketTime(tok, round(secs * t.gradient_accumulation, 3), plan))
         s += w / total_w * secs
-    if quant == "nf4":
+    if quant == "nf4" and not (cal and any(str(r.get("transformer")) == "nf4" for r in rows)):
         notes.append("nf4 step time is an assumption (+30 %), not a measurement")
     if t.dop.enabled:
-        s *= DOP_TIME_FACTOR
-        notes.append("DOP roughly doubles each step (extra forward passes)")
+        notes.append("DOP adds one forward pass per step (the preservation pass)")
     if job.model.layer_offloading:
-        s *= OFFLOAD_TIME_FACTOR
         notes.append("layer offloading roughly doubles step time")
     s *= t.gradient_accumulation
     both = len(job.multistage.trained()) == 2
-    if job.model.low_vram and both:
+    if job.model.low_vram and both and not job.model.layer_offloading:
         swap = 2 * WEIGHTS_GIB[quant] / PCIE_GIB_S
         s += swap / job.multistage.switch_every
         notes.append(f"low_vram swaps experts every {job.multistage.switch_every} steps (~{swap:.0f} s each)")
@@ -338,11 +407,24 @@ def step_time(job: Job, gpu_name: str | None = None, tier: int | None = None,
     sm = job.sample
     if sm.enabled and sm.prompts:
         tok = video_tokens(sm.num_frames, sm.height, sm.width)
-        per_video = sm.steps * 2 * forward_tflop(tok, _max_rank(job)) / _interp(curve, tok) * qf
+        per_video = sm.steps * 2 * forward_tflop(tok, rank) / _interp(curve, tok) * qf
         n_rounds = t.steps // sm.every + 1
         total_s += n_rounds * len(sm.prompts) * per_video
         notes.append(f"previews: {n_rounds} rounds x {len(sm.prompts)} prompt(s), ~{per_video:.0f} s each")
-    return TimeEstimate(round(s, 2), round(total_s / 3600, 1), label, source, notes)
+    return TimeEstimate(round(s, 2), total_s / 3600, label, source, notes, per_bucket)
+
+
+def format_duration(hours: float) -> str:
+    """Hours as people read them: "≈ 45 s", "≈ 12 min", "≈ 1 h 05 min", "≈ 17.1 h" (never "0.0 h")."""
+    secs = hours * 3600
+    if secs < 90:
+        return f"{max(1, round(secs))} s"
+    if secs < 3600:
+        return f"{round(secs / 60)} min"
+    if hours < 10:
+        h, m = divmod(round(secs / 60), 60)
+        return f"{h} h {m:02d} min"
+    return f"{hours:.1f} h"
 
 
 def guide_hours(steps: int) -> tuple[float, float]:

@@ -19,7 +19,7 @@ from wanlora.engine.config.io import parse_toml, read_toml
 from wanlora.engine.config.machine import Machine, machine_findings, skip_requested
 from wanlora.engine.config.presets import Resolved, recipe_meta, resolve
 from wanlora.engine.config.schema import DatasetSection, Job, expert_plan
-from wanlora.engine.estimate import MEASURED_TOKENS, format_ladder, oom_ladder, peak_vram
+from wanlora.engine.estimate import MEASURED_TOKENS, card_gib, format_ladder, oom_ladder, peak_vram
 
 if TYPE_CHECKING:
     from wanlora.engine.data.scan import FolderReport
@@ -389,13 +389,13 @@ def _check_vram(job: Job, vram_gb: float | None) -> list[Finding]:
         out.append(Finding("warning", "job.vram_tier",
                            f"vram_tier = {job.job.vram_tier} but the GPU has only {vram_gb:.1f} GiB free",
                            'set vram_tier = "auto" or free the GPU'))
-    budget = vram_gb if vram_gb is not None else (tier * 0.97 if tier else None)
+    budget = card_gib(tier, vram_gb)
     if budget is None or not job.datasets:
         return out
-    est = peak_vram(job)
+    est = peak_vram(job, budget)
     if est.beyond_measured:
         out.append(Finding("warning", f"datasets[{max(0, est.dataset)}].resolutions",
-                           f"the {est.worst} bucket is {est.tokens} tokens, past the largest measured to train "
+                           f"the {est.largest} bucket is {est.largest_tokens} tokens, past the largest measured to train "
                            f"({MEASURED_TOKENS}: 81 frames at 1024², both experts in fp8 on an H200), so "
                            f"≈{est.need_gib:.0f} GiB is a lower bound",
                            "run `wanlora trial` on the job first, or keep buckets at 81 frames × 1024² or below"))

@@ -59,28 +59,31 @@ class Expert:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def swap_moves(on_device: dict[str, bool], active: str | None) -> list[tuple[str, bool]]:
+    """The moves that leave only ``active`` (None: no expert) on the GPU, as ``(expert, to_gpu)`` in order.
+
+    Every idle expert leaves before the active one comes in, so a switch never holds two experts at once
+    (the second expert ran out of memory where the first fit when the active one moved first)."""
+    out = [(name, False) for name, there in on_device.items() if there and name != active]
+    if active is not None and not on_device[active]:
+        out.append((active, True))
+    return out
+
+
 def place_experts(experts: dict[str, Expert], active: str | None, device: torch.device, low_vram: bool) -> None:
     """With ``low_vram`` on CUDA keep only ``active`` (None: no expert) on the GPU; the others wait in CPU memory.
 
-    The idle experts leave first and the allocator returns their blocks before ``active`` comes in, so a
-    switch never holds two experts at once (the second expert ran out of memory where the first fit).
+    The allocator returns the idle experts' blocks before ``active`` comes in (:func:`swap_moves`).
     ``Module.to`` moves parameters in place, so the optimizer keeps its references; the small LoRA
     optimizer state stays on the GPU.
     """
     if not low_vram or device.type != "cuda":
         return
-    cpu = torch.device("cpu")
-    moved = False
-    for name, ex in experts.items():
-        if name != active and _device_of(ex.model).type != "cpu":
-            ex.model.to(cpu)
-            moved = True
-    if moved:
+    moves = swap_moves({n: next(ex.model.parameters()).device.type == device.type for n, ex in experts.items()},
+                       active)
+    for name, to_gpu in moves:
+        if to_gpu:
+            torch.cuda.empty_cache()  # the idle experts' blocks go back before this one is placed
+        experts[name].model.to(device if to_gpu else torch.device("cpu"))
+    if moves and not moves[-1][1]:
         torch.cuda.empty_cache()
-    if active is not None and _device_of(experts[active].model).type != device.type:
-        experts[active].model.to(device)
-
-
-def _device_of(model: Any) -> torch.device:
-    """Where a model's weights are (its first parameter's device)."""
-    return next(model.parameters()).device

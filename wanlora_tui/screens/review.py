@@ -52,13 +52,10 @@ def speed(s_per_step: float) -> str:
 
 
 def hours(h: float) -> str:
-    """Wall time: minutes (or seconds) for short jobs, hours for long ones."""
-    s = h * 3600
-    if s < 90:
-        return f"{max(1, round(s))} s"
-    if s < 90 * 60:
-        return f"{round(s / 60)} min"
-    return f"{h:.1f} h"
+    """Wall time: seconds or minutes for short jobs, hours for long ones (engine.estimate.format_duration)."""
+    from wanlora.engine.estimate import format_duration
+
+    return format_duration(h)
 
 
 def money(v: float) -> str:
@@ -67,16 +64,17 @@ def money(v: float) -> str:
 
 def estimate_lines(state: Any, price: float | None) -> str:
     """Peak VRAM against the GPU, hours, disk and (given a price) cost, from engine.estimate."""
-    from wanlora.engine.estimate import peak_vram, step_time
+    from wanlora.engine.estimate import card_gib, peak_vram, step_time
 
     job = state.job
     if job is None:
         return "[dim]no estimate until the job is valid[/]"
-    mem = peak_vram(job)
     gpu_name = state.gpus[0].name if state.gpus else None
     tier = state.tier if isinstance(state.tier, int) else None
-    t = step_time(job, gpu_name, tier)
     have = state.vram_gb
+    card = card_gib(tier, have)  # the memory the trainer will plan against: this GPU's, else the tier's card
+    mem = peak_vram(job, card)
+    t = step_time(job, gpu_name, tier, budget_gib=card)
     fits = "" if have is None else (" [green]fits[/]" if mem.need_gib <= have else f" [b red]> {have:.0f} GiB: will not fit[/]")
     lines = [
         f"Peak VRAM  [b]{mem.need_gib:.1f} GiB[/]{fits}  ({_esc(mem.worst)})",
