@@ -51,31 +51,38 @@ def trial_reports() -> list[tuple[Path, dict]]:
     return out
 
 
-def trial_rows() -> list[dict]:
-    """One-expert buckets of the ``wanlora trial --json`` reports under bench/results/, at the card's full
-    memory (no forced plan, no ``--vram-gib`` cap), as ``[[step]]`` fields."""
-    reports = trial_reports()
-    full = {}
-    for _, r in reports:
-        if r.get("vram_total_gib"):
-            full[r["gpu"]] = max(full.get(r["gpu"], 0.0), r["vram_total_gib"])
+def report_rows(p: Path, r: dict) -> list[dict]:
+    """Every expert's timed steps in every measured bucket of one ``wanlora trial --json`` report, with the
+    checkpoint plan it ran under (so the estimate counts the same recompute) and whether DOP ran."""
+    plan = r.get("plan") or {}
+    if r.get("architecture") != "full" or r.get("plan_forced") or plan.get("layer_offloading"):
+        return []
+    dop = bool(r.get("dop"))
     out = []
-    for p, r in reports:
-        plan = r.get("plan") or {}
-        if (r.get("architecture") != "full" or r.get("plan_forced") or len(plan.get("experts", {})) != 1
-                or plan.get("low_vram") or plan.get("layer_offloading")
-                or (r.get("vram_total_gib") or 0) < 0.95 * full.get(r["gpu"], 0)):
+    for b in r.get("buckets", []):
+        if "s_per_step" not in b or b.get("oom_fallback"):
             continue
-        for b in r.get("buckets", []):
-            if "s_per_step" not in b or b.get("oom_fallback"):
+        batch = round(b["samples_per_s"] * b["s_per_step"]) if b.get("samples_per_s") else 1
+        for e in b.get("experts", {}).values():
+            ep = e.get("plan") or {}
+            if "checkpointed_blocks" not in ep:
                 continue
-            out.append({"gpu": r["gpu"], "shape": b["bucket"], "s_per_step": b["s_per_step"],
+            out.append({"gpu": r["gpu"], "shape": b["bucket"], "s_per_step": e["s_per_step"],
                         "transformer": plan["quantization"], "compile": bool(plan["compile"]),
-                        "attention": plan.get("attention") or "", "peak_alloc_gib": b.get("peak_alloc_gib"),
-                        "torch": r.get("torch", ""), "source": str(p.relative_to(ROOT))})
-    best: dict[tuple, dict] = {}  # repeated runs of one configuration: the fastest
+                        "checkpointed_blocks": ep["checkpointed_blocks"], "saved_attention": ep["saved_attention"],
+                        "dop": dop, "batch_size": batch, "attention": plan.get("attention") or "", "peak_alloc_gib": b.get("peak_alloc_gib"),
+                        "torch": r.get("torch", ""), "source": str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p)})
+    return out
+
+
+def trial_rows(exclude: Path | None = None) -> list[dict]:
+    """Rows from every ``wanlora trial --json`` report under bench/results/ (but ``exclude``), as
+    ``[[step]]`` fields; repeated runs of one configuration and plan count once, at the fastest."""
+    out = [row for p, r in trial_reports() if p != exclude for row in report_rows(p, r)]
+    best: dict[tuple, dict] = {}
     for row in out:
-        key = (row["gpu"], row["shape"], row["transformer"], row["compile"])
+        key = (row["gpu"], row["shape"], row["transformer"], row["compile"], row["checkpointed_blocks"],
+               row["saved_attention"], row["dop"], row["batch_size"])
         if key not in best or row["s_per_step"] < best[key]["s_per_step"]:
             best[key] = row
     return list(best.values())
@@ -112,14 +119,17 @@ def job_for(frames: int, h: int, w: int, **sections):
 def write_calibration(step_rows: list[dict], path: Path, trials: list[dict] | None = None) -> int:
     lines = ["# Written by bench/calibrate.py from bench/results/ (measured, not edited by hand).",
              "# One row per measured bucket: the trainer's own configuration on that GPU (bench/step.py), or a",
-             "# one-expert bucket of `wanlora trial` as run (transformer, compile; the fastest of repeated runs).", ""]
+             "# `wanlora trial` expert step as run (transformer, compile, the checkpoint plan it ran under, DOP; the",
+             "# fastest of repeated runs).", ""]
     n = 0
     for r in trials or []:
         f, h, w = (int(v) for v in r["shape"].split("x"))
         lines += ["[[step]]", f'gpu = "{r["gpu"]}"', f"num_frames = {f}", f"width = {w}", f"height = {h}",
                   f"s_per_step = {r['s_per_step']}", f'transformer = "{r["transformer"]}"',
-                  f"compile = {'true' if r['compile'] else 'false'}", "rank = 16", "batch_size = 1",
-                  "gradient_checkpointing = true", f"peak_gib = {r.get('peak_alloc_gib')}",
+                  f"compile = {'true' if r['compile'] else 'false'}", "rank = 16", f"batch_size = {r['batch_size']}",
+                  "gradient_checkpointing = true", f"checkpointed_blocks = {r['checkpointed_blocks']}",
+                  f"saved_attention = {r['saved_attention']}", f"dop = {'true' if r['dop'] else 'false'}",
+                  f"peak_gib = {r.get('peak_alloc_gib')}",
                   f'attention = "{r["attention"]}"', f'measured = "{r["torch"]}"', f'source = "{r["source"]}"', ""]
         n += 1
     for r in step_rows:
