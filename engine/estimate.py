@@ -34,7 +34,8 @@ CARD_GIB = {12: 12.0, 24: 24.0, 32: 31.8, 48: 47.5, 80: 79.2, 141: 139.8}
 OPT_BYTES_PER_PARAM = {("adamw", "fp32"): 18.0, ("adamw8bit", "fp32"): 12.0,
                        ("adamw", "bf16"): 8.0, ("adamw8bit", "bf16"): 6.0}
 EMA_BYTES_PER_PARAM = 2.0
-ALLOC_OVERHEAD = 1.08  # allocator fragmentation over max_memory_allocated
+ALLOC_OVERHEAD = 1.08  # allocator fragmentation over max_memory_allocated: the margin "fits" keeps
+RESERVED_OVER_ALLOC = 1.035  # what the caching allocator reserved over the peak allocated in the H200 trials
 # The activation figures hold up to the largest bucket measured to train: 86 016 tokens (81 frames at 1024²,
 # both experts in fp8 on an H200, 43.45 s/step; BENCHMARKS.md §0b).  Past this size the estimate is a lower
 # bound.  (Until every compiled checkpointed block ran under an explicit policy, that bucket ran out of memory.)
@@ -99,6 +100,11 @@ class MemoryEstimate:
     budget_gib: float | None = None  # the card it was planned for (None: unknown, every block checkpointed)
     largest: str = ""  # the bucket with the most tokens (under a plan it need not set the peak)
     largest_tokens: int = 0
+
+    @property
+    def reserved_gib(self) -> float:
+        """The peak the trainer's allocator is expected to reserve (what ``wanlora trial`` reports)."""
+        return round(self.peak_gib * RESERVED_OVER_ALLOC, 1)
 
     @property
     def beyond_measured(self) -> bool:
