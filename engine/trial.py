@@ -222,7 +222,7 @@ def run_trial(job: Job, *, steps: int = 3, progress: Progress = lambda s: None, 
                   else "the tiny Wan 2.2 I2V architecture (no CUDA here: speed and memory are not representative)"),
         "vram_total_gib": round(acc.memory_budget(device)[1] / GIB, 2) if cuda else None,
         "notes": notes, "torch": torch.__version__, "prompts_in_job": len(job.sample.prompts),
-        "tier": tier, "vram_gib": vram_gib,
+        "tier": tier, "vram_gib": vram_gib, "dop": job.training.dop.enabled,
     }
     trainer = None
     try:
