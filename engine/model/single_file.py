@@ -10,6 +10,7 @@ an fp8 base (no re-quantising); otherwise they are dequantised to the job's dtyp
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -381,7 +382,7 @@ def write_safetensors_streaming(path: Path | str, specs: list[tuple[str, torch.d
             t = make(name)
             if t.dtype != dtype or tuple(t.shape) != tuple(shape):
                 raise ValueError(f"{name}: made {t.dtype} {tuple(t.shape)}, header says {dtype} {shape}")
-            f.write(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+            f.write(memoryview(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()))  # no copy
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -390,39 +391,82 @@ def write_safetensors_streaming(path: Path | str, specs: list[tuple[str, torch.d
 
 def write_random_expert(path: Path | str, cfg: dict[str, Any] | None = None, *, layout: str = "comfyui",
                         precision: str = "fp8_scaled", seed: int = 0, expert: str | None = None,
-                        std: float = 0.02) -> Path:
-    """A random-weight Wan 2.2 expert (default: the full-size A14B config) written as ComfyUI / the original
-    release would store it, streamed tensor by tensor — the file a GPU trial loads to time the single-file path."""
+                        std: float = 0.02, fast: bool = False, max_shard_bytes: int | None = None) -> Path:
+    """A random-weight Wan 2.2 expert (default: the full-size A14B config) written as ComfyUI, the original release
+    or a diffusers folder (``layout="diffusers"``, bf16/fp16/fp32) would store it, streamed tensor by tensor — the
+    files a GPU trial or bench/single_file_load.py loads to time the real loaders.
+
+    ``fast``: every tensor's values are a slice of one random pool per dtype instead of a draw of their own, so
+    a 14B expert is written at disk speed (load timing does not depend on the values).  ``max_shard_bytes``
+    writes shards + ``*.safetensors.index.json`` (what diffusers folders and the original release hold) and
+    returns the index.
+    """
     import zlib
 
+    if layout not in LAYOUTS or precision not in PRECISIONS or (layout == "diffusers" and precision == "fp8_scaled"):
+        raise ValueError(f"layout must be one of {LAYOUTS}, precision one of {PRECISIONS} (no fp8_scaled diffusers)")
     cfg = cfg or wf.config_for(wf.HIGH)
     prefix = COMFY_PREFIX if layout == "comfyui" else ""
     base = _DT.get(precision, torch.bfloat16)
+    shapes_orig = wf.expected_transformer_shapes(cfg)
+    rename = keymaps.wan_to_diffusers_transformer(shapes_orig) if layout == "diffusers" else {}
     specs: list[tuple[str, torch.dtype, tuple[int, ...]]] = []
-    for k, shape in wf.expected_transformer_shapes(cfg).items():
+    for k, shape in shapes_orig.items():
         if precision == "fp8_scaled" and k.startswith("blocks.") and k.endswith(_FP8_BLOCK_LINEAR):
             specs += [(prefix + k, E4M3, shape), (prefix + k.removesuffix(".weight") + ".scale_weight", torch.float32, ())]
         else:
-            specs.append((prefix + k, base, shape))
+            specs.append((rename.get(k, prefix + k), base, shape))
     if precision == "fp8_scaled":
         specs.append((prefix + "scaled_fp8", E4M3, (0,)))
     shapes = {n: (d, s) for n, d, s in specs}
+    fp8_scale = std * 4 / 448.0  # ±4σ maps to e4m3's ±448
+    pools: dict[torch.dtype, torch.Tensor] = {}
+
+    def pool(dtype: torch.dtype, n: int) -> torch.Tensor:
+        if dtype not in pools or pools[dtype].numel() < n:
+            size = max(n, max(math.prod(s) for d, s in shapes.values() if d == dtype))
+            w = torch.randn(size, generator=torch.Generator().manual_seed(seed)) * std
+            pools[dtype] = (w / fp8_scale).clamp(-448, 448).to(E4M3) if dtype == E4M3 else w.to(dtype)
+        return pools[dtype][:n]
 
     def make(name: str) -> torch.Tensor:
         dtype, shape = shapes[name]
-        g = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
         short = name[len(prefix):]
         if name.endswith(".scale_weight"):
-            return torch.tensor(std * 4 / 448.0, dtype=torch.float32)  # ±4σ maps to e4m3's ±448
+            return torch.tensor(fp8_scale, dtype=torch.float32)
         if short.endswith((".bias", "scaled_fp8")):
             return torch.zeros(shape, dtype=dtype)
         if "norm" in short:
             return torch.ones(shape, dtype=dtype)
+        if fast:
+            return pool(dtype, math.prod(shape)).reshape(shape)
+        g = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
         w = torch.randn(shape, generator=g) * std
         if dtype == E4M3:
-            return (w / (std * 4 / 448.0)).clamp(-448, 448).to(E4M3)
+            return (w / fp8_scale).clamp(-448, 448).to(E4M3)
         return w.to(dtype)
 
-    if layout == "wan" or layout == "comfyui":
-        return write_safetensors_streaming(path, specs, make, {wf.METADATA_EXPERT: expert} if expert else None)
-    raise ValueError("write_random_expert writes the comfyui or wan layout")
+    meta = {wf.METADATA_EXPERT: expert} if expert else None
+    path = Path(path)
+    if not max_shard_bytes:
+        return write_safetensors_streaming(path, specs, make, meta)
+    import json
+
+    shards: list[list[tuple[str, torch.dtype, tuple[int, ...]]]] = [[]]
+    size = 0
+    for spec in specs:
+        n = math.prod(spec[2]) * torch.empty((), dtype=spec[1]).element_size()
+        if shards[-1] and size + n > max_shard_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(spec)
+        size += n
+    stem = path.name.removesuffix(".safetensors")
+    weight_map: dict[str, str] = {}
+    for i, shard in enumerate(shards, 1):
+        name = f"{stem}-{i:05d}-of-{len(shards):05d}.safetensors"
+        write_safetensors_streaming(path.parent / name, shard, make, meta)
+        weight_map.update(dict.fromkeys((n for n, _d, _s in shard), name))
+    index = path.parent / f"{stem}.safetensors.index.json"
+    index.write_text(json.dumps({"metadata": meta or {}, "weight_map": weight_map}, indent=2))
+    return index
