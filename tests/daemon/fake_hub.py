@@ -85,7 +85,7 @@ class FakeHub:
             self.requests.append((method, h.path, authorised))
         if not self._open.is_set():
             self.waiting.set()
-            self._open.wait(120)
+            self._open.wait(600)  # a test releases it long before; never forever
         if self.fail_status:
             return self._reply(h, self.fail_status, {"error": f"fake hub: failing with {self.fail_status}"})
         if not authorised:
