@@ -182,7 +182,7 @@ def test_status_works_without_the_daemon(home: Path, daemons, assets) -> None:
     d.kill(signal.SIGKILL)
     r = cli("status", home=home)
     assert r.returncode == 0 and "offline_view" in r.stdout and "QUEUED" in r.stdout
-    assert "daemon not running" in r.stderr and "wanlora daemon start" in r.stderr
+    assert "daemon not running" in r.stdout and "wanlora daemon start" in r.stdout  # a line after the table
     r = cli("status", str(job_id), "--json", home=home)
     data = json.loads(r.stdout)
     assert r.returncode == 0 and data["daemon"] is None and data["job"]["name"] == "offline_view"

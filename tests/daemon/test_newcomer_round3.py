@@ -43,6 +43,21 @@ def test_a_job_spooled_while_the_daemon_is_down_can_be_withdrawn(home: Path, dae
     assert [(j["id"], j["name"]) for j in jobs] == [(1, "second_job")]  # the withdrawn one never ran
 
 
+def test_status_with_the_daemon_down_fits_80_columns_and_says_so_on_its_own_line(home: Path, assets,
+                                                                                  tmp_path: Path) -> None:
+    sid = _spool(home, assets, tmp_path)
+    r = cli("status", home=home, env={"COLUMNS": "80"})
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert all(len(ln) <= 80 for ln in lines), lines
+    # one stream: the table, then the note on lines of its own (two streams showed up glued in captures)
+    assert r.stderr == "" and lines[0].startswith("ID ") and lines[2].startswith("note: daemon not running"), lines
+    shown = lines[1].split()[0]  # the ID column holds the spool id until the daemon gives a job id
+    assert sid.startswith(shown) and len(shown) < len(sid)
+    one = cli("status", shown, home=home)  # the prefix shown is enough to name the job
+    assert one.returncode == 0 and sid in one.stdout
+
+
 def test_withdrawing_never_races_a_daemon_that_holds_the_home(home: Path, assets, tmp_path: Path) -> None:
     """While a daemon holds daemon.lock (starting, its socket not up yet) the file is left to it."""
     sid = _spool(home, assets, tmp_path)

@@ -53,18 +53,41 @@ def _step(j: dict[str, Any]) -> str:
     return f"{j.get('step', 0)}/{total}" if total else str(j.get("step", 0))
 
 
-def table(jobs: list[dict[str, Any]]) -> str:
+def short_spool_id(sid: str, others: list[str]) -> str:
+    """The shortest ``<name>-<date>-<time>[-hex…]`` prefix of a spool id that no other spool id starts with: every
+    command that takes a spool id takes a unique prefix (``spooled.find_spooled``), and the full id (60+
+    characters) would not fit an 80-column table."""
+    head, _, tail = sid.rpartition("-")
+    if not head or len(tail) != 32:
+        return sid
+    for n in (0, 4, 8, 32):
+        cand = head + (f"-{tail[:n]}" if n else "")
+        if not any(o != sid and o.startswith(cand) for o in others):
+            return cand
+    return sid
+
+
+def table(jobs: list[dict[str, Any]], width: int | None = None) -> str:
+    """The queue, one job per line, each line at most ``width`` columns (default: the terminal's): the REASON
+    column takes what is left and is shortened with "…".  A job still in the spool shows its spool id (a unique
+    prefix) where the job id will be."""
+    from wanlora.tui.term import ellipsize, terminal_width
+
     rows = [("ID", "NAME", "STATE", "STEP", "ETA", "GPU", "RST", "REASON")]
+    spooled = [j["spool_id"] for j in jobs if j.get("id") is None and j.get("spool_id")]
     for j in jobs:
         state = j["state"].upper() + (" STALE" if j.get("stale") else "")
         eta = duration(j.get("eta_s")) if j["state"] == "running" else "-"
-        if j.get("id") is None and j.get("spool_id"):  # submitted while the daemon is down: no id yet
-            rows.append(("-", j["name"][:24], state, "-", "-", "-", "-", f"{j['reason']} (spool id {j['spool_id']})"))
+        if j.get("id") is None and j.get("spool_id"):  # submitted while the daemon is down: its spool id for now
+            rows.append((short_spool_id(j["spool_id"], spooled), j["name"][:24], state, "-", "-", "-", "-",
+                         f"{j['reason']} (spool id, no job id yet)"))
             continue
         rows.append((str(j["id"]), j["name"][:24], state, _step(j), eta, j.get("gpus") or "-",
                      str(j.get("restart_count", 0)), ((j.get("reason") or "") if j.get("reason") != j["state"] else "")[:60]))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=False)) + "  " + r[-1] for r in rows)
+    width = terminal_width() if width is None else width
+    return "\n".join(ellipsize("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=False)) + "  " + r[-1],
+                               width) for r in rows)
 
 
 def spooled_detail(j: dict[str, Any]) -> str:
@@ -152,9 +175,15 @@ def run(args: argparse.Namespace) -> int:
                                                                             if k in ("jobs", "job", "telemetry")}},
                          indent=2, default=str))
         return 0 if (job is None or reply.get("job")) else 1
+    note = ""
     if not up:
-        print(f"({client.DOWN_MESSAGE}; showing {home.db})", file=sys.stderr)
+        from wanlora.tui.term import terminal_width, wrap
+
+        note = "\n".join(wrap(f"note: {client.DOWN_MESSAGE} (showing {home.db})", terminal_width(),
+                              subsequent_indent="      "))
     if job:
+        if note:
+            print(note)
         if not reply.get("job"):
             print(f"wanlora status: no job {job!r}", file=sys.stderr)
             return 1
@@ -163,8 +192,12 @@ def run(args: argparse.Namespace) -> int:
     jobs = reply.get("jobs") or []
     if not jobs:
         print("no jobs yet: `wanlora new` opens the wizard, `wanlora submit JOB.toml` queues a job file")
+    else:
+        print(table(jobs))
+    if note:  # on stdout, its own line after the table: split over two streams, captures showed them run together
+        print(note)
+    if not jobs:
         return 0
-    print(table(jobs))
     if up:
         tel = reply.get("telemetry") or {}
         for g in tel.get("gpus") or []:
