@@ -25,9 +25,12 @@ def job_view(home: Home, row: JobRow, *, detail: bool = False) -> dict[str, Any]
         d["push"] = push
     if row.state == RUNNING or detail:
         st = jobdir.read_status(job_dir)
+        # a status.json older than this run is the previous trainer's (before a pause, an edit, a restart): its
+        # total_steps, step and heartbeat say nothing about the trainer that is starting now
+        current = st is not None and float(st.get("heartbeat_ts") or 0) >= float(row.started_ts or 0)
         if st:
             live = {k: st.get(k) for k in LIVE_KEYS if st.get(k) is not None}
-            if row.state == RUNNING:
+            if row.state == RUNNING and current:
                 d.update({k: v for k, v in live.items() if k != "step" or (v or 0) >= row.step})
                 d["stale"] = jobdir.is_stale(st)
             if detail:

@@ -145,3 +145,28 @@ def test_intake_refuses_a_hub_id_an_offline_machine_has_not_cached(home: Path, d
         assert "rejected" in str(e) and "HF_HUB_OFFLINE is set" in str(e) and f"hf download {REPO}" in str(e), e
     cache_snapshot(hf, ALL)
     assert d.request("submit", text=text, filename="offline.toml", timeout=120)["id"] == 1
+
+
+def test_a_resumed_job_never_shows_the_previous_runs_total(tmp_path: Path) -> None:
+    """Edited 60 → 80 steps, resumed: until the new trainer writes its status, status/wait show the queue's
+    80 (not the old status.json's 60) and no STALE; then the trainer's own numbers."""
+    from wanlora.daemon.queue import Queue
+    from wanlora.daemon.views import job_view
+    from wanlora.engine.config import jobdir
+
+    home = Home.resolve(tmp_path / "h")
+    home.ensure()
+    with Queue(home.db) as q:
+        row = q.add(name="edited", gpus_req="auto", total_steps=80)
+        jd = home.job_dir(row.id)
+        jd.mkdir(parents=True)
+        before = time.time() - 600  # the paused run's last status: step 0 of its 60
+        jobdir.write_json_atomic(jd / jobdir.STATUS, {"state": "running", "step": 0, "total_steps": 60,
+                                                      "heartbeat_ts": before, "heartbeat_interval_s": 10})
+        row = q.update(row.id, state="running", started_ts=time.time(), step=40, saved_step=40)
+        v = job_view(home, row)
+        assert (v["step"], v["total_steps"], bool(v.get("stale"))) == (40, 80, False)
+        jobdir.write_json_atomic(jd / jobdir.STATUS, {"state": "running", "step": 41, "total_steps": 80,
+                                                      "heartbeat_ts": time.time() + 1, "heartbeat_interval_s": 10})
+        v = job_view(home, row)
+        assert (v["step"], v["total_steps"], bool(v.get("stale"))) == (41, 80, False)
