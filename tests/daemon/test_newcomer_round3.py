@@ -170,3 +170,12 @@ def test_a_resumed_job_never_shows_the_previous_runs_total(tmp_path: Path) -> No
                                                       "heartbeat_ts": time.time() + 1, "heartbeat_interval_s": 10})
         v = job_view(home, row)
         assert (v["step"], v["total_steps"], bool(v.get("stale"))) == (41, 80, False)
+
+
+def test_wait_returns_for_a_held_job(home: Path, daemons, assets) -> None:
+    """A job held in the queue (`wanlora pause` on a queued job) only moves on `wanlora resume`: wait returns."""
+    d = daemons({"cpu_slots": 0})
+    job_id = d.request("submit", text=job_text(assets, "later"), filename="later.toml", timeout=120)["id"]
+    d.request("pause", job=str(job_id))
+    r = cli("wait", str(job_id), "--timeout", "20", home=home, timeout=60)
+    assert r.returncode == 1 and f"job {job_id} later: held" in r.stdout, (r.returncode, r.stdout)

@@ -50,8 +50,8 @@ def run(args: argparse.Namespace) -> int:
 
         why = done.note or client.DOWN_MESSAGE
         sid = spool_id(done.spooled) if done.spooled else done.submission_id
-        print(f"{why}. The job is spooled as {done.spooled} and is queued when the daemon starts "
-              f"(`wanlora status` shows it as submitted, spool id {sid}).", file=sys.stderr)
+        _say(f"{why}. The job is spooled as {done.spooled} and is queued when the daemon starts "
+             f"(`wanlora status` shows it as submitted, spool id {sid}).")
         if args.parsable:
             print(sid)
         return 0
@@ -79,5 +79,12 @@ def _warn_same_name(home: object, reply: dict) -> None:
     same = [j for j in jobs if j.get("name") == reply.get("name") and j.get("id") != reply.get("id")]
     if same:
         listed = ", ".join(f"{j['id']} ({j['state']})" for j in same)
-        print(f"note: job {reply['id']} has the same name as job(s) {listed}; refer to it by its id "
-              f"({reply['id']}), a name would be ambiguous", file=sys.stderr)
+        _say(f"note: job {reply['id']} has the same name as job(s) {listed}; refer to it by its id "
+             f"({reply['id']}), a name would be ambiguous")
+
+
+def _say(text: str) -> None:
+    """A message on stderr, wrapped at the terminal's width on word boundaries."""
+    from wanlora.tui.term import terminal_width, wrap
+
+    print("\n".join(wrap(text, terminal_width(), subsequent_indent="  ")), file=sys.stderr)

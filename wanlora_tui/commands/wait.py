@@ -1,8 +1,8 @@
 """``wanlora wait [JOB ...]``: block until jobs finish (pueue's ``wait``), printing each change of state.
 
 Without JOB: every job that is queued or running now.  Done means completed, failed or cancelled — or
-paused, which only ``wanlora resume`` would end.  Exit 0 when every job completed, 1 otherwise (so
-``wanlora wait 3 && wanlora sample …`` works in scripts).
+paused or held in the queue, which only ``wanlora resume`` would end.  Exit 0 when every job completed, 1
+otherwise (so ``wanlora wait 3 && wanlora sample …`` works in scripts).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 from wanlora.tui.commands._daemon_common import add_home, home_of
 
 HELP = "wait until jobs finish (default: all queued and running ones); exit 1 unless all completed"
-SETTLED = ("completed", "failed", "cancelled", "paused")
+SETTLED = ("completed", "failed", "cancelled", "paused", "held")
 POLL_S = 1.0
 
 
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         by_id = {j["id"]: j for j in _jobs(home)}
         for i in ids:
             j = by_id.get(i)
-            state = j["state"] if j else "removed"
+            state = ("held" if j["state"] == "queued" and j.get("held") else j["state"]) if j else "removed"
             if seen.get(i) != state:
                 step = f" at step {j.get('step', 0)}/{j.get('total_steps', 0)}" if j and j.get("total_steps") else ""
                 reason = f" ({j['reason']})" if j and j.get("reason") and j["reason"] != state else ""
