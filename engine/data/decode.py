@@ -7,6 +7,13 @@ the trainer report an unreadable clip the same way and skip it instead of crashi
 
 from __future__ import annotations
 
+import os
+import re
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +67,56 @@ def _quiet_decord():  # noqa: ANN202 - returns the decord module
     return decord
 
 
+# decord's C++ log lines ("[21:45:46] /…/video_reader.cc:83: ERROR opening: …"), which set_level(QUIET) does not
+# stop: written straight to fd 2, ahead of our own message about the same file
+_NATIVE_LINE = re.compile(rb"^\[\d\d:\d\d:\d\d\] \S+\.(cc|h|cpp):\d+: ")
+_fd2_lock = threading.Lock()
+_fd2_users = 0
+_fd2_saved: int | None = None
+_fd2_sink = None
+
+
+@contextmanager
+def _native_stderr_filtered() -> Iterator[None]:
+    """fd 2 points at a temporary file while decord opens/probes a clip; when the last user leaves, fd 2 is
+    restored and whatever else was written meanwhile is passed on, minus decord's own log lines.
+
+    Process-wide (fd 2 is), so overlapping users (the dataset's decode threads) share one redirect, counted
+    under a lock; another thread's stderr in that window is delayed, not lost.  Without a usable fd 2 (a
+    daemon's closed stderr) nothing is redirected."""
+    global _fd2_users, _fd2_saved, _fd2_sink
+    with _fd2_lock:
+        if _fd2_users == 0:
+            try:
+                sys.stderr.flush()
+            except (AttributeError, OSError, ValueError):
+                pass
+            try:
+                saved = os.dup(2)
+            except OSError:
+                saved = None
+            if saved is not None:
+                sink = tempfile.TemporaryFile()
+                os.dup2(sink.fileno(), 2)
+                _fd2_saved, _fd2_sink = saved, sink
+        _fd2_users += 1
+    try:
+        yield
+    finally:
+        with _fd2_lock:
+            _fd2_users -= 1
+            if _fd2_users == 0 and _fd2_sink is not None:
+                sink, saved = _fd2_sink, _fd2_saved
+                _fd2_sink = _fd2_saved = None
+                os.dup2(saved, 2)
+                os.close(saved)
+                sink.seek(0)
+                kept = b"".join(ln for ln in sink.read().splitlines(keepends=True) if not _NATIVE_LINE.match(ln))
+                sink.close()
+                if kept:
+                    os.write(2, kept)
+
+
 def _reason(path: Path, err: Exception) -> str:
     msg = str(err)
     if "Error reading" in msg or "moov atom" in msg or "Invalid data" in msg:
@@ -83,7 +140,8 @@ def open_video(path: str | Path, size: tuple[int, int] | None = None):  # noqa: 
     decord = _quiet_decord()
     try:
         w, h = size if size is not None else (-1, -1)
-        vr = decord.VideoReader(str(path), ctx=decord.cpu(0), width=w, height=h, num_threads=1)
+        with _native_stderr_filtered():  # our MediaError says it, by file name
+            vr = decord.VideoReader(str(path), ctx=decord.cpu(0), width=w, height=h, num_threads=1)
     except _DECODE_ERRORS as e:  # decord raises DECORDError for any ffmpeg failure
         raise MediaError(path, _reason(path, e)) from None
     if len(vr) == 0:
@@ -99,11 +157,12 @@ def probe_video(path: str | Path, check_last: bool = True) -> VideoMeta:
     """
     vr = open_video(path)
     try:
-        n = len(vr)
-        first = vr[0].asnumpy()
-        if check_last and n > 1:
-            vr[n - 1].asnumpy()
-        fps = float(vr.get_avg_fps())
+        with _native_stderr_filtered():
+            n = len(vr)
+            first = vr[0].asnumpy()
+            if check_last and n > 1:
+                vr[n - 1].asnumpy()
+            fps = float(vr.get_avg_fps())
     except _DECODE_ERRORS as e:
         raise MediaError(path, _reason(Path(path), e)) from None
     return VideoMeta(frames=n, fps=fps, width=int(first.shape[1]), height=int(first.shape[0]))
