@@ -62,3 +62,26 @@ def test_the_demo_job_validates_without_warnings(tmp_path: Path) -> None:
     resolved, findings = check_file(job_dir / "job.toml", machine=False)
     assert resolved is not None
     assert [str(f) for f in findings if f.level != "info"] == []
+
+
+# what a tip under each field must be about (a word of its topic), and topics it must not bring
+TIP_TOPIC = {
+    "advanced.differential_guidance": ("differential guidance", ("dop", "bucket", "frames")),
+    "training.dop.enabled": ("dop", ("differential", "bucket", "frames")),
+    "datasets[0].caption_dropout": ("caption dropout", ("bucket", "frames", "dop", "differential")),
+    "datasets[0].num_frames": ("frames", ("dop", "differential")),
+    "datasets[0].resolutions": ("buckets", ("dop", "differential")),
+}
+
+
+@pytest.mark.parametrize("recipe", ["motion", "style", "character"])
+def test_the_wizards_tips_sit_under_the_fields_they_are_about(recipe: str) -> None:
+    from wanlora.tui.wizard_state import advice_for
+
+    shown = 0
+    for key, (topic, foreign) in TIP_TOPIC.items():
+        tip = advice_for(recipe, key).lower()
+        if tip:
+            shown += 1
+            assert topic in tip and not any(f in tip for f in foreign), (recipe, key, tip)
+    assert shown >= 3  # the recipes do give tips for these fields

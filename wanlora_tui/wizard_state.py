@@ -334,15 +334,19 @@ _MISSING = object()
 
 # ---- the guide's advice, from the recipe/tier TOML data ------------------------------------------------
 # recipe [meta] key → the job keys it advises on (list rows written without an index: datasets[].x).
+# a recipe's [meta] tip → the fields it is about (each tip under the fields it speaks of, and only those;
+# extra_advice, which covers DOP and differential guidance at once, is for `wanlora presets` only)
 ADVICE_KEYS: dict[str, tuple[str, ...]] = {
     "trigger_advice": ("job.trigger_word",),
     "rank_advice": ("target.rank",),
     "timestep_advice": ("training.timestep_type", "training.timestep_bias"),
     "flip_advice": ("datasets[].flip_x", "datasets[].flip_y"),
-    "data_advice": ("datasets[].resolutions", "datasets[].num_frames", "datasets[].caption_dropout"),
+    "data_advice": ("datasets[].resolutions", "datasets[].num_frames"),
+    "dropout_advice": ("datasets[].caption_dropout",),
     "clip_advice": ("datasets[].folder",),
     "caption_advice": ("datasets[].default_caption", "sample.prompts[].prompt"),
-    "extra_advice": ("advanced.differential_guidance", "training.dop.enabled"),
+    "guidance_advice": ("advanced.differential_guidance",),
+    "dop_advice": ("training.dop.enabled",),
 }
 # sections whose values a VRAM tier sets: their panels open with the tier's advice line.
 TIER_SECTIONS = ("model", "quantization", "multistage", "training", "datasets")
