@@ -98,9 +98,13 @@ class WizardScreen(Screen[None]):
         errs = st.errors
         line = self.query_one("#wiz-status", Static)
         if errs:
+            from wanlora.tui.term import ellipsize
+
             first = errs[0]
             more = f" (+{len(errs) - 1} more)" if len(errs) > 1 else ""
-            line.update(f"[b red]✗ {_esc(first.key)}[/]: {_esc(first.message)}{more}")
+            # one line (padding 1 each side, "✗ ", ": "): the message is shortened with "…", never cut mid-word
+            room = max(10, (self.size.width or 80) - 6 - len(first.key) - len(more))
+            line.update(f"[b red]✗ {_esc(first.key)}[/]: {_esc(ellipsize(first.message, room))}{more}")
         else:
             warns = [f for f in st.findings if f.level == "warning"]
             line.update(f"[green]✓ no errors[/]{f' · {len(warns)} warning(s)' if warns else ''}")
