@@ -64,6 +64,10 @@ def run(args: argparse.Namespace) -> int:
         verdict = "job refused" if n["error"] else "ok"
         from wanlora.tui.term import terminal_width, wrap
 
-        print("\n".join(wrap(f"{path}: {verdict}: {n['error']} error(s), {n['warning']} warning(s), {n['info']} "
-                             f"info{ctx}", terminal_width(), subsequent_indent="  ")))
+        width = terminal_width()
+        rest = f"{verdict}: {n['error']} error(s), {n['warning']} warning(s), {n['info']} info{ctx}"
+        if len(f"{path}: {rest}") <= width:
+            print(f"{path}: {rest}")
+        else:  # the file on its own line, the verdict whole on the next (wrapped only on a very narrow terminal)
+            print(f"{path}:\n" + "\n".join(wrap(rest, width, indent="  ")))
     return 1 if n["error"] else 0
