@@ -25,7 +25,10 @@ TE_GIB = {"none": 10.6, "fp8": 5.6, "nf4": 3.2}  # UMT5-XXL encoder
 VAE_GIB = 0.25
 RECOVERY_ADAPTER_GIB = 0.3  # per quantised expert
 OFFLOAD_RESIDENT_GIB = 1.2  # embeddings + two blocks in flight while layer_offloading streams the rest
-NF4_WORKSPACE_GIB = 1.6  # bitsandbytes dequantisation buffers (residual of the measured 24 GB tier run, H100)
+# An nf4 expert's step holds less than a bf16/fp8 one fully checkpointed: 16.56 GiB allocated at 41x512² on the
+# 24 GB tier (one 8.0 GiB nf4 expert + 2.57 GiB of fp32 LoRA/AdamW for both experts; H100, 2026-12-07,
+# bench/results/2026-12-07-tier-matrix/call1), so 0.53 GiB per 1000 tokens held, bitsandbytes' buffers included.
+NF4_HELD_FLOOR_GIB_PER_KTOK = 0.53
 # The memory each tier's card offers (NVML total, GiB): what the trainer plans against on that card.
 CARD_GIB = {12: 12.0, 24: 24.0, 32: 31.8, 48: 47.5, 80: 79.2, 141: 139.8}
 # LoRA weight + its gradient + AdamW's two moments, by (optimizer, advanced.lora_master_dtype): fp32 masters
@@ -121,8 +124,6 @@ def _static_parts(job: Job) -> dict[str, float]:
         parts["expert weights (streamed from CPU)"] = OFFLOAD_RESIDENT_GIB
     else:
         parts[f"{n} expert(s), {q if q != 'none' else 'bf16'}"] = n * WEIGHTS_GIB[q]
-    if q == "nf4" and not job.model.layer_offloading:
-        parts["nf4 dequantisation workspace"] = NF4_WORKSPACE_GIB
     if q != "none" and job.quantization.recovery_adapter:
         parts["recovery adapter"] = n * RECOVERY_ADAPTER_GIB
     per_param = (OPT_BYTES_PER_PARAM[(job.training.optimizer, job.advanced.lora_master_dtype)]
@@ -156,6 +157,9 @@ def _bucket_peak(job: Job, tokens: int, budget_gib: float | None) -> tuple[dict[
     parts = _static_parts(job)
     plan = bucket_plan(job, tokens, budget_gib)
     act = mp.activation_bytes(plan, mp.N_BLOCKS, tokens, job.training.batch_size) / mp.GIB
+    if job.quantization.transformer == "nf4":  # measured lower (above); the blocks kept on top are the same
+        held = mp.HELD_FLOOR_BYTES_PER_1K_TOKENS * tokens / 1000 * job.training.batch_size / mp.GIB
+        act += (NF4_HELD_FLOOR_GIB_PER_KTOK * tokens / 1000 * job.training.batch_size) - held
     kept = mp.N_BLOCKS - plan.checkpointed
     parts[f"activations ({tokens} tokens x batch {job.training.batch_size}; {kept} of {mp.N_BLOCKS} blocks kept, "
           f"{plan.keep_attention} attention outputs)"] = act
@@ -336,13 +340,15 @@ def _calibrated_tflops(rows: list[dict[str, Any]], gpu: str, quant: str, compile
     if not mine:
         return None
     same = [r for r in mine if str(r.get("transformer", "none")) == quant and bool(r.get("compile", False)) == compiled]
+    planned = [r for r in same if _row_plan(r) is not None]
+    same = planned or same  # rows that recorded their checkpoint plan: their recompute is known, not assumed
     best: dict[float, float] = {}
     for r in same or mine:
         tok = video_tokens(int(r["num_frames"]), int(r["height"]), int(r["width"]))
         rank, batch = int(r.get("rank", 16)), int(r.get("batch_size", 1))
         flops = step_tflop(tok, rank, bool(r.get("gradient_checkpointing", True)), batch, plan=_row_plan(r))
         if r.get("dop"):
-            flops += batch * forward_tflop(tok, rank)
+            flops = 2 * flops + batch * forward_tflop(tok, rank)
         tf = flops / float(r["s_per_step"])
         rq, rc = str(r.get("transformer", "none")), bool(r.get("compile", False))
         tf *= QUANT_TIME.get(rq, (1.0, 1.0))[int(rc)] * (COMPILE_FACTOR if rc else 1.0)  # back to eager bf16
@@ -388,8 +394,8 @@ def step_time(job: Job, gpu_name: str | None = None, tier: int | None = None,
     for w, tok in weights:
         plan = bucket_plan(job, tok, budget_gib)
         tf = step_tflop(tok, rank, t.gradient_checkpointing, t.batch_size, plan=plan)
-        if t.dop.enabled:  # the preservation pass: one more forward, without the LoRA
-            tf += t.batch_size * forward_tflop(tok, rank)
+        if t.dop.enabled:  # a LoRA-off forward for the class prompt, and a LoRA-on step on it (2.26x measured)
+            tf = 2 * tf + t.batch_size * forward_tflop(tok, rank)
         secs = tf / _interp(curve, tok) * qf
         if uncached:
             secs += VAE_S_PER_KTOK * tok / 1000 * t.batch_size / speed
@@ -400,7 +406,7 @@ def step_time(job: Job, gpu_name: str | None = None, tier: int | None = None,
     if quant == "nf4" and not (cal and any(str(r.get("transformer")) == "nf4" for r in rows)):
         notes.append("nf4 step time is an assumption (+30 %), not a measurement")
     if t.dop.enabled:
-        notes.append("DOP adds one forward pass per step (the preservation pass)")
+        notes.append("DOP runs the class prompt through the expert twice per step (about 2.25x the step)")
     if job.model.layer_offloading:
         notes.append("layer offloading roughly doubles step time")
     s *= t.gradient_accumulation

@@ -28,7 +28,10 @@ HELD_FLOOR_BYTES_PER_1K_TOKENS = 0.70 * GIB
 # first H200 trial planned for 92 % and reserved 92.07 % at 41x480x848 (bench/results/2026-12-01-h200-trial).
 RESERVED_LIMIT = 0.92
 RESERVED_TARGET = 0.90
-MIN_RESERVE_BYTES = 10 * GIB  # attention/compile workspace, fragmentation, the VAE (4 GiB was too little)
+# Attention/compile workspace, fragmentation, the VAE.  4 GiB was too little on an H100 at 41x512²; 10 GiB left
+# the 80 GB card at 96.6 % reserved at 41x1024² (the allocator reserved 5.4 GiB over the peak allocated there,
+# bench/results/2026-12-07-tier-matrix), so the floor is 13 GiB (the 141 GB card's 10 % is 14 GiB anyway).
+MIN_RESERVE_BYTES = 13 * GIB
 
 
 class CheckpointPlan(NamedTuple):
@@ -60,7 +63,7 @@ def floor_bytes(tokens: int, batch: int) -> float:
 
 
 def reserve_bytes(limit_bytes: float) -> float:
-    """Room the plan leaves free: the larger of 10 GiB and ``1 − RESERVED_TARGET`` of the card."""
+    """Room the plan leaves free: the larger of 13 GiB and ``1 − RESERVED_TARGET`` of the card."""
     return max(MIN_RESERVE_BYTES, (1 - RESERVED_TARGET) * limit_bytes)
 
 

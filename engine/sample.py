@@ -269,6 +269,11 @@ def training_previews(*, job: Any, parts: Any, experts: dict[str, Any], embed: C
             loaded.append(n)
     vae = parts.vae if parts.vae is not None else parts.fresh_vae(torch.float32, device)
     low_vram = bool(job.model.low_vram) and device.type == "cuda"
+    # low_vram: the condition video's encode and the decode run in tiles (a 768²×41 fp32 decode in one piece ran
+    # a 24 GB card out of memory next to the expert); tiles blend at their seams, fine for a preview
+    tiled = low_vram and hasattr(vae, "enable_tiling") and not getattr(vae, "use_tiling", False)
+    if tiled:
+        vae.enable_tiling()
     placement = {n: next(m.parameters()).device for n, m in models.items()}
     modes = {n: m.training for n, m in models.items()}
     try:
@@ -301,6 +306,8 @@ def training_previews(*, job: Any, parts: Any, experts: dict[str, Any], embed: C
             m.train(modes[n])
             if next(m.parameters()).device != placement[n]:
                 m.to(placement[n])
+        if tiled:
+            vae.disable_tiling()
         del models
         gc.collect()
         if device.type == "cuda":

@@ -259,7 +259,7 @@ def run_trial(job: Job, *, steps: int = 3, progress: Progress = lambda s: None, 
         report["buckets"] = rows
         report.update(_checkpoint_and_preview(trainer, tjob, progress))
         report["projection"] = project(tjob, report, shares)
-        report["memory_ok"] = (not any("oom" in r for r in rows)
+        report["memory_ok"] = (not any("oom" in r for r in rows) and "oom" not in (report.get("preview") or {})
                                and all(r.get("oom_fallback") is False and r.get("reserved_fraction", 0) <= acc.RESERVED_LIMIT
                                        for r in rows if "s_per_step" in r)) if cuda else None
     finally:
@@ -451,10 +451,20 @@ def _checkpoint_and_preview(trainer: Any, job: Job, progress: Progress) -> dict[
                  f"{job.sample.steps} steps, both experts")
         _sync(trainer.device)
         t0 = time.perf_counter()
-        paths = trainer.sample_previews()
+        shape = {"width": job.sample.width, "height": job.sample.height, "frames": job.sample.num_frames,
+                 "steps": job.sample.steps}
+        oom = None
+        try:
+            paths = trainer.sample_previews()
+        except torch.OutOfMemoryError as e:  # a row, not a crash: the buckets' figures still reach the report
+            oom = str(e).splitlines()[0][:300]
+        if oom is not None:
+            trainer.free_failed_step()
+            progress("preview: out of memory")
+            out["preview"] = {"oom": oom, **shape}
+            return out
         _sync(trainer.device)
-        out["preview"] = {"s": round(time.perf_counter() - t0, 2), "files": len(paths), "width": job.sample.width,
-                          "height": job.sample.height, "frames": job.sample.num_frames, "steps": job.sample.steps}
+        out["preview"] = {"s": round(time.perf_counter() - t0, 2), "files": len(paths), **shape}
         if trainer.device.type == "cuda":
             out["preview"]["peak_reserved_gib"] = round(torch.cuda.max_memory_reserved(trainer.device) / GIB, 2)
     return out
@@ -483,6 +493,9 @@ def project(job: Job, report: dict[str, Any], shares: dict[tuple, float]) -> dic
     n_prompts = report.get("prompts_in_job") or 1
     previews = (steps // max(1, job.sample.every)) if job.sample.enabled else 0
     prev = report.get("preview") or {}
+    if "oom" in prev:
+        return {"total_h": None, "why": "the preview ran out of memory: the job would fail at its first sample.every "
+                "(lower sample.width/height/num_frames, or set sample.enabled = false)"}
     caching = report["caching"]
     # caching is per clip: a trial on a sample of the clips projects it to all of them
     scale = caching.get("clips_in_job", 1) / caching.get("clips_used", 1)
@@ -551,7 +564,8 @@ def format_report(r: dict[str, Any]) -> str:
     lines.append(f"checkpoint pair {r['checkpoint_s']} s ({r['checkpoint_mib']} MiB), state {r['state_s']} s")
     if r.get("preview"):
         p = r["preview"]
-        lines.append(f"preview {p['width']}x{p['height']}x{p['frames']}, {p['steps']} steps: {p['s']} s")
+        took = f"out of memory: {p['oom']}" if "oom" in p else f"{p['s']} s"
+        lines.append(f"preview {p['width']}x{p['height']}x{p['frames']}, {p['steps']} steps: {took}")
     pr = r["projection"]
     if pr.get("total_h") is not None:
         lines.append(f"projected: {pr['steps']} steps × {pr['mean_s_per_step']} s = {pr['train_h']} h training + "

@@ -187,18 +187,19 @@ def memory_budget(device: torch.device) -> tuple[float, float]:
 
 
 def plan_checkpointing(transformer: nn.Module, tokens: int, batch: int, device: torch.device,
-                       save_attention: bool = False) -> CheckpointPlan:
+                       save_attention: bool = False, pending_bytes: float = 0.0) -> CheckpointPlan:
     """Checkpoint as few blocks as the GPU's free memory allows (all of them on CPU or when unsure).
 
-    The reserve kept free is the larger of 10 GiB and ``1 − RESERVED_TARGET`` of the device, so peak
-    reserved memory stays under 92 % whatever the card (expandable segments keep fragmentation low).
-    The arithmetic is :func:`engine.memory_plan.plan_for_free`, which ``wanlora estimate`` runs too.
+    The reserve kept free is the larger of 13 GiB and ``1 − RESERVED_TARGET`` of the device, so peak
+    reserved memory stays under 92 % whatever the card.  ``pending_bytes``: memory the first step will
+    allocate that is not there yet (the LoRA gradients and AdamW moments).  The arithmetic is
+    :func:`engine.memory_plan.plan_for_free`, which ``wanlora estimate`` runs too.
     """
     n_blocks = len(transformer.blocks)
     if device.type != "cuda":
         return CheckpointPlan(n_blocks, 0)
     free, limit = memory_budget(device)
-    return plan_for_free(n_blocks, tokens, batch, free, limit, save_attention=save_attention)
+    return plan_for_free(n_blocks, tokens, batch, free - pending_bytes, limit, save_attention=save_attention)
 
 
 __all__ = [

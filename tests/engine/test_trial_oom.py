@@ -47,3 +47,32 @@ def test_one_bucket_out_of_memory_keeps_the_others_and_refuses_a_projection(tmp_
     assert r["plan"]["attention"] == "native"  # the kernel the speeds were measured with (SDPA on the CPU)
     text = format_report(r)
     assert "no projection: 9x96x96 ran out of memory" in text
+
+
+def test_a_preview_out_of_memory_is_a_row_and_refuses_the_projection(tmp_path: Path, clips: Path,
+                                                                     tiny_model: Path, monkeypatch) -> None:
+    """The 24 GB character job trained, then its 768² preview ran out of memory (H100 under a 24 GiB cap,
+    2026-12-07): the trial must keep the buckets' figures and say the job would fail at its first preview."""
+    from wanlora.engine.train.demo import demo_job_dict
+    from wanlora.engine.train.loop import Trainer
+    from wanlora.engine.trial import format_report, run_trial
+
+    monkeypatch.setenv("WANLORA_HOME", str(tmp_path / "home"))
+    from PIL import Image
+
+    ctrl = tmp_path / "ctrl.png"
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(ctrl)
+    d = demo_job_dict(clips, tiny_model, steps=40, multistage__low_noise=False)
+    d["sample"] = {"enabled": True, "every": 20, "steps": 2, "width": 64, "height": 64, "num_frames": 5,
+                   "prompts": [{"prompt": "a red square", "ctrl_img": str(ctrl)}]}
+    job = Job.model_validate(d)
+
+    def preview_never_fits(self, why="sample.every"):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 300.00 MiB (simulated)")
+
+    monkeypatch.setattr(Trainer, "sample_previews", preview_never_fits)
+    r = run_trial(job, steps=1, device=torch.device("cpu"))
+    assert all("s_per_step" in b for b in r["buckets"])  # the training buckets keep their figures
+    assert "300.00 MiB" in r["preview"]["oom"]
+    assert r["projection"]["total_h"] is None and "preview ran out of memory" in r["projection"]["why"]
+    assert "preview 64x64x5, 2 steps: out of memory" in format_report(r)

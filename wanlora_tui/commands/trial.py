@@ -90,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"trial ran out of GPU memory: {str(e).splitlines()[0][:300]}", file=sys.stderr)
         return 1
     print(json.dumps(report, indent=1) if args.json else format_report(report))
-    failed = [b["bucket"] for b in report["buckets"] if "oom" in b]
+    failed = [b["bucket"] for b in report["buckets"] if "oom" in b] + (
+        ["the preview"] if "oom" in (report.get("preview") or {}) else [])
     if failed:
         print(f"trial: {', '.join(failed)} ran out of GPU memory even with every block checkpointed; the job would "
               "fail there", file=sys.stderr)
