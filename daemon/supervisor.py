@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from wanlora.daemon import adopt, diskspace, protocol, runner, sweep
+from wanlora.daemon import adopt, diskspace, protocol, runner, scheduling, sweep
 from wanlora.daemon.callback import Callbacks
 from wanlora.daemon.config import DaemonConfig
 from wanlora.daemon.home import DaemonLock, Home, network_fs_warning
@@ -33,7 +33,6 @@ from wanlora.daemon.queue import (
     PAUSED,
     QUEUED,
     REASON_HELD,
-    REASON_PRIORITY,
     REASON_WAITING,
     RUNNING,
     TERMINAL,
@@ -484,46 +483,22 @@ class Daemon:
                 busy.update(row.gpus.split(","))
         return busy
 
-    def _pick(self, req: Any, free: list[str]) -> tuple[list[str] | None, str]:
-        """Slots for a job's ``gpus`` request from the free ones, or (None, why it waits)."""
-        gpu_machine = bool(self.gpu_names)
-        if not self.slots:
-            return None, f"{REASON_WAITING} (no GPU on this machine and cpu_slots = 0 in config.toml)"
-        if not gpu_machine:
-            return (free[:1], "") if free else (None, REASON_WAITING)
-        if req == "all":
-            return (list(self.slots), "") if len(free) == len(self.slots) else (None, f"{REASON_WAITING} (needs all GPUs)")
-        if isinstance(req, list):
-            want = [str(i) for i in req]
-            missing = [w for w in want if w not in self.slots]
-            if missing:
-                return None, f"{REASON_WAITING} {','.join(missing)}: this machine has GPUs {','.join(self.slots)}"
-            return (want, "") if all(w in free for w in want) else (None, f"{REASON_WAITING} {','.join(want)}")
-        return (free[:1], "") if free else (None, REASON_WAITING)
-
     def _schedule(self) -> None:
+        """Apply :func:`daemon.scheduling.next_to_start` to the queue; a start that fails (no job.toml, no
+        trainer) frees its slots again, so the pass is planned again without that job."""
         if self.stopping.is_set():
             return
-        busy = self._busy_slots()
-        free = [s for s in self.slots if s not in busy]
-        ahead: JobRow | None = None  # the first job that waits: later ones wait behind it
-        for row in self.q.runnable():
-            if row.held:
-                if row.reason != REASON_HELD:
-                    self.q.update(row.id, reason=REASON_HELD)
-                continue
-            slots, why = self._pick(row.gpus_requested, free)
-            if slots is None:
-                reason = why
-                if ahead is not None and why == REASON_WAITING:
-                    reason = (f"{REASON_PRIORITY} (job {ahead.id} has a higher one)" if ahead.priority > row.priority
-                              else f"{REASON_WAITING} (behind job {ahead.id}, submitted earlier)")
-                ahead = ahead or row
-                if row.reason != reason:
-                    self.q.update(row.id, reason=reason)
-                continue
-            if self._start(row, slots):
-                free = [s for s in free if s not in slots]
+        machine = scheduling.Machine(tuple(self.slots), bool(self.gpu_names))
+        while True:
+            busy = self._busy_slots()
+            rows = {r.id: r for r in self.q.runnable()}
+            for d in scheduling.next_to_start(list(rows.values()), [s for s in self.slots if s not in busy], machine):
+                if isinstance(d, scheduling.Wait):
+                    self.q.update(d.job_id, reason=d.reason)
+                elif not self._start(rows[d.job_id], list(d.slots)):
+                    break
+            else:
+                return
 
     def _start(self, row: JobRow, slots: list[str]) -> bool:
         job_dir = self.home.job_dir(row.id)

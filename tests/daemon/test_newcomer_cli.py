@@ -146,14 +146,16 @@ def test_queue_reason_says_priority_only_when_a_job_ahead_has_a_higher_one(tmp_p
 
     from wanlora.daemon.home import Home
     from wanlora.daemon.queue import REASON_WAITING, Queue
-    from wanlora.daemon.supervisor import Daemon
+    from wanlora.daemon.supervisor import Daemon, Watch
 
     home = Home.resolve(tmp_path / "h")
     home.ensure()
     d = Daemon(home, log=io.StringIO())
     d.queue = Queue(home.db)
-    d.slots = ["0"]
-    d._pick = lambda req, free: (None, REASON_WAITING)  # the one GPU is busy
+    d.slots, d.gpu_names = ["0"], {"0": "GPU"}
+    busy = d.q.add(name="busy", gpus_req="auto", total_steps=10)
+    d.q.update(busy.id, state="running", gpus="0")
+    d.watch[busy.id] = Watch(1, None)  # the one GPU is busy
     a = d.q.add(name="a", gpus_req="auto", total_steps=10, priority=0)
     b = d.q.add(name="b", gpus_req="auto", total_steps=10, priority=0)
     c = d.q.add(name="c", gpus_req="auto", total_steps=10, priority=-1)
