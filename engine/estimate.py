@@ -427,15 +427,12 @@ def step_time(job: Job, gpu_name: str | None = None, tier: int | None = None,
 
 
 def format_duration(hours: float) -> str:
-    """Hours as people read them: "≈ 45 s", "≈ 12 min", "≈ 1 h 05 min", "≈ 17.1 h" (never "0.0 h")."""
+    """Hours as people read them: "45 s", "12 min", "2.4 h" (a short job is never "0.0 h")."""
     secs = hours * 3600
     if secs < 90:
         return f"{max(1, round(secs))} s"
-    if secs < 3600:
+    if secs < 90 * 60:
         return f"{round(secs / 60)} min"
-    if hours < 10:
-        h, m = divmod(round(secs / 60), 60)
-        return f"{h} h {m:02d} min"
     return f"{hours:.1f} h"
 
 

@@ -62,7 +62,7 @@ def test_forward_loss_equals_the_flow_matching_loss_computed_by_hand(tmp_path: P
         handle.remove()
 
     # -------- the same step, from the definitions --------
-    vae = tr.parts.vae
+    vae = tr.parts.fresh_vae(torch.float32, CPU)  # the same VAE weights (the trainer freed its own after caching)
     pixels = batch.pixels.float()                              # [B, 3, F, H, W] in [-1, 1]
     b, _, f, h, w = pixels.shape
     with torch.no_grad():

@@ -50,7 +50,8 @@ def test_cached_latents_and_text_train_exactly_like_live_with_dropout_and_dop(
         tmp_path: Path, dop_clips: Path, tiny_model: Path) -> None:
     common = dict(steps=4, multistage__switch_every=2, job__trigger_word="sks",
                   training__dop={"enabled": True, "multiplier": 1.0, "preservation_class": "person"})
-    live = job_dir(tmp_path, "live", dop_clips, tiny_model, {"caption_dropout": 0.5}, **common)
+    live = job_dir(tmp_path, "live", dop_clips, tiny_model, {"caption_dropout": 0.5, "cache_latents": False},
+                   training__cache_text_embeddings=False, **common)  # caching is the default: turned off here
     cached = job_dir(tmp_path, "cached", dop_clips, tiny_model, {"caption_dropout": 0.5, "cache_latents": True},
                      training__cache_text_embeddings=True, **common)
     train(live)
@@ -166,7 +167,7 @@ def test_wanlora_cache_command_precomputes_then_reuses(tmp_path: Path, clips: Pa
     from wanlora.tui.cli import main
 
     mine = tmp_path / "clips"
-    shutil.copytree(clips, mine)
+    shutil.copytree(clips, mine, ignore=shutil.ignore_patterns(".wanlora_cache"))  # other tests' caches stay there
     jd = job_dir(tmp_path, "cmd", mine, tiny_model, {"cache_latents": True}, training__cache_text_embeddings=True)
     assert main(["cache", str(jd / "job.toml")]) == 0
     out = capsys.readouterr().out
