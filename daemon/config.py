@@ -98,17 +98,16 @@ class DaemonConfig:
 
 def trust_problem(path: Path, st: os.stat_result) -> None:
     """Raise ConfigError unless config.toml is a regular file of the daemon's uid that others cannot write."""
+    from wanlora.daemon.trust import untrusted
+
     if not stat.S_ISREG(st.st_mode):
         raise ConfigError(f"{path} is not a regular file; make it a plain TOML file")
-    if st.st_uid != os.geteuid():
-        from wanlora.daemon.home import user_name
-
-        me = user_name(os.geteuid())
-        raise ConfigError(f"{path} belongs to {user_name(st.st_uid)}, not to {me} who runs the daemon; its "
+    bad = untrusted(st)
+    if bad is not None and bad.owner is not None:
+        me = bad.me
+        raise ConfigError(f"{path} belongs to {bad.owner}, not to {me} who runs the daemon; its "
                           f"callback would run as {me}, so it is not trusted. Fix: write your own config "
                           f"(rm {path}, then recreate it), or chown {me} {path} if it is yours")
-    from wanlora.daemon.home import writable_by_others
-
-    if writable_by_others(st):
-        raise ConfigError(f"{path} is writable by other users (mode {stat.filemode(st.st_mode)}), so anyone could "
+    if bad is not None:
+        raise ConfigError(f"{path} is writable by other users (mode {bad.mode}), so anyone could "
                           f"change the callback the daemon runs; fix with: chmod 600 {path}")

@@ -11,10 +11,10 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from wanlora.daemon.trust import untrusted
 from wanlora.engine.config.paths import wanlora_home
 
 # File systems on which SQLite's WAL (shared memory) and inotify do not work reliably.
@@ -129,36 +129,6 @@ class Home:
                             "sockets cannot use; set WANLORA_HOME to a shorter folder")
 
 
-def user_name(uid: int) -> str:
-    import pwd
-
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return f"uid {uid}"
-
-
-def writable_by_others(st: os.stat_result) -> bool:
-    """World-writable, or group-writable by a group other than the owner's own private group.
-
-    (umask 002 with one group per user, the Debian/Ubuntu default, gives 0664 files only their owner can
-    change: those are fine.)
-    """
-    import grp
-    import pwd
-
-    if st.st_mode & 0o002:
-        return True
-    if not st.st_mode & 0o020:
-        return False
-    try:
-        owner = pwd.getpwuid(st.st_uid)
-        group = grp.getgrgid(st.st_gid)
-    except KeyError:
-        return True
-    return not (st.st_gid == owner.pw_gid and set(group.gr_mem) <= {owner.pw_name})
-
-
 def check_owned(path: Path, what: str) -> None:
     """Refuse (HomeError with the fix) a path not owned by our uid or writable by group/others."""
     try:
@@ -167,14 +137,14 @@ def check_owned(path: Path, what: str) -> None:
         return
     except OSError as e:
         raise HomeError(f"the {what} {path} cannot be checked ({e.strerror})") from None
-    uid = os.geteuid()
-    if st.st_uid != uid:
-        owner, me = user_name(st.st_uid), user_name(uid)
-        raise HomeError(f"the {what} {path} belongs to {owner}, not to {me} (uid {uid}) who runs the daemon; "
+    bad = untrusted(st)
+    if bad is not None and bad.owner is not None:
+        me = bad.me
+        raise HomeError(f"the {what} {path} belongs to {bad.owner}, not to {me} (uid {bad.uid}) who runs the daemon; "
                         f"the daemon will not adopt another user's files or run their config.toml callback. "
                         f"Use your own home (WANLORA_HOME=/path/you/own), or if it is yours: chown -R {me} {path}")
-    if writable_by_others(st):
-        raise HomeError(f"the {what} {path} is writable by other users (mode {stat.filemode(st.st_mode)}), so they "
+    if bad is not None:
+        raise HomeError(f"the {what} {path} is writable by other users (mode {bad.mode}), so they "
                         f"could change the jobs or the callback the daemon runs; fix with: chmod go-w {path}")
 
 

@@ -7,6 +7,8 @@ empty list, never an exception, so ``wanlora validate`` works on a laptop.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,33 +30,66 @@ class GpuInfo:
     free_gb: float
 
 
-def detect_gpus() -> list[GpuInfo]:
-    """All NVIDIA GPUs with their total and free memory; ``[]`` when there is no driver or GPU."""
+class NvmlUnavailable(Exception):
+    """NVML cannot be used here: ``missing`` (no pynvml installed) or not initialised (no driver/GPU)."""
+
+    def __init__(self, missing: bool, cause: str) -> None:
+        super().__init__(cause)
+        self.missing = missing
+        self.cause = cause  # the exception's type name (NVMLError_DriverNotLoaded, ...) or the import error
+
+
+@contextmanager
+def nvml() -> Iterator[Any]:
+    """The one place NVML is opened and closed (the daemon, ``validate`` and ``doctor`` all come here):
+    yields the initialised ``pynvml`` module, shut down afterwards; :class:`NvmlUnavailable` without it."""
     try:
         import pynvml
-    except ImportError:
-        return []
+    except ImportError as e:
+        raise NvmlUnavailable(True, str(e)) from None
     try:
         pynvml.nvmlInit()
-    except Exception:  # NVMLError_LibraryNotFound, DriverNotLoaded, ...: no usable GPU here
-        return []
-    out: list[GpuInfo] = []
+    except Exception as e:  # NVMLError_LibraryNotFound, DriverNotLoaded, ...: no usable GPU here
+        raise NvmlUnavailable(False, type(e).__name__) from None
     try:
-        for i in range(pynvml.nvmlDeviceGetCount()):
-            h = pynvml.nvmlDeviceGetHandleByIndex(i)
-            mem = pynvml.nvmlDeviceGetMemoryInfo(h)
-            name = pynvml.nvmlDeviceGetName(h)
-            if isinstance(name, bytes):
-                name = name.decode(errors="replace")
-            out.append(GpuInfo(i, str(name), mem.total / GIB, mem.free / GIB))
-    except Exception:
-        return out
+        yield pynvml
     finally:
         try:
             pynvml.nvmlShutdown()
         except Exception:
             pass
+
+
+def driver_versions(nv: Any) -> tuple[str, tuple[int, int]]:
+    """The driver version and the newest CUDA (major, minor) it supports, from an open :func:`nvml`."""
+    drv = nv.nvmlSystemGetDriverVersion()
+    cuda = nv.nvmlSystemGetCudaDriverVersion_v2()
+    return (drv.decode() if isinstance(drv, bytes) else str(drv)), (cuda // 1000, (cuda % 1000) // 10)
+
+
+def list_gpus(nv: Any) -> list[GpuInfo]:
+    """Every GPU of an open :func:`nvml`; the ones read before a failing query when one fails."""
+    out: list[GpuInfo] = []
+    try:
+        for i in range(nv.nvmlDeviceGetCount()):
+            h = nv.nvmlDeviceGetHandleByIndex(i)
+            mem = nv.nvmlDeviceGetMemoryInfo(h)
+            name = nv.nvmlDeviceGetName(h)
+            if isinstance(name, bytes):
+                name = name.decode(errors="replace")
+            out.append(GpuInfo(i, str(name), mem.total / GIB, mem.free / GIB))
+    except Exception:
+        return out
     return out
+
+
+def detect_gpus() -> list[GpuInfo]:
+    """All NVIDIA GPUs with their total and free memory; ``[]`` when there is no driver or GPU."""
+    try:
+        with nvml() as nv:
+            return list_gpus(nv)
+    except NvmlUnavailable:
+        return []
 
 
 def pick_tier(free_gb: float) -> int:

@@ -36,34 +36,25 @@ def _check(level: str, topic: str, message: str, fix: str = "") -> Check:
 
 
 def gpu_checks() -> list[Check]:
-    try:
-        import pynvml
-    except ImportError:
-        return [_check("fail", "gpu", "nvidia-ml-py is not installed", "pip install nvidia-ml-py")]
-    try:
-        pynvml.nvmlInit()
-    except Exception as e:
-        return [_check("warn", "gpu", f"no NVIDIA driver/GPU visible ({type(e).__name__}); training would run on the CPU",
-                       "on a GPU machine: check `nvidia-smi` and that the container was started with GPUs")]
+    from wanlora.engine.config.gpu import NvmlUnavailable, driver_versions, list_gpus, nvml
+
     out: list[Check] = []
     try:
-        drv = pynvml.nvmlSystemGetDriverVersion()
-        cuda = pynvml.nvmlSystemGetCudaDriverVersion_v2()
-        drv = drv.decode() if isinstance(drv, bytes) else drv
-        out.append(_check("ok", "driver", f"NVIDIA driver {drv}, supports CUDA {cuda // 1000}.{(cuda % 1000) // 10}"))
-        from wanlora.engine.config.gpu import detect_gpus
-
-        for g in detect_gpus():
-            level = "ok" if g.total_gb >= 22 else "warn"
-            out.append(_check(level, "gpu", f"GPU {g.index}: {g.name}, {g.total_gb:.0f} GiB ({g.free_gb:.0f} GiB free)",
-                              "" if level == "ok" else "below 24 GB: the 12 GB tier (nf4 + layer offloading) applies"))
-    except Exception as e:
-        out.append(_check("warn", "gpu", f"NVML query failed: {e}"))
-    finally:
-        try:
-            pynvml.nvmlShutdown()
-        except Exception:
-            pass
+        with nvml() as nv:
+            try:
+                drv, (major, minor) = driver_versions(nv)
+                out.append(_check("ok", "driver", f"NVIDIA driver {drv}, supports CUDA {major}.{minor}"))
+                for g in list_gpus(nv):
+                    level = "ok" if g.total_gb >= 22 else "warn"
+                    out.append(_check(level, "gpu", f"GPU {g.index}: {g.name}, {g.total_gb:.0f} GiB ({g.free_gb:.0f} GiB free)",
+                                      "" if level == "ok" else "below 24 GB: the 12 GB tier (nf4 + layer offloading) applies"))
+            except Exception as e:
+                out.append(_check("warn", "gpu", f"NVML query failed: {e}"))
+    except NvmlUnavailable as e:
+        if e.missing:
+            return [_check("fail", "gpu", "nvidia-ml-py is not installed", "pip install nvidia-ml-py")]
+        return [_check("warn", "gpu", f"no NVIDIA driver/GPU visible ({e.cause}); training would run on the CPU",
+                       "on a GPU machine: check `nvidia-smi` and that the container was started with GPUs")]
     return out
 
 
