@@ -76,3 +76,23 @@ def test_rows_in_the_jobs_own_settings_win_and_repeats_count_at_their_fastest():
             {**shape, "transformer": "none", "s_per_step": 1.65}]
     assert step_time(job("fp8"), gpu_name="NVIDIA H200", calibration=rows).s_per_step == pytest.approx(1.36, rel=0.01)
     assert step_time(job("none"), gpu_name="NVIDIA H200", calibration=rows).s_per_step == pytest.approx(1.65, rel=0.01)
+
+
+def test_a_short_job_is_estimated_in_seconds_or_minutes_not_zero_hours(tmp_path):
+    """Issue #27 item 2: a 20-step job printed "≈ 0.0 h" (hours were rounded to 0.1 before display)."""
+    import subprocess
+    import sys
+
+    job = tmp_path / "short.toml"
+    job.write_text('[job]\npreset = "motion"\nvram_tier = 80\n[training]\nsteps = 20\n[[datasets]]\nfolder = "/clips"\n')
+    out = subprocess.run([sys.executable, "-m", "wanlora.tui.cli", "estimate", str(job), "--gpu", "H100"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    line = next(x for x in out.stdout.splitlines() if x.startswith("time on"))
+    assert "0.0 h" not in line and ("s" in line.split("≈")[-1] or "min" in line.split("≈")[-1])
+    steps = float(line.split("≈")[1].split("s/step")[0])
+    total_s = steps * 20  # the figure shown must be the steps' own time, in seconds or minutes
+    shown = line.split("≈")[-1].strip()
+    value, unit = shown.split()[0], shown.split()[1]
+    assert unit in ("s", "min")
+    assert float(value) * (60 if unit == "min" else 1) == pytest.approx(total_s, rel=0.5, abs=30)
