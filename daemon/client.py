@@ -65,12 +65,26 @@ def _lines(s: socket.socket) -> Iterator[dict[str, Any]]:
         yield protocol.decode(line)
 
 
-def request(home: Path | Home | str | None, cmd: str, *, timeout: float | None = 30.0, **args: Any) -> dict[str, Any]:
-    """Send one command and return the reply; :class:`DaemonDown` / :class:`DaemonError` on failure."""
+def typed(cmd: str | protocol.Request, **args: Any) -> protocol.Request:
+    """The typed request (daemon.protocol) for a command given by name and arguments; a malformed one is a
+    :class:`DaemonError` with the daemon's own message, as if it had refused it."""
+    if isinstance(cmd, protocol.Request):
+        return cmd
+    try:
+        return protocol.build(cmd, **args)
+    except protocol.ProtocolError as e:
+        raise DaemonError(str(e)) from None
+
+
+def request(home: Path | Home | str | None, cmd: str | protocol.Request, *, timeout: float | None = 30.0,
+            **args: Any) -> dict[str, Any]:
+    """Send one command (a typed request, or its name and arguments) and return the reply;
+    :class:`DaemonDown` / :class:`DaemonError` on failure."""
+    req = typed(cmd, **args)
     h = _home(home)
     with connect(h, timeout) as s:
         try:
-            s.sendall(protocol.encode({"cmd": cmd, **args}))
+            s.sendall(protocol.encode(req.to_wire()))
             for reply in _lines(s):
                 if "event" in reply:
                     continue
@@ -80,7 +94,7 @@ def request(home: Path | Home | str | None, cmd: str, *, timeout: float | None =
         except (ConnectionResetError, BrokenPipeError) as e:
             raise DaemonDown(h.root, "the connection was closed", sent=True) from e
         except TimeoutError as e:
-            raise DaemonError(f"the daemon did not answer {cmd!r} within {timeout:g} s") from e
+            raise DaemonError(f"the daemon did not answer {req.CMD!r} within {timeout:g} s") from e
     raise DaemonDown(h.root, "the daemon closed the connection without answering", sent=True)
 
 
@@ -110,7 +124,7 @@ def find(home: Path | Home | str | None, submission_id: str, *, timeout: float =
 
     h = _home(home)
     try:
-        return request(h, "submission", submission_id=submission_id, timeout=timeout)
+        return request(h, protocol.Submission(submission_id), timeout=timeout)
     except (DaemonDown, DaemonError, protocol.ProtocolError):
         pass
     where = find_submission(h, submission_id)
@@ -156,7 +170,7 @@ def submit(home: Path | Home | str | None, text: str, filename: str = "job.toml"
     h = _home(home)
     sid = submission_id or new_submission_id()
     try:
-        reply = request(h, "submit", text=text, filename=filename, submission_id=sid, timeout=timeout)
+        reply = request(h, protocol.Submit(text, filename, sid), timeout=timeout)
     except DaemonDown as e:
         if not e.sent:
             return Submitted(sid, spooled=_spool(h, text, filename, sid))
@@ -184,7 +198,7 @@ def follow(home: Path | Home | str | None, job: int | str, *, from_start: bool =
     """Yield the job's events as they are written, then a final ``{"end": True, "state": ...}``."""
     h = _home(home)
     with connect(h, timeout=None) as s:
-        s.sendall(protocol.encode({"cmd": "follow", "job": str(job), "from_start": from_start}))
+        s.sendall(protocol.encode(typed("follow", job=str(job), from_start=from_start).to_wire()))
         for msg in _lines(s):
             if "event" in msg:
                 yield msg["event"]
@@ -197,7 +211,7 @@ def follow(home: Path | Home | str | None, job: int | str, *, from_start: bool =
 
 def running(home: Path | Home | str | None = None) -> bool:
     try:
-        request(home, "ping", timeout=5)
+        request(home, protocol.Ping(), timeout=5)
     except (DaemonDown, DaemonError, protocol.ProtocolError):
         return False
     return True

@@ -412,15 +412,13 @@ class Intake:
                                               self.config.intake_timeout_s)
 
     # ------------------------------------------------------------------ socket commands
-    def submit(self, msg: dict[str, Any]) -> dict[str, Any]:
+    def submit(self, req: protocol.Submit) -> dict[str, Any]:
         """``submit``: spool the text under its submission id and wait for the intake thread's verdict."""
-        text = msg.get("text")
-        if not isinstance(text, str):
-            return protocol.error("submit needs the job file's text")
-        sid = msg.get("submission_id") or new_submission_id()
-        if not isinstance(sid, str) or not SID_RE.match(sid):
-            return protocol.error("submission_id must be 32 lowercase hex digits (uuid4().hex)")
-        name = Path(str(msg.get("filename") or "job.toml")).name
+        text = req.text
+        sid = req.submission_id or new_submission_id()
+        if not SID_RE.match(sid):
+            return protocol.error(protocol.SID_FORMAT)
+        name = Path(req.filename).name
         with self.lock:
             done = self.q.by_submission(sid)
         if done is not None:

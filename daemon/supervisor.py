@@ -8,7 +8,6 @@ timer: the spool rescan interval when idle (near 0 % CPU), the poll interval whi
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import signal
 import subprocess
@@ -22,17 +21,16 @@ from typing import Any, TextIO
 
 from wanlora.daemon import adopt, diskspace, protocol, runner, scheduling, sweep
 from wanlora.daemon.callback import Callbacks
+from wanlora.daemon.commands import Commands
 from wanlora.daemon.config import DaemonConfig
 from wanlora.daemon.home import DaemonLock, Home, network_fs_warning
-from wanlora.daemon.hub_push import Pusher, PushError
+from wanlora.daemon.hub_push import Pusher
 from wanlora.daemon.intake import Intake
 from wanlora.daemon.queue import (
-    CANCELLED,
     COMPLETED,
     FAILED,
     PAUSED,
     QUEUED,
-    REASON_HELD,
     REASON_WAITING,
     RUNNING,
     TERMINAL,
@@ -40,8 +38,7 @@ from wanlora.daemon.queue import (
     Queue,
 )
 from wanlora.daemon.server import Send, Server
-from wanlora.daemon.telemetry import Telemetry, disk
-from wanlora.daemon.views import job_view
+from wanlora.daemon.telemetry import Telemetry
 from wanlora.engine.config import jobdir
 
 MIN_TICK_S = 0.05
@@ -63,13 +60,6 @@ class Watch:
     unrecorded: dict[str, Any] = field(default_factory=dict)  # progress a full disk kept out of queue.db
 
 
-EDITABLE = (QUEUED, PAUSED, FAILED)  # `wanlora edit`: never a running job's file
-
-
-class CommandError(Exception):
-    """A command that cannot be done; the message goes to the user as is."""
-
-
 class Daemon:
     def __init__(self, home: Home, config: DaemonConfig | None = None, *, log: TextIO | None = None) -> None:
         self.home = home
@@ -88,6 +78,7 @@ class Daemon:
         self._observer: Any = None
         self.slots: list[str] = []
         self.gpu_names: dict[str, str] = {}
+        self.commands = Commands(self)  # the socket's handlers (server threads call self.handle)
 
     # ------------------------------------------------------------------ lifecycle
     def log(self, msg: str) -> None:
@@ -525,267 +516,16 @@ class Daemon:
                   ended_ts=None, exit_code=None, start_saved_step=row.saved_step, cancel_requested=0, pause_requested=0)
         return True
 
-    # ------------------------------------------------------------------ commands
+    # ------------------------------------------------------------------ commands (daemon.commands)
     def handle(self, msg: dict[str, Any], send: Send) -> dict[str, Any]:
-        """Answer one socket request (called from connection threads)."""
-        cmd = protocol.normalize_cmd(msg.get("cmd"))
-        try:
-            if cmd == "ping":
-                return protocol.ok(**self.info())
-            if cmd == "list":
-                rows = self.q.all()
-                return protocol.ok(jobs=[job_view(self.home, r) for r in rows], daemon=self.info(),
-                                   telemetry=self.telemetry.snapshot())
-            if cmd == "submit":
-                return self.intake.submit(msg)
-            if cmd == "submission":
-                return self.intake.lookup(msg.get("submission_id"))
-            if cmd == "shutdown":
-                self.request_stop()
-                return protocol.ok(message=f"daemon {os.getpid()} is stopping; {len(self.watch)} running job(s) "
-                                   "keep training and will be re-adopted by the next daemon", running=len(self.watch))
-            row = self._job(msg.get("job"))
-            if cmd == "status":
-                return protocol.ok(job=self._status_view(row), daemon=self.info())
-            if cmd == "follow":
-                return self._cmd_follow(row, send, bool(msg.get("from_start", True)))
-            checked = self._check_job_file(cmd, row, msg) if cmd in ("edit", "retry") else None
-            with self.lock:
-                row = self._job(row.id)  # fresh, under the lock
-                handler = getattr(self, "_cmd_" + cmd.replace("-", "_"))
-                message = handler(row, msg) if checked is None else handler(row, msg, checked)
-            self.wake.set()
-            fresh = self.q.get(row.id)
-            return protocol.ok(message=message, job=fresh.to_dict() if fresh else None)
-        except CommandError as e:
-            return protocol.error(str(e))
+        """Answer one socket request (called from connection threads); the handlers are in daemon.commands."""
+        return self.commands.handle(msg, send)
 
     def info(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "home": str(self.home.root), "started": self.started_at,
                 "uptime_s": round(time.time() - self.started_at, 1), "slots": self.slots, "gpus": self.gpu_names,
                 "running": len(self.watch), "torch_loaded": "torch" in sys.modules,
                 "counts": self.q.counts(), "protocol": protocol.VERSION}
-
-    def _job(self, ref: Any) -> JobRow:
-        if ref is None or str(ref).strip() == "":
-            raise CommandError("which job? give its id (see `wanlora status`)")
-        s = str(ref).strip()
-        if s.isdigit():
-            row = self.q.get(int(s))
-        else:
-            named = [r for r in self.q.all() if r.name == s]
-            if len(named) > 1:
-                listed = ", ".join(f"{r.id} ({r.state})" for r in named)
-                raise CommandError(f"{len(named)} jobs are named {s!r}: {listed}; give the id instead "
-                                   f"(e.g. `{named[-1].id}`)")
-            row = named[0] if named else None
-        if row is None:
-            raise CommandError(f"no job {s!r}; `wanlora status` lists the jobs")
-        return row
-
-    def _status_view(self, row: JobRow) -> dict[str, Any]:
-        v = job_view(self.home, row, detail=True)
-        snap = self.telemetry.snapshot()
-        mine = set(row.gpus.split(",")) if row.gpus else set()
-        v["telemetry"] = {"gpus": [g for g in snap["gpus"] if str(g.get("index")) in mine] if mine else [],
-                          "host": snap["host"]}
-        v["disk"] = disk(row.output_dir or self.home.job_dir(row.id))
-        return v
-
-    def _cmd_follow(self, row: JobRow, send: Send, from_start: bool) -> dict[str, Any]:
-        job_dir = self.home.job_dir(row.id)
-        cursor = jobdir.EventCursor()
-        if not from_start:
-            try:
-                cursor.offset = (job_dir / jobdir.EVENTS).stat().st_size
-            except FileNotFoundError:
-                pass
-        while True:
-            current = self.q.get(row.id)
-            got = False
-            for ev in jobdir.read_events(job_dir, cursor):
-                send({"event": ev})
-                got = True
-            if current is None:
-                return protocol.ok(end=True, state="removed")
-            if not got and (current.state in TERMINAL or current.state == PAUSED):
-                return protocol.ok(end=True, state=current.state, reason=current.reason, message=current.message)
-            if self.stopping.is_set():
-                return protocol.ok(end=True, state=current.state, reason="daemon stopping")
-            time.sleep(0.25)
-
-    def _cmd_cancel(self, row: JobRow, msg: dict[str, Any]) -> str:
-        if row.state in TERMINAL:
-            raise CommandError(f"job {row.id} is already {row.state}")
-        if row.state in (QUEUED, PAUSED):
-            self._set(row, state=CANCELLED, reason="cancelled by user", ended_ts=time.time(), held=0)
-            return f"job {row.id} cancelled"
-        w = self.watch.get(row.id)
-        pid = w.pid if w else row.pid
-        self._set(row, cancel_requested=1, reason="cancelling")
-        if pid and runner.signal_group(pid, signal.SIGTERM) and w:
-            w.kill_at = time.monotonic() + self.config.cancel_grace_s
-        return f"job {row.id}: SIGTERM sent; it stops at the next step boundary (SIGKILL after {self.config.cancel_grace_s:g} s)"
-
-    def _cmd_pause(self, row: JobRow, msg: dict[str, Any]) -> str:
-        if row.state == QUEUED:
-            self._set(row, held=1, reason=REASON_HELD)
-            return f"job {row.id} held in the queue; `wanlora resume {row.id}` releases it"
-        if row.state != RUNNING:
-            raise CommandError(f"job {row.id} is {row.state}; only a running or queued job can be paused")
-        jobdir.request_flag(self.home.job_dir(row.id), jobdir.FLAG_PAUSE)
-        self._set(row, pause_requested=1, reason="pausing (saving a checkpoint)")
-        return f"job {row.id}: pausing — the trainer saves a checkpoint at the next step, then exits and frees the GPU"
-
-    def _cmd_resume(self, row: JobRow, msg: dict[str, Any]) -> str:
-        if row.state == PAUSED:
-            self._set(row, state=QUEUED, reason=REASON_WAITING, held=0, fail_streak=0)
-            return f"job {row.id} queued again; it resumes from its last checkpoint"
-        if row.state == QUEUED and row.held:
-            self._set(row, held=0, reason=REASON_WAITING)
-            return f"job {row.id} released"
-        if row.state == RUNNING and row.pause_requested:
-            jobdir.clear_flag(self.home.job_dir(row.id), jobdir.FLAG_PAUSE)
-            self._set(row, pause_requested=0, reason="")
-            return f"job {row.id}: pause withdrawn (if the trainer already took it, the job pauses; resume it again)"
-        raise CommandError(f"job {row.id} is {row.state}{' (held)' if row.held else ''}; nothing to resume")
-
-    def _check_job_file(self, cmd: str, row: JobRow, msg: dict[str, Any]) -> dict[str, Any]:
-        """``edit``'s new text / ``retry``'s frozen job.toml through intake's timed checker, before the daemon's
-        lock is taken: reading a slow dataset folder must never stall watching and scheduling (the command is
-        checked again under the lock, in case the job changed meanwhile).  ``{}``: nothing to check."""
-        from wanlora.daemon.intake import CheckerFailed, CheckTimeout
-
-        if cmd == "edit":
-            self._editable(row)
-            text = msg.get("text")
-            if not isinstance(text, str) or not text.strip():
-                raise CommandError("edit needs the new job file's text")
-            source = f"job {row.id}'s edited job.toml"
-        else:
-            self._retryable(row)
-            try:
-                text = (self.home.job_dir(row.id) / jobdir.JOB_TOML).read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError):
-                return {}  # no frozen file: the start fails with its own message
-            source = str(self.home.job_dir(row.id) / jobdir.JOB_TOML)
-        try:
-            return self.intake.check_text(text, source)
-        except CheckTimeout:
-            raise CommandError(f"checking job {row.id}'s file took longer than {self.config.intake_timeout_s:g} s "
-                               "(intake_timeout_s in config.toml), so it was stopped and the job is unchanged; a "
-                               "dataset folder on a hung or very slow disk does that. Run `wanlora validate` on the "
-                               "file to see where it stalls") from None
-        except CheckerFailed as e:
-            raise CommandError(f"job {row.id} is unchanged: {e}") from None
-
-    @staticmethod
-    def _retryable(row: JobRow) -> None:
-        if row.state not in (FAILED, CANCELLED):
-            raise CommandError(f"job {row.id} is {row.state}; only failed or cancelled jobs can be retried")
-
-    def _cmd_retry(self, row: JobRow, msg: dict[str, Any], checked: dict[str, Any]) -> str:
-        self._retryable(row)
-        if "error" in checked:
-            raise CommandError(f"job {row.id} would fail again: {checked['error']}")
-        errors = [f for f in map(_finding, checked.get("findings", [])) if f.level == "error"]
-        if errors:  # a job that cannot run here would only fail the same way again
-            raise CommandError(f"job {row.id} would fail again: " + "; ".join(str(f) for f in errors)
-                               + f"; fix it with `wanlora edit {row.id}`, then retry")
-        self._set(row, state=QUEUED, reason=REASON_WAITING, held=0, fail_streak=0, ended_ts=None)
-        return f"job {row.id} queued again; it resumes from its newest saved state"
-
-    def _cmd_remove(self, row: JobRow, msg: dict[str, Any]) -> str:
-        if row.state == RUNNING:
-            raise CommandError(f"job {row.id} is running; `wanlora cancel {row.id}` first")
-        self.q.remove(row.id)
-        return f"job {row.id} removed from the queue; its folder {self.home.job_dir(row.id)} is kept"
-
-    def _flag(self, row: JobRow, flag: str) -> str:
-        if row.state != RUNNING:
-            raise CommandError(f"job {row.id} is {row.state}; only a running job can do that")
-        jobdir.request_flag(self.home.job_dir(row.id), flag)
-        return f"job {row.id}: {flag.replace('_', '-')} requested; the trainer does it at the next step"
-
-    def _cmd_save_now(self, row: JobRow, msg: dict[str, Any]) -> str:
-        return self._flag(row, jobdir.FLAG_SAVE_NOW)
-
-    def _cmd_sample_now(self, row: JobRow, msg: dict[str, Any]) -> str:
-        import tomllib
-
-        try:
-            with open(self.home.job_dir(row.id) / jobdir.JOB_TOML, "rb") as f:
-                prompts = (tomllib.load(f).get("sample") or {}).get("prompts") or []
-        except (OSError, tomllib.TOMLDecodeError):
-            prompts = None
-        if prompts == []:
-            raise CommandError(f"job {row.id} has no [[sample.prompts]], so there is nothing to render; add a prompt "
-                               f"with its ctrl_img (`wanlora pause {row.id}`, `wanlora edit {row.id}`, `wanlora resume "
-                               f"{row.id}`), or render a checkpoint pair with `wanlora sample`")
-        return self._flag(row, jobdir.FLAG_SAMPLE_NOW)
-
-    @staticmethod
-    def _editable(row: JobRow) -> None:
-        if row.state not in EDITABLE:
-            what = "running: pause it first (`wanlora pause " + str(row.id) + "`)" if row.state == RUNNING else row.state
-            raise CommandError(f"job {row.id} is {what}; only a queued, held, paused or failed job can be edited")
-
-    def _cmd_edit(self, row: JobRow, msg: dict[str, Any], checked: dict[str, Any]) -> str:
-        """Replace a not-running job's frozen job.toml with an edited one, checked as intake checks one (by
-        :meth:`_check_job_file`, with intake's output_dir policy: an edit must not move the LoRAs outside the
-        allowed roots)."""
-        self._editable(row)  # again: the job may have started while its file was being checked
-        if "error" in checked:
-            raise CommandError(f"the edited job was not accepted (the old one is kept): {checked['error']}")
-        findings = [_finding(f) for f in checked.get("findings", [])]
-        errors = [f for f in findings if f.level == "error"]
-        job = checked.get("job")
-        if not errors and isinstance(job, dict) and "training" not in job:
-            raise CommandError(f"the edited file is not a training job (a caption job?); job {row.id} is unchanged "
-                               "(a caption job is not edited: remove it and queue a new one)")
-        if errors or not isinstance(job, dict) or not isinstance(checked.get("job_toml"), str):
-            raise CommandError("the edited job was not accepted (the old one is kept):\n"
-                               + "\n".join(str(f) for f in (errors or findings)))
-        job_dir = self.home.job_dir(row.id)
-        current = job_dir / jobdir.JOB_TOML
-        if current.exists():
-            jobdir.write_text_atomic(job_dir / "job.toml.prev", current.read_text(encoding="utf-8"))
-        jobdir.write_text_atomic(current, checked["job_toml"])
-        out_dir = job["job"].get("output_dir")
-        out = Path(out_dir).expanduser() if out_dir else job_dir / jobdir.CHECKPOINTS
-        self._set(row, name=str(job["job"]["name"]), total_steps=int(job["training"]["steps"]),
-                  gpus_req=json.dumps(job["job"].get("gpus", "auto")), output_dir=str(out),
-                  warnings=json.dumps([str(f) for f in findings if f.level != "error"]))
-        runner.append_log(job_dir, "job.toml edited (previous one kept as job.toml.prev)")
-        tail = {FAILED: f"; `wanlora retry {row.id}` queues it again", PAUSED: f"; `wanlora resume {row.id}` continues it"}
-        resume = f" It resumes from step {row.saved_step}." if row.saved_step else ""
-        return f"job {row.id} updated{tail.get(row.state, '')}.{resume}"
-
-    def _cmd_push(self, row: JobRow, msg: dict[str, Any]) -> str:
-        private = msg.get("private")
-        try:
-            return self.pushes.request(row, repo=msg.get("repo") or None,
-                                       private=private if isinstance(private, bool) else None)
-        except PushError as e:
-            raise CommandError(str(e)) from None
-
-    def _cmd_priority(self, row: JobRow, msg: dict[str, Any]) -> str:
-        value = msg.get("priority")
-        if value == "top":
-            value = self.q.max_priority() + 1
-        if isinstance(value, str) and value.lstrip("-").isdigit():
-            value = int(value)
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise CommandError("priority must be an integer (higher starts first) or 'top'")
-        self._set(row, priority=value)
-        return f"job {row.id} priority {value}"
-
-
-def _finding(d: dict[str, Any]) -> Any:
-    """A finding as the checker process sent it (engine.config.findings, torch-free)."""
-    from wanlora.engine.config.findings import Finding
-
-    return Finding(**d)
 
 
 def run_foreground(home: Home, config: DaemonConfig | None = None, log: TextIO | None = None) -> int:
