@@ -1,8 +1,12 @@
-"""The daemon itself: intake, queue, scheduling onto GPU slots, watching trainers, answering commands.
+"""The daemon's lifecycle and main loop: start (take the home, re-adopt live trainers, open the socket),
+watch running trainers and record how they end, apply the scheduler's decisions, stop.
 
-One main loop owns every state change (under ``self.lock``; socket commands take the same lock), so
-the queue never sees two writers.  It wakes on inotify events from the spool, on commands, and on a
-timer: the spool rescan interval when idle (near 0 % CPU), the poll interval while jobs run.
+The rest lives beside it: the intake thread turns spooled files into queued jobs (:mod:`daemon.intake`),
+which jobs start is a pure function of the queue (:mod:`daemon.scheduling`), and the socket's commands have
+their handlers in :mod:`daemon.commands` (typed requests in :mod:`daemon.protocol`).  Every state change
+happens under ``self.lock`` (the loop's ticks, intake's commits and the commands all take it), so the queue
+never sees two writers.  The loop wakes on inotify events from the spool, on commands, and on a timer: the
+spool rescan interval when idle (near 0 % CPU), the poll interval while jobs run.
 """
 
 from __future__ import annotations
