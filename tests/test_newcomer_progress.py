@@ -87,3 +87,35 @@ def test_download_hint_names_hf_and_hf_home(monkeypatch: pytest.MonkeyPatch) -> 
     msg = str(e.value)
     assert "`hf download Wan-AI/Not-A-Real-Model-Diffusers" in msg and "huggingface-cli" not in msg
     assert "HF_HOME" in msg and "/nowhere/hf" in msg and "/workspace" in msg
+
+
+def test_logs_follow_prints_what_is_written_while_the_job_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """-f on a running job: new log lines (noise dropped, a half-written line held back until it ends) and new
+    step lines, then it returns once the job stops, after printing what was written before it stopped."""
+    from wanlora.tui.cli import main
+    from wanlora.tui.commands import logs
+
+    d = _job(tmp_path)
+    polls = iter([True, True, False])
+    monkeypatch.setattr(logs, "_active", lambda home, job_id, job_dir: next(polls))
+    writes = iter([("resumed at step 3\n" + NOISE[1] + "\npartial ", None),
+                   ("line ends\n", {"v": 1, "seq": 5, "ts": 1.0, "type": "step", "step": 4, "total_steps": 10,
+                                    "loss": 0.25, "expert": "low_noise", "s_per_step": 2.5, "eta_s": 15})])
+
+    def sleep(_: float) -> None:  # between polls, the trainer writes
+        text, ev = next(writes)
+        with open(d / "train.log", "a") as f:
+            f.write(text)
+        if ev:
+            with open(d / "events.jsonl", "a") as f:
+                f.write(json.dumps(ev) + "\n")
+
+    monkeypatch.setattr(logs.time, "sleep", sleep)
+    assert main(["logs", "1", "--home", str(tmp_path), "-f"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    after = out[out.index(next(ln for ln in out if "checkpoint at step 3" in ln)) + 2:]  # past the tail + step 3
+    assert after[0] == "resumed at step 3"
+    assert "step 4/10" in after[1] and "low_noise" in after[1]
+    assert after[2:] == ["partial line ends"]
+    assert not any("Writing model shards" in ln for ln in out)

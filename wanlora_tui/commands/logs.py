@@ -85,43 +85,52 @@ def _tail_lines(path: Path, n: int) -> tuple[list[str], int]:
     return (lines[-n:] if n > 0 else lines), end
 
 
-def run(args: argparse.Namespace) -> int:
-    from wanlora.engine.config import jobdir
+def _job_or_none(args: argparse.Namespace, home: Any) -> tuple[int, Path] | None:
+    """The job ``args.job`` names; None after saying why there is none (or several)."""
     from wanlora.tui.commands.status import Ambiguous
-    from wanlora.tui.progress import event_line, is_noise
 
-    home = home_of(args)
     try:
         found = _find(home, str(args.job))
     except Ambiguous as e:
         print(f"wanlora logs: {e}", file=sys.stderr)
-        return 1
+        return None
     if found is None:
         print(f"wanlora logs: no job {args.job!r} under {home.jobs}", file=sys.stderr)
-        return 1
-    job_id, job_dir = found
+    return found
+
+
+def _show_events(args: argparse.Namespace, home: Any, job_id: int, job_dir: Path) -> int:
+    """``--events``: the raw events (the last ``-n``), then new ones while the job is active with ``-f``."""
+    from wanlora.engine.config import jobdir
+
     out = sys.stdout
-    if args.events:
-        cursor = jobdir.EventCursor()
-        evs = list(jobdir.read_events(job_dir, cursor))
-        for ev in evs[-args.lines:] if args.lines > 0 else evs:
-            print(format_event(ev), file=out)
-        out.flush()
-        while args.follow and _active(home, job_id, job_dir):
-            time.sleep(POLL_S)
-            for ev in jobdir.read_events(job_dir, cursor):
-                print(format_event(ev), file=out, flush=True)
-        for ev in jobdir.read_events(job_dir, cursor) if args.follow else []:
+    cursor = jobdir.EventCursor()
+    evs = list(jobdir.read_events(job_dir, cursor))
+    for ev in evs[-args.lines:] if args.lines > 0 else evs:
+        print(format_event(ev), file=out)
+    out.flush()
+    while args.follow and _active(home, job_id, job_dir):
+        time.sleep(POLL_S)
+        for ev in jobdir.read_events(job_dir, cursor):
             print(format_event(ev), file=out, flush=True)
-        return 0
-    log = job_dir / jobdir.TRAIN_LOG
+    for ev in jobdir.read_events(job_dir, cursor) if args.follow else []:
+        print(format_event(ev), file=out, flush=True)
+    return 0
+
+
+def _show_log_tail(args: argparse.Namespace, log: Path, job_dir: Path, cursor: Any) -> int:
+    """The end of train.log (noise left out unless ``--raw``), then the latest files/problems and where the run
+    is now; reads the events up to now into ``cursor``.  Returns the log offset to follow from."""
+    from wanlora.engine.config import jobdir
+    from wanlora.tui.progress import event_line, is_noise
+
+    out = sys.stdout
     lines, offset = _tail_lines(log, 0 if not args.raw else args.lines)
     if not args.raw:
         lines = [ln for ln in lines if not is_noise(ln)]
         lines = lines[-args.lines:] if args.lines > 0 else lines
     for ln in lines:
         print(ln, file=out)
-    cursor = jobdir.EventCursor()
     last_step, recent = None, []
     for ev in jobdir.read_events(job_dir, cursor):
         if ev.get("type") == "step":
@@ -134,8 +143,31 @@ def run(args: argparse.Namespace) -> int:
         if last_step is not None:
             print(event_line(last_step), file=out)
     out.flush()
-    if not args.follow:
-        return 0
+    return offset
+
+
+def _new_log_lines(log: Path, offset: int) -> tuple[list[str], int]:
+    """The whole lines written to ``log`` past ``offset``, and the offset after them."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(offset)
+            chunk = f.read()
+    except FileNotFoundError:
+        chunk = b""
+    end = chunk.rfind(b"\n") + 1
+    if not end:
+        return [], offset
+    text = chunk[:end].decode("utf-8", errors="replace").replace("\r", "\n")
+    return text.splitlines(), offset + end
+
+
+def _follow_log(args: argparse.Namespace, home: Any, job_id: int, job_dir: Path, offset: int, cursor: Any) -> int:
+    """``-f``: new step lines and log lines until the job is no longer queued or running."""
+    from wanlora.engine.config import jobdir
+    from wanlora.tui.progress import event_line, is_noise
+
+    out = sys.stdout
+    log = job_dir / jobdir.TRAIN_LOG
     while True:
         active = _active(home, job_id, job_dir)  # asked first: what was written before it stopped is still printed
         if not args.raw:
@@ -143,19 +175,27 @@ def run(args: argparse.Namespace) -> int:
                 line = event_line(ev)
                 if line:
                     print(line, file=out, flush=True)
-        try:
-            with open(log, "rb") as f:
-                f.seek(offset)
-                chunk = f.read()
-        except FileNotFoundError:
-            chunk = b""
-        end = chunk.rfind(b"\n") + 1
-        if end:
-            text = chunk[:end].decode("utf-8", errors="replace").replace("\r", "\n")
-            for ln in text.splitlines():
-                if ln.strip() and (args.raw or not is_noise(ln)):
-                    print(ln, file=out, flush=True)
-            offset += end
+        lines, offset = _new_log_lines(log, offset)
+        for ln in lines:
+            if ln.strip() and (args.raw or not is_noise(ln)):
+                print(ln, file=out, flush=True)
         if not active:
             return 0
         time.sleep(POLL_S)
+
+
+def run(args: argparse.Namespace) -> int:
+    from wanlora.engine.config import jobdir
+
+    home = home_of(args)
+    found = _job_or_none(args, home)
+    if found is None:
+        return 1
+    job_id, job_dir = found
+    if args.events:
+        return _show_events(args, home, job_id, job_dir)
+    cursor = jobdir.EventCursor()
+    offset = _show_log_tail(args, job_dir / jobdir.TRAIN_LOG, job_dir, cursor)
+    if not args.follow:
+        return 0
+    return _follow_log(args, home, job_id, job_dir, offset, cursor)
