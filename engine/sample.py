@@ -22,8 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
-
-HIGH, LOW = "high_noise", "low_noise"
+from wanlora.engine.config.experts import HIGH, LOW
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-HIGH, LOW = "high_noise", "low_noise"
+from wanlora.engine.config.experts import HIGH, LOW
 
 
 class AcceleratorError(ValueError):

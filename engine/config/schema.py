@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from wanlora.engine.config.experts import EXPERTS, trained_experts
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 VRAM_TIERS = (12, 24, 32, 48, 80, 141)
@@ -114,7 +115,6 @@ class QuantizationSection(Section):
     text_encoder: Literal["none", "fp8", "nf4"] = F("fp8", "Text encoder weights; fp8 saves ~5 GB with no visible cost.")
 
 
-EXPERTS = ("high_noise", "low_noise")
 TimestepType = Literal["linear", "sigmoid", "shift"]
 TimestepBias = Literal["balanced", "high_noise", "low_noise"]
 
@@ -174,8 +174,8 @@ class MultistageSection(Section):
         return _expert_shorthand(v)
 
     def trained(self) -> list[str]:
-        """The experts that train, high noise first."""
-        return [e for e in EXPERTS if getattr(self, e).train]
+        """The experts that train, high noise first (none is validation's error, not an exception here)."""
+        return trained_experts(self.high_noise.train, self.low_noise.train, required=False)
 
 
 class TargetSection(Section):

@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING
 
 from wanlora.engine.config.accelerator import AcceleratorError, accelerator_files, is_set
 from wanlora.engine.config.findings import Finding, JobError
+from wanlora.engine.config.frames import nearest_valid_frames, valid_frames, valid_frames_at_most
 from wanlora.engine.config.io import parse_toml, read_toml
 from wanlora.engine.config.machine import Machine, machine_findings, skip_requested
 from wanlora.engine.config.presets import Resolved, recipe_meta, resolve
-from wanlora.engine.config.schema import DatasetSection, Job, expert_plan
+from wanlora.engine.config.schema import EXPERTS, DatasetSection, Job, expert_plan
 from wanlora.engine.estimate import MEASURED_TOKENS, card_gib, format_ladder, oom_ladder, peak_vram
 
 if TYPE_CHECKING:
@@ -30,19 +31,6 @@ SQUEEZE_LIMIT = 1.5
 MAX_STEPS = 4000
 LEVEL_ORDER = {"error": 0, "warning": 1, "info": 2}
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
-
-
-def nearest_valid_frames(n: int) -> list[int]:
-    """The nearest 1-or-4n+1 frame count(s) to ``n`` (two when ``n`` sits exactly between them)."""
-    lower = max(1, ((n - 1) // 4) * 4 + 1)
-    upper = lower + 4
-    if n - lower == upper - n:
-        return [lower, upper]
-    return [lower if n - lower < upper - n else upper]
-
-
-def valid_frames(n: int) -> bool:
-    return n == 1 or (n - 1) % 4 == 0
 
 
 def _names(paths: list[Path], limit: int = 3) -> str:
@@ -224,7 +212,7 @@ def _check_dop(job: Job) -> list[Finding]:
 def _check_experts(job: Job) -> list[Finding]:
     """Per-expert settings on an expert that does not train are ignored: say so."""
     out: list[Finding] = []
-    for e in ("high_noise", "low_noise"):
+    for e in EXPERTS:
         ex = getattr(job.multistage, e)
         if not ex.train and ex.overrides():
             keys = ", ".join(sorted(ex.overrides()))
@@ -568,7 +556,7 @@ def _check_speed(i: int, d: DatasetSection, rep: FolderReport) -> list[Finding]:
                            f"use longer clips (about {secs:.1f} s) or lower num_frames"))
     if short:
         longest = max(int(c.duration_s * SOURCE_FPS) for c in short)
-        near = max(1, ((longest - 1) // 4) * 4 + 1)
+        near = valid_frames_at_most(longest)
         out.append(Finding("warning", key,
                            f'{len(short)} clip(s) are shorter than {d.num_frames} frames at 16 fps ({_names([c.path for c in short])})',
                            f'lower num_frames to {near} or use frame_sampling = "even"'))

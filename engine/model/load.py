@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from wanlora.engine.config.experts import HIGH, LOW
 
-HIGH, LOW = "high_noise", "low_noise"
 EXPERT_SUBFOLDER = {HIGH: "transformer", LOW: "transformer_2"}
 EXPERT_LABEL = {HIGH: "high-noise expert", LOW: "low-noise expert"}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*(@[A-Za-z0-9_./-]+)?$")

@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-HIGH, LOW, TEXT_ENCODER, VAE, TOKENIZER = "high_noise", "low_noise", "text_encoder", "vae", "tokenizer"
-EXPERTS = (HIGH, LOW)
+from wanlora.engine.config.experts import EXPERTS, HIGH, LOW
+
+TEXT_ENCODER, VAE, TOKENIZER = "text_encoder", "vae", "tokenizer"
 FILE_PARTS = (HIGH, LOW, TEXT_ENCODER, VAE)
 FILE_KEY = {p: f"model.{p}_file" for p in FILE_PARTS}
 SUBFOLDER = {HIGH: "transformer", LOW: "transformer_2", TEXT_ENCODER: "text_encoder", VAE: "vae",

@@ -34,11 +34,10 @@ from typing import Any
 
 import torch
 from wanlora.engine.config import jobdir
+from wanlora.engine.config.experts import EXPERTS, HIGH, LOW
 from wanlora.engine.config.schema import Job, expert_plan
 from wanlora.engine.train import evaluate, pick
 
-HIGH, LOW = "high_noise", "low_noise"
-EXPERTS = (HIGH, LOW)
 COMPARE_DIR = "compare"
 Say = Callable[[str], None]
 
@@ -63,7 +62,7 @@ class Checkpoint:
 # ---------------------------------------------------------------- rows
 def trained_of(job: Job) -> list[str]:
     """The experts the job trains (high first)."""
-    return [e for e in EXPERTS if getattr(job.multistage, e)]
+    return job.multistage.trained()
 
 
 def _file_step(path: Path) -> int | None:

@@ -16,6 +16,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+from wanlora.engine.config.frames import valid_frames, valid_frames_at_most
 from wanlora.tui.commands._daemon_common import add_home, home_of
 
 HELP = "compare kept checkpoints: eval loss per expert, a preview contact sheet, a suggested pick"
@@ -70,8 +71,8 @@ def _problems(args: argparse.Namespace) -> list[str]:
             out.append(f"--steps {args.steps!r}: give step numbers separated by commas, e.g. --steps 1500,2000")
     else:
         args.step_list = None
-    if args.frames is not None and (args.frames < 1 or (args.frames - 1) % 4):
-        out.append(f"--frames must be 4n+1 (e.g. {max(1, (args.frames - 1) // 4 * 4 + 1)})")
+    if args.frames is not None and not valid_frames(args.frames):
+        out.append(f"--frames must be 4n+1 (e.g. {valid_frames_at_most(args.frames)})")
     for k in ("width", "height"):
         v = getattr(args, k)
         if v is not None and (v < 16 or v % 16):

@@ -13,6 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from wanlora.engine.config.frames import valid_frames, valid_frames_at_most
 from wanlora.engine.config.schema import WAN_NEGATIVE_PROMPT
 
 HELP = "I2V preview from a LoRA checkpoint pair (high + low noise)"
@@ -46,8 +47,8 @@ def _problems(args: argparse.Namespace) -> list[str]:
     for p in [*args.loras, args.image]:
         if not Path(p).expanduser().is_file():
             out.append(f"{p} does not exist")
-    if args.frames < 1 or (args.frames - 1) % 4:
-        out.append(f"--frames must be 4n+1 (e.g. {max(1, (args.frames - 1) // 4 * 4 + 1)})")
+    if not valid_frames(args.frames):
+        out.append(f"--frames must be 4n+1 (e.g. {valid_frames_at_most(args.frames)})")
     if args.width % 16 or args.height % 16:
         out.append("--width and --height must be multiples of 16")
     return out
