@@ -15,7 +15,6 @@ tiny architecture on the CPU (that is how CI tests it) and says so.
 
 from __future__ import annotations
 
-import math
 import shutil
 import statistics
 import tempfile
@@ -30,7 +29,7 @@ from wanlora.engine.config.io import job_to_dict
 from wanlora.engine.config.schema import Job
 from wanlora.engine.train import acceleration as acc
 from wanlora.engine.train.events import EventLog, Status
-from wanlora.engine.train.experts import expert_for_step, steps_per_expert
+from wanlora.engine.train.schedule import ExpertSchedule
 
 Progress = Callable[[str], None]
 GIB = 2**30
@@ -139,10 +138,6 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _step_for(expert: str, trained: list[str], switch_every: int) -> int:
-    return next(s for s in range(len(trained) * max(1, switch_every)) if expert_for_step(s, trained, switch_every) == expert)
-
-
 def _gather(source: Any, need: int, buckets: list[tuple[int, int, int]], limit: int) -> dict[tuple, list]:
     """Batches grouped by bucket, ``need`` of each (or as many as ``limit`` draws gave)."""
     got: dict[tuple, list] = {b: [] for b in buckets}
@@ -170,7 +165,7 @@ def bucket_shares(dataset: Any, batches: int) -> dict[tuple, float]:
 def _time_steps(trainer: Any, expert: str, n: int, losses: list[float] | None = None) -> list[float]:
     out = []
     for _ in range(n):
-        trainer.step = _step_for(expert, trainer.trained, trainer.job.multistage.switch_every)
+        trainer.step = trainer.schedule.first_step_of(expert)
         _sync(trainer.device)
         t0 = time.perf_counter()
         r = trainer.train_step()
@@ -232,8 +227,8 @@ def run_trial(job: Job, *, steps: int = 3, progress: Progress = lambda s: None, 
         progress("loading the model" + (" (random full-size weights on the GPU)" if cuda else " (tiny, CPU)"))
         trainer = Trainer(tjob, job_dir, events, status, device=device, model_source=source,
                           cache_root=tmp / "cache")
-        trainer.plan_override = None if plan == "auto" else plan
-        report["plan_forced"] = trainer.plan_override
+        trainer.checkpointing.override = None if plan == "auto" else plan
+        report["plan_forced"] = trainer.checkpointing.override
         trainer.setup()
         setup_s = time.perf_counter() - t0
         report.update(_setup_report(trainer, events, setup_s, tjob))
@@ -333,18 +328,6 @@ def _plan_report(trainer: Any, events: _Tee) -> dict[str, Any]:
     return plan
 
 
-def _plan_in_force(ex: Any) -> dict[str, Any]:
-    """The checkpoint plan an expert ran the bucket under (its own, or full checkpointing after an OOM)."""
-    key = ex.extra.get("plan_at")
-    plans = ex.extra.get("plans") or {}
-    if key is None or key not in plans:
-        return {}
-    frugal = key in ex.extra["frugal"]
-    p = plans[key]
-    return {"planned_for_tokens": key, "checkpointed_blocks": len(ex.model.blocks) if frugal else p.checkpointed,
-            "saved_attention": 0 if frugal else p.keep_attention}
-
-
 class _MemoryHistory:
     """CUDA allocation history of one bucket, written as a snapshot (``torch.cuda.memory``) when asked."""
 
@@ -399,19 +382,18 @@ def _bucket_row(trainer: Any, replay: _Replay, bucket: tuple, batches: list, sha
     if cuda:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-    before = {n: set(ex.extra.get("frugal") or ()) for n, ex in trainer.experts.items()}
+    before = {n: trainer.checkpointing.fallen_back(n) for n in trainer.experts}
     experts: dict[str, Any] = {}
     for name in trainer.trained:
         progress(f"{_label(bucket)}: {name}, {warm} warm-up + {steps} timed steps")
         losses: list[float] = []
         w = _time_steps(trainer, name, warm, losses)
         t = _time_steps(trainer, name, steps, losses)
-        ex = trainer.experts[name]
         experts[name] = {"warmup_s": [round(x, 3) for x in w], "s_per_step": round(statistics.median(t), 4),
                          "losses": losses,
                          "s_min": round(min(t), 4), "s_max": round(max(t), 4),
-                         "fell_back_to_full_checkpointing": bool(set(ex.extra.get("frugal") or ()) - before[name]),
-                         "plan": _plan_in_force(ex)}
+                         "fell_back_to_full_checkpointing": bool(trainer.checkpointing.fallen_back(name) - before[name]),
+                         "plan": trainer.checkpointing.in_force(name)}
         progress(f"{_label(bucket)}: {name} {experts[name]['s_per_step']} s/step (warm-up {experts[name]['warmup_s']})")
     switch = None
     if len(trainer.trained) > 1:  # the first step after a switch back to the first expert
@@ -484,8 +466,8 @@ def project(job: Job, report: dict[str, Any], shares: dict[tuple, float]) -> dic
     weight = sum(shares[b] for b in measured)
     mean_step = sum(shares[b] * s for b, s in measured.items()) / weight
     steps = job.training.steps
-    trained = [e for e in ("high_noise", "low_noise") if getattr(job.multistage, e)]
-    switches = max(0, math.ceil(steps / max(1, job.multistage.switch_every)) - 1) if len(trained) > 1 else 0
+    schedule = ExpertSchedule.of(job)
+    switches = schedule.switches()
     switch_s = statistics.mean([r["switch_s"] for r in rows.values() if r.get("switch_s") is not None] or [0.0])
     warm = sum(sum(e["warmup_s"]) - len(e["warmup_s"]) * e["s_per_step"]
                for r in rows.values() for e in r.get("experts", {}).values())
@@ -510,7 +492,7 @@ def project(job: Job, report: dict[str, Any], shares: dict[tuple, float]) -> dic
     }
     out = {k: round(v, 3) for k, v in parts.items()}
     out.update(steps=steps, mean_s_per_step=round(mean_step, 4), switches=switches,
-               steps_per_expert=steps_per_expert(steps, trained, job.multistage.switch_every),
+               steps_per_expert=schedule.steps_per_expert(),
                total_h=round(sum(parts.values()), 2))
     return out
 

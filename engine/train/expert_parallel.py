@@ -23,48 +23,21 @@ experts that one process would only reach later.  Any trainer resumes from the l
 (:func:`next_global_step`) and skips those already done, so a state saved here resumes on one process
 and vice versa.  Rank 0 writes the state and the LoRA pair; the low group's lead (rank k) sends its
 expert's adapter, optimizer state and EMA to rank 0 first (:func:`gather_to_main`).
+
+The schedule's arithmetic (:func:`global_step`, :func:`local_index`, :func:`next_global_step`,
+:func:`steps_done_at`) lives in :mod:`engine.train.schedule` and is re-exported here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from wanlora.engine.train.distributed import DistContext
-from wanlora.engine.train.experts import expert_for_step
-
-
-# ---------------------------------------------------------------- the schedule (pure)
-def global_step(expert: str, i: int, trained: Sequence[str], switch_every: int) -> int:
-    """The global optimizer step of ``expert``'s ``i``-th step (0-based) in the alternating schedule."""
-    n, blk = len(trained), max(1, switch_every)
-    cycle, off = divmod(i, blk)
-    return cycle * blk * n + list(trained).index(expert) * blk + off
-
-
-def local_index(step: int, trained: Sequence[str], switch_every: int) -> int:
-    """Which of its expert's steps global ``step`` is (inverse of :func:`global_step`)."""
-    blk = max(1, switch_every)
-    return (step // (blk * len(trained))) * blk + step % blk
-
-
-def next_global_step(steps_done: Mapping[str, int], trained: Sequence[str], switch_every: int,
-                     total: int) -> int | None:
-    """The lowest global step below ``total`` not done yet (each expert has done its first ``steps_done``)."""
-    cands = [global_step(e, int(steps_done.get(e, 0)), trained, switch_every) for e in trained]
-    left = [s for s in cands if s < total]
-    return min(left) if left else None
-
-
-def steps_done_at(step: int, trained: Sequence[str], switch_every: int) -> dict[str, int]:
-    """Per-expert counts after the global steps ``[0, step)`` (a state that only recorded ``step``)."""
-    out = {e: 0 for e in trained}
-    for s in range(step):
-        out[expert_for_step(s, trained, switch_every)] += 1
-    return out
+from wanlora.engine.train.schedule import global_step, local_index, next_global_step, steps_done_at
 
 
 # ---------------------------------------------------------------- the groups

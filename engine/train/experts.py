@@ -3,48 +3,24 @@
 Wan 2.2 A14B routes by noise level: ``transformer`` (high noise, t ≥ boundary·1000) lays out motion and
 composition, ``transformer_2`` (low noise) the detail.  Each gets its own LoRA and optimizer state; when
 both are trained they alternate every ``switch_every`` optimizer steps, starting with the high-noise
-expert.  Gradient-accumulation micro-batches never straddle a switch (the switch counts optimizer steps,
-not micro-batches, unlike ai-toolkit).  The phase is a pure function of the step, so resume restores it
-for free.
+expert (:mod:`engine.train.schedule`).  Gradient-accumulation micro-batches never straddle a switch (the
+switch counts optimizer steps, not micro-batches, unlike ai-toolkit).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from wanlora.engine.config.experts import EXPERTS, HIGH, LOW, trained_experts
+from wanlora.engine.train.schedule import expert_for_step, steps_per_expert
 
-HIGH, LOW = "high_noise", "low_noise"
-ORDER = (HIGH, LOW)
+# the names and the "which train" rule live in engine.config.experts, the alternation in engine.train.schedule
+ORDER = EXPERTS
 
-
-def trained_experts(high_noise: bool, low_noise: bool) -> list[str]:
-    """The experts to train, high first; at least one must be on."""
-    out = [e for e, on in ((HIGH, high_noise), (LOW, low_noise)) if on]
-    if not out:
-        raise ValueError("multistage: neither high_noise nor low_noise is trained; turn at least one on")
-    return out
-
-
-def expert_for_step(step: int, trained: Sequence[str], switch_every: int) -> str:
-    """Expert trained by 0-based optimizer step ``step``: blocks of ``switch_every`` steps, cycling ``trained``."""
-    if not trained:
-        raise ValueError("no expert to train")
-    return trained[(step // max(1, switch_every)) % len(trained)]
-
-
-def steps_per_expert(total_steps: int, trained: Sequence[str], switch_every: int) -> dict[str, int]:
-    """How many of ``total_steps`` each expert gets (for ETA and reports)."""
-    counts = {e: 0 for e in trained}
-    full, rest = divmod(total_steps, switch_every * len(trained))
-    for e in trained:
-        counts[e] = full * switch_every
-    for i, e in enumerate(trained):
-        take = min(switch_every, max(0, rest - i * switch_every))
-        counts[e] += take
-    return counts
+__all__ = ["HIGH", "LOW", "ORDER", "EXPERTS", "trained_experts", "expert_for_step", "steps_per_expert", "Expert",
+           "swap_moves", "place_experts"]
 
 
 @dataclass

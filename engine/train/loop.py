@@ -42,14 +42,16 @@ from wanlora.engine.train import ema as ema_mod
 from wanlora.engine.train import expert_parallel as ep
 from wanlora.engine.train import state as train_state
 from wanlora.engine.train.batches import Batch, BatchSource, DataExhausted, make_batch_source
+from wanlora.engine.train.checkpoint_plans import CheckpointPlanner
 from wanlora.engine.train.conditioning import model_input
 from wanlora.engine.train.control import StopSignal, take_flags
 from wanlora.engine.train.events import EventLog, Status
-from wanlora.engine.train.experts import Expert, expert_for_step, place_experts, trained_experts
+from wanlora.engine.train.experts import Expert, place_experts
 from wanlora.engine.train.failures import nan_message, oom_message
 from wanlora.engine.train.objective import differential_guidance_target, flow_target, mse_loss, noisy_latents
 from wanlora.engine.train.optim import OptimizerUnavailable, build_optimizer, lr_at, set_lr
 from wanlora.engine.train.sample_noise import batch_positions, draw_per_sample, sample_seed
+from wanlora.engine.train.schedule import ExpertSchedule
 from wanlora.engine.train.timesteps import sample_timesteps, sigmas_from_timesteps
 
 
@@ -108,12 +110,16 @@ class Trainer:
         self.job, self.job_dir, self.events, self.status = job, Path(job_dir), events, status
         # ``load_parts`` unless a trial swaps in random full-size weights; a trial also keeps its caches apart
         self.model_source, self.cache_root = model_source, cache_root
-        self.plan_override: str | None = None  # "greedy" | "frugal": a trial forcing a plan (OOM fallback check)
         self.dist = dist or distributed.SINGLE  # rank 0 of 1 unless launched by torchrun
         self.device = device or (self.dist.device if self.dist.enabled else pick_device())
         self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
         self.stop = stop or StopSignal()
-        self.trained = trained_experts(job.multistage.high_noise.train, job.multistage.low_noise.train)
+        # each expert's checkpoint plan per bucket (a trial may force one: ``checkpointing.override``)
+        self.checkpointing = CheckpointPlanner(self.device, enabled=job.training.gradient_checkpointing,
+                                               batch_size=job.training.batch_size)
+        # which expert each step trains: the trained experts, switch_every, steps (engine.train.schedule)
+        self.schedule = ExpertSchedule.of(job)
+        self.trained = list(self.schedule.trained)
         # how several processes split the work (engine.config.launch.multi_gpu_mode): data or expert-parallel
         self.parallel, self.parallel_why = multi_gpu_mode(job, self.dist.world_size)
         self.groups: ep.ExpertGroups | None = None  # expert-parallel: this rank's expert group (setup)
@@ -226,7 +232,7 @@ class Trainer:
         a plan sized for the largest bucket checkpoints far more than a small one needs (the guide's run at
         512² took 2.13 s/step under the 1024² plan against 1.76 s under its own).  Checkpointed blocks keep
         their self-attention output (it dominates the recompute at long sequences).  The plan in force is
-        switched per batch (:meth:`_use_plan`).
+        switched per batch (:mod:`engine.train.checkpoint_plans`).
         """
         job = self.job
         if self._offloading:
@@ -235,31 +241,13 @@ class Trainer:
         cuda = self.device.type == "cuda"
         for name, ex in self.experts.items():
             place_experts(self.experts, name, self.device, self._swapping)  # plan with this expert alone resident
-            blocks = len(ex.model.blocks)
-            plans: dict[int, acc.CheckpointPlan] = {}
-            for tokens in buckets:
-                plans[tokens] = plan = self._plan_for(ex, tokens)
+            held = self.checkpointing.plan(name, ex.model, buckets, pending_bytes=self._pending_optimizer_bytes())
+            for tokens, plan in held.planned.items():
                 self.events.emit("state", state="checkpointing", expert=name, checkpointed_blocks=plan.checkpointed,
-                                 blocks=blocks, tokens=tokens, saved_attention=plan.keep_attention if cuda else 0)
-            ex.extra["plans"], ex.extra["frugal"] = plans, set()
-            self._use_plan(ex, buckets[-1])
+                                 blocks=held.blocks, tokens=tokens, saved_attention=plan.keep_attention if cuda else 0)
             # CPU: the warm-up costs more than it saves; nf4: bitsandbytes kernels are not measured compiled
             if job.advanced.compile and cuda and job.quantization.transformer != "nf4":
                 acc.compile_blocks(ex.model, shapes=len(buckets))
-
-    def _plan_for(self, ex: Expert, tokens: int) -> acc.CheckpointPlan:
-        """One bucket's plan: what free memory allows on CUDA, every block elsewhere (or as forced)."""
-        blocks = len(ex.model.blocks)
-        if self.plan_override == "greedy":
-            return acc.CheckpointPlan(0, 0)
-        if self.plan_override == "frugal":
-            return acc.CheckpointPlan(blocks, 0)
-        if not self.job.training.gradient_checkpointing:
-            return acc.CheckpointPlan(0, 0)
-        if self.device.type != "cuda":
-            return acc.CheckpointPlan(blocks, blocks)
-        return acc.plan_checkpointing(ex.model, tokens, self.job.training.batch_size, self.device,
-                                      save_attention=True, pending_bytes=self._pending_optimizer_bytes())
 
     def _pending_optimizer_bytes(self) -> float:
         """What the first steps will add on the GPU that planning does not see yet: each expert's LoRA
@@ -271,19 +259,6 @@ class Trainer:
                 continue
             total += sum(p.numel() * p.element_size() * 3 for p in ex.params)  # grad + exp_avg + exp_avg_sq
         return total
-
-    def _use_plan(self, ex: Expert, tokens: int) -> None:
-        """Put the checkpoint plan of the bucket ``tokens`` belongs to in force on ``ex`` (a no-op if it is)."""
-        plans = ex.extra.get("plans")
-        if not plans:
-            return
-        key = acc.bucket_key(plans, tokens)
-        if ex.extra.get("plan_at") == key:
-            return
-        plan = acc.CheckpointPlan(len(ex.model.blocks), 0) if key in ex.extra["frugal"] else plans[key]
-        acc.set_checkpointing(ex.model, plan.checkpointed, save_attention=self.device.type == "cuda",
-                              keep_attention=plan.keep_attention)
-        ex.extra["plan_at"] = key
 
     def _warn_unsupported(self) -> None:
         """Settings this build accepts but does not apply yet: say so once, never silently."""
@@ -361,8 +336,7 @@ class Trainer:
         batch of the lowest step not done, which is where any trainer resuming this state starts."""
         st = dict(self.data.state_dict())
         if self.groups is not None or self._gapped:
-            nxt = ep.next_global_step(self.steps_done, self.trained, self.job.multistage.switch_every,
-                                      self.job.training.steps)
+            nxt = self.schedule.next_step(self.steps_done)
             st["next_batch"] = (self.job.training.steps if nxt is None else nxt) * self.batches_per_step
         return st
 
@@ -370,8 +344,7 @@ class Trainer:
         snaps = self._snapshots("state")
         if not self.dist.is_main:  # rank 0 writes the one state (its group's lead sent the other expert's)
             return None
-        meta = {"job": self.job.job.name, "expert_phase": expert_for_step(self.step, self.trained,
-                                                                          self.job.multistage.switch_every),
+        meta = {"job": self.job.job.name, "expert_phase": self.schedule.expert_for(self.step),
                 "experts": self.trained, "steps_done": dict(self.steps_done), "multi_gpu": self.parallel,
                 "last_checkpoint": self.last_checkpoint, "data": self._data_state()}
         path = train_state.save_state(
@@ -391,9 +364,8 @@ class Trainer:
             raise JobError([], f"the saved state {path} has no {', '.join(missing)} adapter; the job's "
                                "multistage settings changed since it was saved (remove state/ to start over)")
         self.step = int(meta["step"])
-        every = self.job.multistage.switch_every
         done = {e: int(meta.get("steps_done", {}).get(e, 0)) for e in self.trained}
-        self.steps_done = done if sum(done.values()) == self.step else ep.steps_done_at(self.step, self.trained, every)
+        self.steps_done = done if sum(done.values()) == self.step else self.schedule.steps_done_at(self.step)
         for name, ex in self.experts.items():
             load_lora_state_dict(ex.model, st["adapters"][name])
             ex.optimizer.load_state_dict(st["optimizers"][name])
@@ -401,7 +373,7 @@ class Trainer:
         ema_mod.restore(self.experts, st["adapters"], self._data_warning)
         train_state.restore_rng(st["rng"], self._generators())
         self.data.load_state_dict(meta["data"])
-        nxt = ep.next_global_step(self.steps_done, self.trained, every, self.job.training.steps)
+        nxt = self.schedule.next_step(self.steps_done)
         # an expert-parallel state mid-cycle: continue from the lowest step not done, skipping the others
         self._gapped = nxt is not None and nxt != self.step
         self._last_s = None if (self._gapped or self.groups) else self.step - 1
@@ -448,7 +420,7 @@ class Trainer:
         """Flow-matching loss of one micro-batch on ``ex`` (and the timesteps drawn)."""
         job, parts = self.job, self.parts
         x0, cond = self.inputs.latents(batch, parts.vae, self.device)  # cached or encoded now
-        self._use_plan(ex, x0.shape[-3] * (x0.shape[-2] // 2) * (x0.shape[-1] // 2))  # patch 1x2x2
+        self.checkpointing.use(ex.name, x0.shape[-3] * (x0.shape[-2] // 2) * (x0.shape[-1] // 2))  # patch 1x2x2
         self.step_reg += sum(bool(s.is_regularization) for s in getattr(batch, "samples", []))
         emb = self.embed(batch.captions)
         positions = batch_positions(batch)
@@ -496,10 +468,9 @@ class Trainer:
         not a step prefix, the lowest step not done yet (engine.train.expert_parallel)."""
         s = self.step
         if self._gapped:
-            nxt = ep.next_global_step(self.steps_done, self.trained, self.job.multistage.switch_every,
-                                      self.job.training.steps)
+            nxt = self.schedule.next_step(self.steps_done)
             s = self.step if nxt is None else nxt
-        return s, expert_for_step(s, self.trained, self.job.multistage.switch_every)
+        return s, self.schedule.expert_for(s)
 
     def _compute(self, s: int, name: str) -> tuple[float, torch.Tensor, torch.Tensor, Any]:
         """Forward + backward of global step ``s`` on expert ``name``, on this rank's batches of that step."""
@@ -541,8 +512,7 @@ class Trainer:
         self.steps_done[name] += 1
         self.step += 1
         if self._gapped:
-            self._gapped = ep.next_global_step(self.steps_done, self.trained, self.job.multistage.switch_every,
-                                               self.job.training.steps) not in (None, self.step)
+            self._gapped = self.schedule.next_step(self.steps_done) not in (None, self.step)
 
     def round_step(self) -> list[StepResult]:
         """Expert-parallel: this group's next step of its own expert, and what the other group's step gave.
@@ -550,8 +520,7 @@ class Trainer:
         Both groups step at once; every rank learns both results (one small all-reduce) and stops on a
         non-finite loss of either, so the groups never part ways."""
         g, job = self.groups, self.job
-        every = job.multistage.switch_every
-        s = ep.global_step(g.expert, self.steps_done[g.expert], self.trained, every)
+        s = self.schedule.global_step(g.expert, self.steps_done[g.expert])
         ex, mine, lr = self.experts[g.expert], None, 0.0
         if s < job.training.steps:
             lr, total, t_first, dop_total = self._compute(s, g.expert)
@@ -567,7 +536,7 @@ class Trainer:
         out = []
         for e in self.trained:
             if e in got:
-                se = ep.global_step(e, self.steps_done[e], self.trained, every)
+                se = self.schedule.global_step(e, self.steps_done[e])
                 lr_e = lr_at(se, self.plans[e].learning_rate, job.training.steps, job.training.lr_warmup_steps,
                              job.training.lr_scheduler)
                 out.append(StepResult(loss=got[e].loss, expert=e, timestep=got[e].timestep, lr=lr_e,
@@ -596,13 +565,12 @@ class Trainer:
         misjudged must cost speed, not the run (and only in that bucket).  Timesteps and noise are keyed per
         sample, so the retried step draws exactly what the failed one drew.
         """
-        key = ex.extra.get("plan_at")
-        if key is None or key in ex.extra["frugal"] or self._offloading:
+        if self._offloading:
+            return False
+        key = self.checkpointing.relax(ex.name)
+        if key is None:
             return False
         ex.optimizer.zero_grad(set_to_none=True)
-        ex.extra["frugal"].add(key)
-        ex.extra["plan_at"] = None
-        self._use_plan(ex, key)
         self.events.emit("warning", expert=ex.name, tokens=key, message="CUDA out of memory under the speed plan; "
                          f"this expert now checkpoints every block in the {key}-token bucket (slower, fits) and the "
                          "step is retried")

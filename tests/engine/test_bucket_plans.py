@@ -8,6 +8,7 @@ import pytest
 import torch
 from wanlora.engine.train import acceleration as acc
 from wanlora.engine.train import loop
+from wanlora.engine.train.checkpoint_plans import CheckpointPlanner
 
 
 def test_bucket_key_picks_the_smallest_plan_that_holds_the_batch() -> None:
@@ -39,11 +40,11 @@ def test_each_bucket_runs_under_its_own_plan_and_an_oom_relaxes_only_that_bucket
     d["datasets"][0]["resolutions"] = [64, 96]
     jd = write_job_dir(tmp_path / "job", d)
     # a planner that keeps more blocks whole the smaller the bucket: 64² → 1 checkpointed, 96² → all
-    def plan_for(self, ex, tokens):
-        n = len(ex.model.blocks)
+    def make(self, model, tokens, pending_bytes=0.0):
+        n = len(model.blocks)
         return acc.CheckpointPlan(1 if tokens <= acc.video_tokens(9, 64, 64) else n, 0)
 
-    monkeypatch.setattr(loop.Trainer, "_plan_for", plan_for)
+    monkeypatch.setattr(CheckpointPlanner, "make", make)
     calls = _counting_checkpoint(monkeypatch)
     tr = loop.Trainer(load_job(jd / "job.toml"), jd, EventLog(jd), Status(jd), device=torch.device("cpu"))
     tr.setup()
@@ -69,10 +70,12 @@ def test_each_bucket_runs_under_its_own_plan_and_an_oom_relaxes_only_that_bucket
         assert n == (1 if tokens == small else blocks), seen
 
     # an OOM in the small bucket checkpoints every block there, and nowhere else changes
-    ex.extra["plan_at"] = None
-    tr._use_plan(ex, small)
+    plans = tr.checkpointing.get("high_noise")
+    plans.use(small)
+    assert plans.bucket_in_force == small
     assert tr._relax_checkpointing(ex) is True
-    assert ex.extra["frugal"] == {small}
+    assert plans.fallen_back == {small}
+    assert plans.plan_for(small).checkpointed == blocks and plans.plan_for(large).checkpointed == blocks
     assert tr._relax_checkpointing(ex) is False  # a second OOM in the same bucket is real
     seen.clear()
     for _ in range(6):

@@ -42,7 +42,8 @@ def test_oom_falls_back_to_full_checkpointing_and_repeats_the_same_step(tmp_path
     tr.data.close()
     assert losses == pytest.approx(ref_losses, rel=1e-6)  # the retried step trained on the same data and noise
     ex = tr.experts["high_noise"]
-    assert ex.extra["frugal"] == {ex.extra["plan_at"]}  # only the bucket that ran out falls back
+    plans = tr.checkpointing.get(ex.name)  # only the bucket that ran out falls back
+    assert plans.fallen_back == {plans.bucket_in_force}
     warnings = [e for e in jobdir.read_events(jd) if e["type"] == "warning" and "out of memory" in e["message"]]
     assert len(warnings) == 1
     retries = [e for e in jobdir.read_events(jd) if e["type"] == "state" and e["state"] == "retrying"]
