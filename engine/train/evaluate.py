@@ -33,10 +33,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from wanlora.engine.config.experts import HIGH, LOW
 from wanlora.engine.train.conditioning import model_input
 from wanlora.engine.train.objective import flow_target, mse_loss, noisy_latents
 
-HIGH, LOW = "high_noise", "low_noise"
 BANDS = 4
 EVAL_SEED = 20250701
 EVAL_DIR = "eval"

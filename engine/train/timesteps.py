@@ -36,6 +36,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+from wanlora.engine.config.experts import HIGH, LOW
 
 NUM_TRAIN_TIMESTEPS = 1000
 SHIFT = 5.0
@@ -74,9 +75,9 @@ def boundary_t(boundary_ratio: float) -> float:
 def expert_slice(table: torch.Tensor, expert: Expert, boundary_ratio: float) -> tuple[int, int]:
     """``[lo, hi)`` indices of ``table`` (descending) whose timesteps belong to ``expert``."""
     k = int((table >= boundary_t(boundary_ratio)).sum().item())
-    if expert == "high_noise":
+    if expert == HIGH:
         return 0, k
-    if expert == "low_noise":
+    if expert == LOW:
         return k, int(table.numel())
     raise ValueError(f"unknown expert {expert!r}")
 
@@ -113,7 +114,7 @@ def sample_timesteps(
         return table[idx]
     # Empty slice: fall back to the expert's continuous range (still biased the same way).
     b = boundary_t(boundary_ratio)
-    if expert == "high_noise":
+    if expert == HIGH:
         return 1000.0 - u * (1000.0 - b)  # u=0 → 1000, u→1 → boundary (inclusive side)
     low = torch.full_like(u, 1.0)
     return torch.minimum(b - u * (b - 1.0), torch.nextafter(torch.tensor(b), torch.tensor(0.0))).maximum(low)

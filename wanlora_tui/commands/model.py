@@ -8,6 +8,8 @@ import json
 import sys
 from pathlib import Path
 
+from wanlora.engine.config.experts import EXPERTS
+
 HELP = "find Wan 2.2 I2V weights on this machine (ComfyUI, HF cache) or download only the parts a job needs"
 
 
@@ -84,7 +86,7 @@ def _pull(args: argparse.Namespace) -> int:
         print(f"wanlora model pull: {e}", file=sys.stderr)
         return 1
     lines = ["[model]"] + [f'{p}_file = "{got[p]}"' for p in FILE_PARTS if p in got]
-    if args.precision == "fp8_scaled" and any(p in got for p in ("high_noise", "low_noise")):
+    if args.precision == "fp8_scaled" and any(p in got for p in EXPERTS):
         lines += ["", "[quantization]", 'transformer = "fp8"']
     print("\ndone. job-file lines:\n" + "\n".join("  " + ln if ln else "" for ln in lines))
     return 0
