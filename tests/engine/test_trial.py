@@ -80,7 +80,8 @@ def test_trial_reports_every_bucket_and_writes_nothing_into_the_job(tmp_path: Pa
         assert abs(sum(p["kinds_s"].values()) - p["busy_s"]) < 1e-3 and p["wall_s"] > 0
         assert all(e["plan"]["planned_for_tokens"] == b["tokens"] for e in b["experts"].values())
     c = rep["caching"]
-    assert c["clips"] == 6 and c["latents_computed"] == 6 * 2  # every clip at both resolutions
+    n = len(list(clips.glob("*.mp4")))  # the demo's clips and the two big ones
+    assert n >= 6 and c["clips"] == n and c["latents_computed"] == n * 2  # every clip at both resolutions
     assert rep["checkpoint_mib"] > 0 and rep["preview"]["files"] == 1  # one preview, though the job has two
     # the projection, recomputed here from the report's own measurements
     pr = rep["projection"]
