@@ -81,7 +81,8 @@ def test_trial_reports_every_bucket_and_writes_nothing_into_the_job(tmp_path: Pa
         assert all(e["plan"]["planned_for_tokens"] == b["tokens"] for e in b["experts"].values())
     c = rep["caching"]
     n = len(list(clips.glob("*.mp4")))  # the demo's clips and the two big ones
-    assert n >= 6 and c["clips"] == n and c["latents_computed"] == n * 2  # every clip at both resolutions
+    # every clip at both resolutions, each in all its fixed 16 fps windows (the demo samples frames at "fps")
+    assert n >= 6 and c["clips"] == n and c["latents_computed"] == c["latents_total"] >= n * 2
     assert rep["checkpoint_mib"] > 0 and rep["preview"]["files"] == 1  # one preview, though the job has two
     # the projection, recomputed here from the report's own measurements
     pr = rep["projection"]
