@@ -12,8 +12,6 @@ captions are noise.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -130,21 +128,14 @@ def build_tiny_captioner(path: Path, seed: int = 0) -> Path:
     """Write the tiny random Qwen2.5-VL folder at ``path`` (built aside, then renamed in)."""
     import torch
     from transformers import Qwen2_5_VLForConditionalGeneration
+    from wanlora.engine.model.tiny import write_folder_atomically
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    def write(tmp: Path) -> None:
         torch.manual_seed(seed)
         Qwen2_5_VLForConditionalGeneration(tiny_config()).eval().save_pretrained(tmp)
         save_support_files(tmp)
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return path
+
+    return write_folder_atomically(path, write)
 
 
 def build_full_captioner(path: Path, device: str = "cuda", seed: int = 0) -> Path:

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 # Word list of the tokenizer: demo/test captions plus common caption words.  Anything else maps to <unk>;
@@ -119,13 +120,14 @@ def build_tiny_pipeline(seed: int = 0):  # -> WanImageToVideoPipeline
     )
 
 
-def build_tiny_model(path: Path, seed: int = 0) -> Path:
-    """Write the tiny model as a diffusers folder at ``path`` (built in a temp folder, then renamed)."""
+def write_folder_atomically(path: Path, write: Callable[[Path], object]) -> Path:
+    """``write(tmp)`` fills a temp folder beside ``path``, which then replaces ``path`` in one rename: a reader
+    (or a crash) never sees half a model folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
-        build_tiny_pipeline(seed).save_pretrained(tmp)
+        write(tmp)
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
@@ -133,6 +135,11 @@ def build_tiny_model(path: Path, seed: int = 0) -> Path:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return path
+
+
+def build_tiny_model(path: Path, seed: int = 0) -> Path:
+    """Write the tiny model as a diffusers folder at ``path`` (built in a temp folder, then renamed)."""
+    return write_folder_atomically(path, build_tiny_pipeline(seed).save_pretrained)
 
 
 def is_current(path: Path) -> bool:

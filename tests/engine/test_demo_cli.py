@@ -7,11 +7,17 @@ from pathlib import Path
 import pytest
 
 
-def test_wanlora_demo_trains_a_pair_and_says_where(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_wanlora_demo_trains_a_pair_and_says_where(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     from wanlora.engine.config import jobdir
     from wanlora.tui.cli import main
 
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     assert main(["demo", "--home", str(tmp_path), "--steps", "10"]) == 0
+    # offline only while the demo runs: left set, it made every later hub-id job in the process "not cached"
+    import os
+
+    assert "HF_HUB_OFFLINE" not in os.environ
     out = capsys.readouterr().out
     job = tmp_path / "demo" / "job"
     high = job / "checkpoints" / "wanlora_demo_high_noise.safetensors"

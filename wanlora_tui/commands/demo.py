@@ -24,14 +24,25 @@ def add_arguments(parser: argparse.ArgumentParser, verb: str = "demo") -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from wanlora.engine.config import jobdir
-    from wanlora.engine.config.paths import tiny_model_dir, wanlora_home
+    from wanlora.engine.config.paths import wanlora_home
 
     home = Path(args.home).expanduser() if args.home else wanlora_home()
     if args.steps < 1:
         print("--steps must be at least 1")
         return 2
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the demo never downloads anything
+    # the demo never downloads anything; scoped, so a caller's process (a test, the TUI) keeps its own setting
+    was = os.environ.get("HF_HUB_OFFLINE")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        return _run(args, home)
+    finally:
+        if was is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+
+
+def _run(args: argparse.Namespace, home: Path) -> int:
+    from wanlora.engine.config import jobdir
+    from wanlora.engine.config.paths import tiny_model_dir
     from wanlora.tui.progress import quiet_libraries
 
     quiet_libraries()
