@@ -113,12 +113,19 @@ def run_eager(out: Path, timeout: float) -> None:
         print(json.dumps({"cell": "eager", "killed": "time limit"}), flush=True)
 
 
-def run_cell(cell: str, out: Path, folders: dict[str, Path], timeout: float = 1e9) -> dict:
+def write_job(cell: str, out: Path, folders: dict[str, Path]) -> Path:
+    """The cell's job file under ``OUT/jobs/`` (bench/tier_table.py reads it back for the estimate)."""
     tier, recipe, aspect, mode = parse_cell(cell)
-    tag = cell.replace(":", "_")
-    job = out / "jobs" / f"{tag}.toml"
+    job = out / "jobs" / f"{cell.replace(':', '_')}.toml"
     job.parent.mkdir(parents=True, exist_ok=True)
     job.write_text(cell_job(tier, recipe, aspect, mode, folders[f"{aspect}_{recipe}"], out / "clips" / "ctrl.png"))
+    return job
+
+
+def run_cell(cell: str, out: Path, folders: dict[str, Path], timeout: float = 1e9) -> dict:
+    tier, _recipe, _aspect, mode = parse_cell(cell)
+    tag = cell.replace(":", "_")
+    job = write_job(cell, out, folders)
     steps = {"fit": 1, "time": 3, "guide": 2}[mode]
     cmd = ["wanlora", "trial", str(job), "--json", "--steps", str(steps), "--clips", "2"]
     if not (mode == "guide" and tier == 141):
@@ -151,10 +158,7 @@ def main() -> int:
     cells = [c for c in a.cells.split(",") if c]
     if a.jobs_only:
         for c in (c for c in cells if c != "eager"):
-            tier, recipe, aspect, mode = parse_cell(c)
-            p = out / "jobs" / f"{c.replace(':', '_')}.toml"
-            p.parent.mkdir(parents=True, exist_ok=True)
-            p.write_text(cell_job(tier, recipe, aspect, mode, folders[f"{aspect}_{recipe}"], out / "clips" / "ctrl.png"))
+            write_job(c, out, folders)
         return 0
     subprocess.call(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
                     stdout=open(out / "gpu.txt", "w"), stderr=subprocess.STDOUT)

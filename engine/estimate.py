@@ -46,7 +46,7 @@ MEASURED_TOKENS = 86016
 CUDA_CONTEXT_GIB = 0.5
 
 # Wan 2.2 A14B expert: d=5120, ffn=13824, 40 blocks, 512 text tokens.
-D, FFN, LAYERS, TEXT_TOKENS = 5120, 13824, 40, 512
+D, FFN, LAYERS, TEXT_TOKENS = mp.D, mp.FFN, mp.N_BLOCKS, mp.TEXT_TOKENS
 LORA_PARAMS_PER_RANK = {  # per expert: attn1+attn2 q,k,v,o = 8 d×d; FFN in/out
     "attn+ffn": LAYERS * (8 * 2 * D + 2 * (D + FFN)),
     "attn": LAYERS * 8 * 2 * D,
@@ -75,9 +75,7 @@ OFFLOAD_TIME_FACTOR = 2.0  # guide: layer offloading roughly doubles step time
 GUIDE_HOURS = {1000: (12, 18), 1500: (18, 27), 2000: (24, 36), 3000: (35, 55)}
 
 
-def video_tokens(num_frames: int, height: int, width: int) -> int:
-    """Transformer tokens of one clip: latent frames × (H/16) × (W/16)."""
-    return ((num_frames - 1) // 4 + 1) * (height // 16) * (width // 16)
+video_tokens = mp.video_tokens  # one definition: the planner's (latent frames × H/16 × W/16)
 
 
 def lora_params(rank: int, modules: str = "attn+ffn") -> int:
@@ -156,10 +154,8 @@ def bucket_plan(job: Job, tokens: int, budget_gib: float | None) -> mp.Checkpoin
 def _bucket_peak(job: Job, tokens: int, budget_gib: float | None) -> tuple[dict[str, float], mp.CheckpointPlan]:
     parts = _static_parts(job)
     plan = bucket_plan(job, tokens, budget_gib)
-    act = mp.activation_bytes(plan, mp.N_BLOCKS, tokens, job.training.batch_size) / mp.GIB
-    if job.quantization.transformer == "nf4":  # measured lower (above); the blocks kept on top are the same
-        held = mp.HELD_FLOOR_BYTES_PER_1K_TOKENS * tokens / 1000 * job.training.batch_size / mp.GIB
-        act += (NF4_HELD_FLOOR_GIB_PER_KTOK * tokens / 1000 * job.training.batch_size) - held
+    floor = NF4_HELD_FLOOR_GIB_PER_KTOK * mp.GIB if job.quantization.transformer == "nf4" else None
+    act = mp.activation_bytes(plan, mp.N_BLOCKS, tokens, job.training.batch_size, held_floor_per_1k=floor) / mp.GIB
     kept = mp.N_BLOCKS - plan.checkpointed
     parts[f"activations ({tokens} tokens x batch {job.training.batch_size}; {kept} of {mp.N_BLOCKS} blocks kept, "
           f"{plan.keep_attention} attention outputs)"] = act

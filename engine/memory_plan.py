@@ -101,10 +101,12 @@ def plan_for_free(n_blocks: int, tokens: int, batch: int, free_bytes: float, lim
     return CheckpointPlan(n, min(n, int(room // attention_bytes(tokens, batch))))
 
 
-def activation_bytes(plan: CheckpointPlan, n_blocks: int, tokens: int, batch: int) -> float:
-    """What a step under ``plan`` holds at its peak besides weights and optimizer state (measured floor, not
-    the planner's margin)."""
-    return (HELD_FLOOR_BYTES_PER_1K_TOKENS * tokens / 1000 * batch + (n_blocks - plan.checkpointed) * block_bytes(tokens, batch)
+def activation_bytes(plan: CheckpointPlan, n_blocks: int, tokens: int, batch: int,
+                     held_floor_per_1k: float | None = None) -> float:
+    """What a step under ``plan`` holds at its peak besides weights and optimizer state (the measured floor,
+    ``HELD_FLOOR_BYTES_PER_1K_TOKENS`` unless a base measured its own, not the planner's margin)."""
+    floor = HELD_FLOOR_BYTES_PER_1K_TOKENS if held_floor_per_1k is None else held_floor_per_1k
+    return (floor * tokens / 1000 * batch + (n_blocks - plan.checkpointed) * block_bytes(tokens, batch)
             + plan.keep_attention * attention_bytes(tokens, batch))
 
 

@@ -58,8 +58,7 @@ def test_the_guide_run_fits_the_80_and_141_cards_in_fp8():
         job = resolve(user).job
         mem = peak_vram(job, CARD_GIB[tier])
         assert job.quantization.transformer == "fp8" and mem.need_gib <= CARD_GIB[tier]
-        # the 1024² bucket plans some blocks checkpointed on the 80 GB card, fewer on the 141 GB one
-        assert mem.plan is not None
+        assert mem.plan is not None  # the figure comes from the trainer's plan for that card
 
 
 def test_a_low_vram_switch_never_holds_two_experts_on_the_gpu():
