@@ -57,9 +57,10 @@ def place_experts(experts: dict[str, Expert], active: str | None, device: torch.
         return
     moves = swap_moves({n: next(ex.model.parameters()).device.type == device.type for n, ex in experts.items()},
                        active)
-    for name, to_gpu in moves:
-        if to_gpu:
-            torch.cuda.empty_cache()  # the idle experts' blocks go back before this one is placed
-        experts[name].model.to(device if to_gpu else torch.device("cpu"))
-    if moves and not moves[-1][1]:
-        torch.cuda.empty_cache()
+    leaving = [name for name, to_gpu in moves if not to_gpu]
+    for name in leaving:
+        experts[name].model.to(torch.device("cpu"))
+    if leaving:
+        torch.cuda.empty_cache()  # the idle experts' blocks go back before the active one is placed
+    for name in (name for name, to_gpu in moves if to_gpu):
+        experts[name].model.to(device)
