@@ -15,8 +15,17 @@ A cell is ``TIER:RECIPE:ASPECT[:MODE]``: ASPECT ``sq`` (1024² clips) or ``wide`
 "auto"``, 512/768/1024, 41 frames, 3000 steps, 20 clips; TIER is the card it acts as: 141 = the real H200,
 no cap).  The cell ``eager`` is plain diffusers + peft (bench/step.py) at the square 41-frame shapes.
 
+Lean: before anything runs, every cell's job is resolved on the CPU (the same resolver the trainer uses) and
+reduced to what decides its memory — quantisation, placement, caching, rank, batch, DOP, frames, the aspect of
+its clips and its buckets, and whether it renders a preview.  A ``fit`` cell whose plan is that of a cell run
+earlier, with its buckets a subset and a preview only where that cell has one, is not run again: its row says
+which cell showed its fit (style is character without previews on every tier; a tier's square motion cell is
+inside the guide's run).  ``fit`` cells render their preview with 4 denoising steps (``--preview-steps``: the
+same memory, the time scaled to the job's steps).
+
 Cells run in the order given and stop starting new ones once ``--deadline-s`` has passed, so a call to the
-GPU machine returns inside its limit; each cell's JSON and log are written as it finishes.
+GPU machine returns inside its limit; each cell's JSON and log are written as it finishes.  ``--resume`` skips
+the cells ``OUT/cells.jsonl`` already has, so one run can span several calls on the same machine.
 """
 
 from __future__ import annotations
@@ -40,7 +49,8 @@ DEFAULT_CELLS = ("eager",
     # what users care most about, timed in full
     "141:motion:sq:guide", "80:motion:sq:guide", "24:motion:sq:time", "24:character:wide:time",
     # every other cell's fit
-    *(f"{t}:{r}:{a}:fit" for t in TIERS for r in RECIPES for a in ("sq", "wide")
+    # character before style: style is character without previews, so character's run shows style's fit
+    *(f"{t}:{r}:{a}:fit" for t in TIERS for r in ("motion", "character", "style") for a in ("sq", "wide")
       if (t, r, a) not in ((24, "motion", "sq"), (24, "character", "wide"))),
 )
 EAGER_SHAPES = "41x512x512,41x768x768,41x1024x1024"
@@ -122,12 +132,45 @@ def write_job(cell: str, out: Path, folders: dict[str, Path]) -> Path:
     return job
 
 
+# Keys that do not change what a step or a preview holds in memory (learning rate, schedule, captions, names).
+NOT_MEMORY = ("job.name", "job.preset", "job.trigger_word", "job.vram_tier", "training.learning_rate",
+              "training.steps", "training.timestep", "training.dop.preservation_class", "training.dop.multiplier",
+              "training.weight_decay", "training.lr", "datasets[", "sample.", "advanced.differential_guidance_scale", "save.", "multistage.switch_every",
+              "logging.", "model.name_or_path")
+
+
+def memory_key(job_path: Path, tier: int) -> tuple[tuple, frozenset, bool]:
+    """(what decides the cell's memory apart from buckets and previews — the card's size included —, its
+    buckets, whether it previews)."""
+    from wanlora.engine.config.presets import flatten, resolve_file
+
+    job = resolve_file(job_path, detected_vram_gb=tier).job
+    flat = flatten(job.model_dump(mode="json"))
+    same = tuple(sorted((k, repr(v)) for k, v in flat.items() if not k.startswith(NOT_MEMORY)))
+    ds = job.datasets[0]
+    shape = (("card_gib", tier), ("frames", ds.num_frames), ("aspect", job_path.stem.split("_")[2]))
+    preview = bool(job.sample.enabled and job.sample.prompts)
+    return same + shape, frozenset(ds.resolutions), preview
+
+
+def covering(cell: str, key: tuple[tuple, frozenset, bool], ran: dict[str, tuple[tuple, frozenset, bool]]) -> str | None:
+    """The earlier cell whose run shows this ``fit`` cell's fit, if any."""
+    if parse_cell(cell)[3] != "fit":
+        return None
+    for other, k in ran.items():
+        if k[0] == key[0] and key[1] <= k[1] and (k[2] or not key[2]):
+            return other
+    return None
+
+
 def run_cell(cell: str, out: Path, folders: dict[str, Path], timeout: float = 1e9) -> dict:
     tier, _recipe, _aspect, mode = parse_cell(cell)
     tag = cell.replace(":", "_")
     job = write_job(cell, out, folders)
     steps = {"fit": 1, "time": 3, "guide": 2}[mode]
     cmd = ["wanlora", "trial", str(job), "--json", "--steps", str(steps), "--clips", "2"]
+    if mode == "fit":
+        cmd += ["--preview-steps", "4"]
     if not (mode == "guide" and tier == 141):
         cmd += ["--vram-gib", str(tier)]
     t0 = time.time()
@@ -150,6 +193,7 @@ def main() -> int:
     ap.add_argument("--deadline-s", type=float, default=1e9, help="start no cell after this many seconds")
     ap.add_argument("--stop-at-s", type=float, default=1e9, help="kill a cell still running this many seconds in")
     ap.add_argument("--jobs-only", action="store_true", help="write the clips and job files, run nothing")
+    ap.add_argument("--resume", action="store_true", help="skip the cells OUT/cells.jsonl already has")
     a = ap.parse_args()
     out = Path(a.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -162,14 +206,31 @@ def main() -> int:
         return 0
     subprocess.call(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
                     stdout=open(out / "gpu.txt", "w"), stderr=subprocess.STDOUT)
+    done = set()
+    if a.resume and (out / "cells.jsonl").exists():
+        done = {json.loads(line)["cell"] for line in (out / "cells.jsonl").read_text().splitlines() if line.strip()}
+    ran: dict[str, tuple] = {}
     for c in cells:
         left = a.stop_at_s - (time.time() - t0)
-        if time.time() - t0 > a.deadline_s or left < 30:
+        key = None if c == "eager" else memory_key(write_job(c, out, folders), parse_cell(c)[0])
+        by = covering(c, key, ran) if key else None
+        if key and c in done:
+            ran[c] = key
+        elif c in done:
+            pass
+        elif by:
+            row = {"cell": c, "covered_by": by}
+            with open(out / "cells.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+            print(json.dumps(row), flush=True)
+        elif time.time() - t0 > a.deadline_s or left < 30:
             print(json.dumps({"cell": c, "skipped": "deadline"}), flush=True)
         elif c == "eager":
             run_eager(out, left)
         else:
-            run_cell(c, out, folders, left)
+            row = run_cell(c, out, folders, left)
+            if row["rc"] == 0:
+                ran[c] = key
     return 0
 
 

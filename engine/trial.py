@@ -179,13 +179,18 @@ def _time_steps(trainer: Any, expert: str, n: int, losses: list[float] | None = 
 def run_trial(job: Job, *, steps: int = 3, progress: Progress = lambda s: None, keep: Path | None = None,
               device: torch.device | None = None, vram_gib: float | None = None, plan: str = "auto",
               preview: bool = True, profile: bool = False, clips: int | None = None,
-              memory_snapshots: Path | None = None, tier: str | None = None) -> dict[str, Any]:
+              memory_snapshots: Path | None = None, tier: str | None = None,
+              preview_steps: int | None = None) -> dict[str, Any]:
     """Run the trial for ``job`` and return its report (see docs/contracts.md, ``wanlora trial --json``).
 
     ``clips`` caches and trains on at most that many clips per dataset (a big dataset's caching would
     otherwise dominate the trial); the projection scales the measured caching time to every clip.
     ``memory_snapshots`` (CUDA) records each bucket's allocations and writes ``BUCKET.pickle`` there, at
     the out-of-memory error if the bucket ran out (open it at https://pytorch.org/memory_viz).
+
+    ``preview_steps`` renders the preview with that many denoising steps instead of the job's: the memory is the
+    job's (every step runs the same shapes), and the preview's time is scaled to the job's steps, so a fit check
+    need not wait for a full 25-step preview.
 
     ``profile`` adds one profiled step per bucket (:mod:`engine.step_profile`): device time per kind of
     kernel, idle time, and the step's useful TFLOP/s."""
@@ -204,6 +209,8 @@ def run_trial(job: Job, *, steps: int = 3, progress: Progress = lambda s: None, 
     tjob, notes, sampled = trial_job(job, tmp, tiny_model=tiny, clips=clips)
     if not preview:
         tjob.sample.enabled = False
+    if preview_steps is not None and tjob.sample.enabled:
+        tjob.sample.steps = min(preview_steps, job.sample.steps)
     if cuda and vram_gib:
         acc.set_vram_limit(device, vram_gib)
     source = RandomFullSize(tmp / "model", tokenizer_from=ensure_tiny_model()) if cuda else load_parts
@@ -252,7 +259,7 @@ def run_trial(job: Job, *, steps: int = 3, progress: Progress = lambda s: None, 
             rows.append(_measured_bucket(trainer, replay, b, got[b], shares[b], warm, steps, accum, progress,
                                          profile=profile, snapshots=memory_snapshots))
         report["buckets"] = rows
-        report.update(_checkpoint_and_preview(trainer, tjob, progress))
+        report.update(_checkpoint_and_preview(trainer, tjob, progress, job_steps=job.sample.steps))
         report["projection"] = project(tjob, report, shares)
         report["memory_ok"] = (not any("oom" in r for r in rows) and "oom" not in (report.get("preview") or {})
                                and all(r.get("oom_fallback") is False and r.get("reserved_fraction", 0) <= acc.RESERVED_LIMIT
@@ -418,7 +425,9 @@ def _bucket_row(trainer: Any, replay: _Replay, bucket: tuple, batches: list, sha
     return row
 
 
-def _checkpoint_and_preview(trainer: Any, job: Job, progress: Progress) -> dict[str, Any]:
+def _checkpoint_and_preview(trainer: Any, job: Job, progress: Progress, job_steps: int) -> dict[str, Any]:
+    """Checkpoint and state write times, then one preview; ``job`` is the trial's job, ``job_steps`` the
+    denoising steps the user's job samples with (the preview's time is scaled to them)."""
     out: dict[str, Any] = {}
     t0 = time.perf_counter()
     files = trainer.save_checkpoint()
@@ -446,7 +455,10 @@ def _checkpoint_and_preview(trainer: Any, job: Job, progress: Progress) -> dict[
             out["preview"] = {"oom": oom, **shape}
             return out
         _sync(trainer.device)
-        out["preview"] = {"s": round(time.perf_counter() - t0, 2), "files": len(paths), **shape}
+        took = time.perf_counter() - t0
+        out["preview"] = {"s": round(took * job_steps / job.sample.steps, 2), "files": len(paths), **shape}
+        if job_steps != job.sample.steps:  # "s" is then the measured time scaled to the job's steps
+            out["preview"].update(measured_s=round(took, 2), job_steps=job_steps)
         if trainer.device.type == "cuda":
             out["preview"]["peak_reserved_gib"] = round(torch.cuda.max_memory_reserved(trainer.device) / GIB, 2)
     return out
@@ -547,7 +559,8 @@ def format_report(r: dict[str, Any]) -> str:
     if r.get("preview"):
         p = r["preview"]
         took = f"out of memory: {p['oom']}" if "oom" in p else f"{p['s']} s"
-        lines.append(f"preview {p['width']}x{p['height']}x{p['frames']}, {p['steps']} steps: {took}")
+        lines.append(f"preview {p['width']}x{p['height']}x{p['frames']}, {p['steps']} steps: {took}"
+                     + (f" (scaled to the job's {p['job_steps']} steps)" if "job_steps" in p else ""))
     pr = r["projection"]
     if pr.get("total_h") is not None:
         lines.append(f"projected: {pr['steps']} steps × {pr['mean_s_per_step']} s = {pr['train_h']} h training + "

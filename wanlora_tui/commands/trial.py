@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser, verb: str = "trial") -> None:
     parser.add_argument("--keep", default=None, help="keep the trial's folder here (default: a temp folder, removed)")
     parser.add_argument("--cpu", action="store_true", help="run the tiny architecture on the CPU even with a GPU")
     parser.add_argument("--no-preview", action="store_true", help="skip the preview even if the job samples")
+    parser.add_argument("--preview-steps", type=int, default=None, metavar="N",
+                        help="render the preview with N denoising steps (same memory; its time is scaled to the "
+                             "job's sample.steps): a quicker fit check")
     parser.add_argument("--profile", action="store_true",
                         help="profile one more step per bucket: time per kind of kernel, idle time, TFLOP/s")
     parser.add_argument("--clips", type=int, default=None, metavar="N",
@@ -56,6 +59,9 @@ def run(args: argparse.Namespace) -> int:
     if args.steps < 1:
         print("--steps must be at least 1", file=sys.stderr)
         return 2
+    if args.preview_steps is not None and args.preview_steps < 1:
+        print("--preview-steps must be at least 1", file=sys.stderr)
+        return 2
     if args.clips is not None and args.clips < 1:
         print("--clips must be at least 1 (leave it out to use every clip)", file=sys.stderr)
         return 2
@@ -82,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
                            keep=Path(args.keep) if args.keep else None, plan=args.plan,
                            preview=not args.no_preview, profile=args.profile, clips=args.clips,
                            memory_snapshots=Path(args.memory_snapshot) if args.memory_snapshot else None,
-                           tier=tier)
+                           tier=tier, preview_steps=args.preview_steps)
     except (ModelLoadError, DataExhausted, JobError) as e:
         print(f"trial failed: {e}", file=sys.stderr)
         return 1
