@@ -348,28 +348,47 @@ def _model(m: _Section, job: dict[str, Any], conv: Conversion) -> None:
 _TIMESTEP_TYPES = {"linear": "linear", "sigmoid": "sigmoid", "shift": "shift", "flux_shift": "shift",
                    "lumina2_shift": "shift", "weighted": "linear"}
 _BIAS = {"balanced": "balanced", "content": "high_noise", "style": "low_noise"}
+# train.* keys whose value carries over as it is (numbers read by _number): ai-toolkit key -> ours
+_TRAIN_DIRECT = {
+    "batch_size": "training.batch_size", "steps": "training.steps", "lr": "training.learning_rate",
+    "learning_rate": "training.learning_rate", "gradient_accumulation": "training.gradient_accumulation",
+    "gradient_accumulation_steps": "training.gradient_accumulation", "max_grad_norm": "training.max_grad_norm",
+    "weight_decay": "training.weight_decay", "gradient_checkpointing": "training.gradient_checkpointing",
+    "cache_text_embeddings": "training.cache_text_embeddings", "unload_text_encoder": "training.unload_text_encoder",
+    "diff_output_preservation": "training.dop.enabled",
+    "diff_output_preservation_multiplier": "training.dop.multiplier",
+    "diff_output_preservation_class": "training.dop.preservation_class",
+    "do_differential_guidance": "advanced.differential_guidance",
+    "differential_guidance_scale": "advanced.differential_guidance_scale",
+    "switch_boundary_every": "multistage.switch_every", "seed": "training.seed",
+    "lr_warmup_steps": "training.lr_warmup_steps"}
 
 
 def _train(t: _Section, job: dict[str, Any], conv: Conversion) -> None:
-    direct = {"batch_size": "training.batch_size", "steps": "training.steps", "lr": "training.learning_rate",
-              "learning_rate": "training.learning_rate", "gradient_accumulation": "training.gradient_accumulation",
-              "gradient_accumulation_steps": "training.gradient_accumulation", "max_grad_norm": "training.max_grad_norm",
-              "weight_decay": "training.weight_decay", "gradient_checkpointing": "training.gradient_checkpointing",
-              "cache_text_embeddings": "training.cache_text_embeddings", "unload_text_encoder": "training.unload_text_encoder",
-              "diff_output_preservation": "training.dop.enabled",
-              "diff_output_preservation_multiplier": "training.dop.multiplier",
-              "diff_output_preservation_class": "training.dop.preservation_class",
-              "do_differential_guidance": "advanced.differential_guidance",
-              "differential_guidance_scale": "advanced.differential_guidance_scale",
-              "switch_boundary_every": "multistage.switch_every", "seed": "training.seed",
-              "lr_warmup_steps": "training.lr_warmup_steps"}
-    for k, ours in direct.items():
+    """ai-toolkit's ``train`` table; the helpers run in this order so notes and dropped keys keep theirs."""
+    for k, ours in _TRAIN_DIRECT.items():
         if t.has(k):
             _set(job, ours, _number(t.take(k)))
     op = _Section(t.take("optimizer_params", {}), "train.optimizer_params.", conv)
     if op.has("weight_decay"):
         _set(job, "training.weight_decay", _number(op.take("weight_decay")))
     op.rest()
+    _train_optimizer(t, job, conv)
+    _train_timesteps(t, job, conv)
+    ema = _Section(t.take("ema_config", {}), "train.ema_config.", conv)
+    if ema.has("use_ema"):
+        _set(job, "training.ema", bool(ema.take("use_ema")))
+    if ema.has("ema_decay"):
+        _set(job, "training.ema_decay", _number(ema.take("ema_decay")))
+    ema.rest()
+    if t.has("disable_sampling"):
+        _set(job, "sample.enabled", not bool(t.take("disable_sampling")))
+    _train_fixed(t, conv)
+    t.rest()
+
+
+def _train_optimizer(t: _Section, job: dict[str, Any], conv: Conversion) -> None:
+    """``train.optimizer`` and ``train.lr_scheduler``: the ones wanlora offers, the rest dropped with why."""
     if t.has("optimizer"):
         opt = str(t.take("optimizer")).lower()
         if opt in ("adamw", "adamw8bit"):
@@ -385,6 +404,10 @@ def _train(t: _Section, job: dict[str, Any], conv: Conversion) -> None:
             _set(job, "training.lr_scheduler", sched)
         else:
             conv.dropped.append(("train.lr_scheduler", sched, "wanlora offers constant, cosine and linear; using constant"))
+
+
+def _train_timesteps(t: _Section, job: dict[str, Any], conv: Conversion) -> None:
+    """``train.timestep_type`` and ``train.content_or_style`` → training.timestep_type / timestep_bias."""
     if t.has("timestep_type"):
         tt = str(t.take("timestep_type"))
         if tt in _TIMESTEP_TYPES:
@@ -399,14 +422,10 @@ def _train(t: _Section, job: dict[str, Any], conv: Conversion) -> None:
             _set(job, "training.timestep_bias", _BIAS[cs])
         else:
             conv.dropped.append(("train.content_or_style", cs, "expected balanced, content or style"))
-    ema = _Section(t.take("ema_config", {}), "train.ema_config.", conv)
-    if ema.has("use_ema"):
-        _set(job, "training.ema", bool(ema.take("use_ema")))
-    if ema.has("ema_decay"):
-        _set(job, "training.ema_decay", _number(ema.take("ema_decay")))
-    ema.rest()
-    if t.has("disable_sampling"):
-        _set(job, "sample.enabled", not bool(t.take("disable_sampling")))
+
+
+def _train_fixed(t: _Section, conv: Conversion) -> None:
+    """Keys whose other values wanlora does not offer (flow matching, MSE, bf16, transformer-only LoRA)."""
     if t.has("noise_scheduler") and str(t.take("noise_scheduler")) != "flowmatch":
         conv.dropped.append(("train.noise_scheduler", t.data["noise_scheduler"], "wanlora always trains Wan with flow matching"))
     if t.has("loss_type") and str(t.take("loss_type")) != "mse":
@@ -419,7 +438,6 @@ def _train(t: _Section, job: dict[str, Any], conv: Conversion) -> None:
         conv.dropped.append(("train.train_text_encoder", True, "wanlora never trains the text encoder"))
     for k in ("skip_first_sample", "force_first_sample", "disable_first_sample"):
         t.drop(k, "wanlora makes previews every sample.every steps only")
-    t.rest()
 
 
 def _number(v: Any) -> Any:
