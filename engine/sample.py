@@ -332,7 +332,7 @@ def sample_from_files(loras: list[Path], *, model: str | None, image: Path, prom
     ``progress`` shows the pipeline's denoising bar (stderr): a CPU preview takes minutes, not seconds.
     """
     from diffusers import WanImageToVideoPipeline
-    from wanlora.engine.model.load import resolve_model_path
+    from wanlora.engine.model.folder import resolve_model_path
 
     device = device or (torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32

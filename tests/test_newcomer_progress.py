@@ -78,7 +78,7 @@ def test_demo_shows_steps_and_ctrl_c_exits_130_without_failing(tmp_path: Path) -
 
 
 def test_download_hint_names_hf_and_hf_home(monkeypatch: pytest.MonkeyPatch) -> None:
-    from wanlora.engine.model.load import ModelLoadError, resolve_model_path
+    from wanlora.engine.model.folder import ModelLoadError, resolve_model_path
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", "/nowhere/hf")

@@ -15,14 +15,18 @@ to (``engine.model.quant`` calls it) — so a 24 GB card never holds a whole bf1
 from __future__ import annotations
 
 import json
-import math
 import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from wanlora.engine.model.load import HIGH, LOW, WanParts
+from wanlora.engine.config.experts import HIGH, LOW
+from wanlora.engine.model import single_file
+from wanlora.engine.model.folder import ModelLoadError, WanParts
+from wanlora.engine.model.meta import has_meta, materialize_
+from wanlora.engine.model.quant import quantize_text_encoder
+from wanlora.engine.model.weight_files import check_files, config_for
 
 BOUNDARY_RATIO = 0.9
 # Wan-AI/Wan2.2-I2V-A14B-Diffusers: transformer/config.json and transformer_2/config.json (identical).
@@ -53,48 +57,6 @@ def _on_meta(fn, *args: Any, dtype: torch.dtype | None = None, **kwargs: Any) ->
             return fn(*args, **kwargs)
     finally:
         torch.set_default_dtype(prev)
-
-
-def _init_(t: torch.Tensor, owner: nn.Module, qualname: str, pname: str) -> None:
-    """Weights as a fresh model would draw them (Linear/Conv: kaiming; norms: 1; LoRA B: 0)."""
-    path = f".{qualname}."
-    if ".lora_B." in path:
-        t.zero_()
-    elif ".lora_A." in path or (pname == "weight" and t.dim() >= 2):
-        nn.init.kaiming_uniform_(t, a=math.sqrt(5))
-    elif pname == "bias" or "shift" in pname:
-        t.zero_()
-    elif t.dim() == 1:  # norm scales
-        t.fill_(1.0)
-    else:  # tables such as scale_shift_table, embeddings
-        t.normal_(0.0, 1.0 / math.sqrt(t.shape[-1]))
-
-
-@torch.no_grad()
-def materialize_(module: nn.Module, device: torch.device | str, recurse: bool = True) -> int:
-    """Give every ``meta`` parameter of ``module`` (only its own ones without ``recurse``) random storage on
-    ``device``, in place.
-
-    ``Parameter`` objects are kept (their storage is swapped in), so optimizers and LoRA param lists built on the
-    meta model stay valid.  Returns how many parameters were materialised (0 for an ordinary module).
-    """
-    count = 0
-    for qualname, mod in module.named_modules() if recurse else [("", module)]:
-        for pname, p in mod._parameters.items():
-            if p is None or not p.is_meta:
-                continue
-            t = torch.empty(p.shape, dtype=p.dtype, device=device)
-            _init_(t, mod, qualname, pname)
-            torch.utils.swap_tensors(p, nn.Parameter(t, requires_grad=p.requires_grad))
-            count += 1
-        for bname, b in mod._buffers.items():
-            if b is not None and b.is_meta:
-                mod._buffers[bname] = torch.zeros(b.shape, dtype=b.dtype, device=device)
-    return count
-
-
-def has_meta(module: nn.Module) -> bool:
-    return any(p.is_meta for p in module.parameters()) or any(b.is_meta for b in module.buffers())
 
 
 def random_expert(dtype: torch.dtype, device: torch.device | str, config: dict[str, Any] | None = None) -> nn.Module:
@@ -131,7 +93,6 @@ def random_vae(dtype: torch.dtype, device: torch.device | str):
 def random_text_encoder(dtype: torch.dtype, device: torch.device | str, quant: str = "none"):
     """UMT5-XXL on ``meta``, then placed (and quantised Linear by Linear) by the product's own code."""
     from transformers import UMT5Config, UMT5EncoderModel
-    from wanlora.engine.model.quant import quantize_text_encoder
 
     te = _on_meta(UMT5EncoderModel, UMT5Config(**UMT5_XXL_CONFIG), dtype=dtype)
     te.requires_grad_(False).eval()
@@ -184,10 +145,6 @@ class RandomFullSize:
         parts = WanParts(root=self.root, boundary_ratio=ratio)
         files = {k: Path(v) for k, v in (files or {}).items() if k in (HIGH, LOW)}
         if files:
-            from wanlora.engine.model import single_file
-            from wanlora.engine.model.load import ModelLoadError
-            from wanlora.engine.model.weight_files import check_files, config_for
-
             errors = check_files(files, self.root)[0]
             if errors:
                 raise ModelLoadError("; ".join(errors))

@@ -13,6 +13,7 @@ from typing import Literal
 import torch
 from torch import nn
 from wanlora.engine.model.fp8_linear import Fp8Linear, fp8_eligible
+from wanlora.engine.model.meta import materialize_
 
 Mode = Literal["none", "fp8", "nf4"]
 
@@ -68,8 +69,6 @@ def check_available(mode: Mode, device: torch.device) -> None:
 def _ready(module: nn.Module, device: torch.device, recurse: bool = True) -> nn.Module:
     """A module whose weights are still on ``meta`` (the trial's random full-size model) gets them here, on
     ``device``, where a loaded one would be copied to: same placement order, same peak memory."""
-    from wanlora.engine.model.fullsize import materialize_
-
     materialize_(module, device, recurse=recurse)
     return module
 

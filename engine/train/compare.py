@@ -313,7 +313,7 @@ def compare_job(job_dir: Path, *, steps: list[int] | None = None, device: torch.
         todo: list[tuple[int, int, str]] = []
         for ri, r in enumerate(rows):
             for ci, s in enumerate(specs):
-                from wanlora.engine.model.load import resolve_model_path
+                from wanlora.engine.model.folder import resolve_model_path
 
                 root = root or resolve_model_path(job.model.name_or_path, [])
                 key = cell_key(r, s, root=root, accel=accel, lora=lora)
@@ -342,7 +342,7 @@ def compare_job(job_dir: Path, *, steps: list[int] | None = None, device: torch.
 def _eval_set(job: Job, job_dir: Path, m: Models, say: Say) -> evaluate.EvalSet | None:
     """The stored eval inputs, else encoded now (the VAE / text encoder loaded for it)."""
     from wanlora.engine.data.dataset import DataExhausted
-    from wanlora.engine.model.load import load_text_encoder, load_vae
+    from wanlora.engine.model.folder import load_text_encoder, load_vae
 
     es = evaluate.load_inputs(evaluate.inputs_path(job_dir))
 

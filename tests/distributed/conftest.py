@@ -60,7 +60,7 @@ def python() -> str:
 def adam_rms(state_dir: Path, model_dir: Path, rank: int = 8) -> dict[str, tuple[torch.Tensor, int]]:
     """``"<expert>/<peft key>" → (√v̂, Adam steps taken)`` from a saved state's optimizers: each LoRA weight's
     bias-corrected gradient RMS, the unit Adam divides its gradient by (see :func:`assert_same_adam_weights`)."""
-    from wanlora.engine.model.load import load_expert
+    from wanlora.engine.model.folder import load_expert
     from wanlora.engine.model.lora import ADAPTER_NAME, add_lora
     from wanlora.engine.train.state import load_state
 

@@ -126,7 +126,7 @@ def test_eval_is_recorded_at_every_save_per_expert_and_band(trained) -> None:
 
 def test_eval_loss_equals_an_independent_computation(trained, tiny_model: Path) -> None:
     """The band loss of a file = MSE(model(cat(x_t, cond), t), ε − x₀) recomputed here by hand."""
-    from wanlora.engine.model.load import load_expert
+    from wanlora.engine.model.folder import load_expert
     from wanlora.engine.model.lora import add_lora, load_lora_state_dict
     from wanlora.engine.model.lora_format import comfy_to_peft, read_lora
     from wanlora.engine.train.evaluate import load_inputs, noise_seed
@@ -254,7 +254,7 @@ def test_one_expert_jobs_preview_with_the_other_experts_base_or_latest(trained) 
 
 # ---------------------------------------------------------------- fast previews
 def _accel_pair(folder: Path, tiny_model: Path, rank: int = 4) -> Path:
-    from wanlora.engine.model.load import load_expert
+    from wanlora.engine.model.folder import load_expert
     from wanlora.engine.model.lora import add_lora, lora_state_dict
     from wanlora.engine.model.lora_format import save_lora
 
@@ -270,7 +270,7 @@ def _accel_pair(folder: Path, tiny_model: Path, rank: int = 4) -> Path:
 
 def test_accelerator_runs_on_top_and_leaves_the_trained_adapter_as_it_was(tmp_path: Path, tiny_model: Path) -> None:
     from wanlora.engine.config.accelerator import accelerator_files
-    from wanlora.engine.model.load import load_expert
+    from wanlora.engine.model.folder import load_expert
     from wanlora.engine.model.lora import add_lora, lora_state_dict
     from wanlora.engine.sample import attach_accelerator, detach_accelerator
 

@@ -16,7 +16,7 @@ from wanlora.engine.config import jobdir
 from wanlora.engine.model import keymaps
 from wanlora.engine.model import single_file as sf
 from wanlora.engine.model import weight_files as wf
-from wanlora.engine.model.load import load_expert, load_text_encoder, load_vae
+from wanlora.engine.model.folder import load_expert, load_text_encoder, load_vae
 from wanlora.engine.train.loop import run
 
 from tests.engine.conftest import make_job_dir

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_a_random_sharded_diffusers_expert_is_what_from_pretrained_loads(tmp_path: Path) -> None:
-    from wanlora.engine.model.load import load_expert
+    from wanlora.engine.model.folder import load_expert
     from wanlora.engine.model.tiny import TRANSFORMER_CONFIG
 
     cfg = {**TRANSFORMER_CONFIG, "attention_head_dim": 16, "ffn_dim": 64}

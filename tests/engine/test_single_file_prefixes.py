@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from wanlora.engine.model import single_file as sf
 from wanlora.engine.model import weight_files as wf
-from wanlora.engine.model.load import load_expert
+from wanlora.engine.model.folder import load_expert
 
 CPU = torch.device("cpu")
 PREFIXES = ("", "model.", "diffusion_model.", "model.diffusion_model.")

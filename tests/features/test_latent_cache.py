@@ -18,7 +18,7 @@ from tests.features.conftest import VaeCounter
 
 @pytest.fixture(scope="module")
 def vae(tiny_model: Path):
-    from wanlora.engine.model.load import load_vae
+    from wanlora.engine.model.folder import load_vae
 
     return load_vae(tiny_model, torch.float32, "cpu")
 

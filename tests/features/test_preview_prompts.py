@@ -31,7 +31,7 @@ def _job(tmp: Path, clips: Path, model: Path, **sample) -> dict:
 def test_previews_under_unload_text_encoder_embed_their_own_prompts_and_negatives(
         tmp_path: Path, clips: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from wanlora.engine import sample
-    from wanlora.engine.model.load import load_text_encoder
+    from wanlora.engine.model.folder import load_text_encoder
     from wanlora.engine.model.text import encode_prompts
     from wanlora.engine.train.events import EventLog, Status
     from wanlora.engine.train.loop import Trainer

@@ -16,7 +16,7 @@ PROMPTS = ["sks a red square moving right", "", "person a red square moving righ
 
 @pytest.fixture(scope="module")
 def text(tiny_model: Path):
-    from wanlora.engine.model.load import load_text_encoder
+    from wanlora.engine.model.folder import load_text_encoder
 
     return load_text_encoder(tiny_model, torch.float32, "cpu")
 

@@ -1,8 +1,8 @@
 """The text encoder's fp8 weight-only mode: one byte per weight, embeddings close to the full-precision ones."""
 
 import torch
+from wanlora.engine.model.folder import load_text_encoder
 from wanlora.engine.model.fp8_linear import Fp8Linear
-from wanlora.engine.model.load import load_text_encoder
 from wanlora.engine.model.quant import model_bytes
 from wanlora.engine.model.text import encode_prompts
 
