@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from wanlora.engine import memory_plan as mp
 from wanlora.engine.config.schema import Job, expert_plan
+from wanlora.engine.train import memory_plan as mp
 
 WEIGHTS_GIB = {"none": 26.8, "fp8": 13.8, "nf4": 8.0}  # one expert incl. its unquantised embeddings/norms
 TE_GIB = {"none": 10.6, "fp8": 5.6, "nf4": 3.2}  # UMT5-XXL encoder

@@ -5,7 +5,7 @@ clip of F frames through the VAE) on every step; here both are encoded once and 
 
 - one entry per clip × bucket (F, H, W) × frame selection × flip variant, a safetensors file holding
   ``x0`` ``[16, T, h, w]`` (normalised target latents) and ``cond`` ``[20, T, h, w]`` (mask + condition
-  latents) exactly as :mod:`engine.train.conditioning` computes them live (fp32);
+  latents) exactly as :mod:`engine.model.conditioning` computes them live (fp32);
 - keyed by the clip's content hash plus everything that changes the result (see :meth:`LatentCache.key`);
   a flipped sample is its own entry because flipping latents is not the same as encoding flipped pixels;
 - ``frame_sampling = "fps"`` with caching draws among fixed windows (:func:`engine.data.frames.fps_windows`)
@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 from wanlora.engine.cache.keys import HashIndex, entry_key
-from wanlora.engine.train.conditioning import condition_latents, encode_latents
+from wanlora.engine.model.conditioning import condition_latents, encode_latents
 
 Progress = Callable[[int, int, int], None]  # (done, total, computed so far)
 

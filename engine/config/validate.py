@@ -19,6 +19,7 @@ from wanlora.engine.config.frames import nearest_valid_frames, valid_frames, val
 from wanlora.engine.config.io import parse_toml, read_toml
 from wanlora.engine.config.machine import Machine, machine_findings, skip_requested
 from wanlora.engine.config.presets import Resolved, recipe_meta, resolve
+from wanlora.engine.config.refusals import unload_with_dop
 from wanlora.engine.config.schema import EXPERTS, DatasetSection, Job, expert_plan
 from wanlora.engine.estimate import MEASURED_TOKENS, card_gib, format_ladder, oom_ladder, peak_vram
 
@@ -150,19 +151,6 @@ def _image_problem(path: str) -> str | None:
     except Exception:
         return "not an image PIL can open"
     return None
-
-
-def unload_with_dop(job: Job) -> Finding | None:
-    """``unload_text_encoder`` + DOP, refused by ``validate`` and by the trainer itself (a job folder written by
-    hand skips validate): the one definition of that refusal."""
-    t = job.training
-    if not (t.unload_text_encoder and t.dop.enabled):
-        return None
-    return Finding("error", "training.unload_text_encoder",
-                   "unload_text_encoder encodes only the trigger word once, so DOP's class prompts could not be "
-                   "encoded: every preservation prompt would become the trigger and DOP would pull the LoRA back to "
-                   "the base model",
-                   "set unload_text_encoder = false (use cache_text_embeddings = true to save VRAM instead)")
 
 
 def _check_text_encoder(job: Job) -> list[Finding]:

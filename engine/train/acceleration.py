@@ -18,7 +18,9 @@ import os
 import torch
 from torch import nn
 from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
-from wanlora.engine.memory_plan import (  # noqa: F401 - the planner's arithmetic, shared with the estimate
+from wanlora.engine.model import attention as _attention  # noqa: F401 — registers the FA4 op the policy keeps
+from wanlora.engine.model.fp8_linear import Scaling, convert_to_fp8, warm_fp8_check
+from wanlora.engine.train.memory_plan import (  # noqa: F401 - the planner's arithmetic, shared with the estimate
     BLOCK_ACT_BYTES_PER_TOKEN,
     GC_FLOOR_BYTES_PER_1K_TOKENS,
     GIB,
@@ -31,8 +33,6 @@ from wanlora.engine.memory_plan import (  # noqa: F401 - the planner's arithmeti
     plan_for_free,
     video_tokens,
 )
-from wanlora.engine.model import attention as _attention  # noqa: F401 — registers the FA4 op the policy keeps
-from wanlora.engine.model.fp8_linear import Scaling, convert_to_fp8, warm_fp8_check
 
 
 def apply_fp8(transformer: nn.Module, scaling: Scaling = "tensor") -> int:
@@ -193,7 +193,7 @@ def plan_checkpointing(transformer: nn.Module, tokens: int, batch: int, device: 
     The reserve kept free is the larger of 13 GiB and ``1 − RESERVED_TARGET`` of the device, so peak
     reserved memory stays under 92 % whatever the card.  ``pending_bytes``: memory the first step will
     allocate that is not there yet (the LoRA gradients and AdamW moments).  The arithmetic is
-    :func:`engine.memory_plan.plan_for_free`, which ``wanlora estimate`` runs too.
+    :func:`engine.train.memory_plan.plan_for_free`, which ``wanlora estimate`` runs too.
     """
     n_blocks = len(transformer.blocks)
     if device.type != "cuda":

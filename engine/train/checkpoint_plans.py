@@ -4,7 +4,7 @@ The trainer plans once after caching (:meth:`CheckpointPlanner.plan`, with the e
 puts the plan of each batch's bucket in force (:meth:`ExpertCheckpointing.use`) and, after a CUDA out of
 memory under the speed plan, falls back to checkpointing every block in that bucket only
 (:meth:`ExpertCheckpointing.relax`).  ``wanlora trial`` reads what ran (:meth:`ExpertCheckpointing.in_force`).
-The arithmetic is :func:`engine.train.acceleration.plan_checkpointing` (and :mod:`engine.memory_plan` below it).
+The arithmetic is :func:`engine.train.acceleration.plan_checkpointing` (and :mod:`engine.train.memory_plan` below it).
 """
 
 from __future__ import annotations

@@ -299,7 +299,7 @@ def compare_job(job_dir: Path, *, steps: list[int] | None = None, device: torch.
     rendered = reused = 0
     accel = None
     if previews:
-        from wanlora.engine.sample import accelerator_for, preview_specs
+        from wanlora.engine.train.previews import accelerator_for, preview_specs
 
         accel = accelerator_for(job.sample)
         specs = preview_specs(job.sample, job.job.trigger_word, accelerated=accel is not None)
@@ -369,7 +369,7 @@ def _eval_set(job: Job, job_dir: Path, m: Models, say: Say) -> evaluate.EvalSet 
 def _render_cells(job: Job, rows: list[Checkpoint], specs: list[Any], todo: list[tuple[int, int, str]],
                   cells: list[list[dict[str, Any] | None]], cell_dir: Path, m: Models, accel: dict[str, Path] | None,
                   timing: dict[str, Any], say: Say) -> int:
-    from wanlora.engine.sample import attach_accelerator, build_pipeline, make_scheduler, render
+    from wanlora.engine.train.previews import attach_accelerator, build_pipeline, make_scheduler, render
 
     embed = _embed_prompts(m, specs)  # then the text encoder is freed: more room for both experts
     if accel is not None:
@@ -445,8 +445,8 @@ def _write_sheets(job: Job, rows: list[Checkpoint], cells: list[list[dict[str, A
                   picks: dict[str, pick.Pick], out: Path, k: int, accelerated: bool, say: Say
                   ) -> tuple[Path | None, Path | None]:
     from wanlora.engine.data.decode import probe_video, read_video_frames
-    from wanlora.engine.sample import write_mp4
     from wanlora.engine.train import sheet
+    from wanlora.engine.train.previews import write_mp4
 
     videos: list[list[Any]] = []
     stills: list[list[Any]] = []

@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 from wanlora.engine.config.experts import HIGH, LOW
-from wanlora.engine.train.conditioning import model_input
+from wanlora.engine.model.conditioning import model_input
 from wanlora.engine.train.objective import flow_target, mse_loss, noisy_latents
 
 BANDS = 4

@@ -27,15 +27,15 @@ from wanlora.engine.config import jobdir
 from wanlora.engine.config.findings import JobError
 from wanlora.engine.config.io import load_job
 from wanlora.engine.config.launch import EXPERT, multi_gpu_mode
+from wanlora.engine.config.refusals import unload_with_dop
 from wanlora.engine.config.schema import ExpertPlan, Job, expert_plan
-from wanlora.engine.config.validate import unload_with_dop
 from wanlora.engine.model import attention, lora_format
+from wanlora.engine.model.conditioning import model_input
 from wanlora.engine.model.load import ModelLoadError, WanParts, load_parts
 from wanlora.engine.model.lora import add_lora, load_lora_state_dict, lora_state_dict
 from wanlora.engine.model.offload import BlockStreamer
 from wanlora.engine.model.part_sources import fp8_files_direct, job_files
 from wanlora.engine.model.quant import QuantizationUnavailable, check_available, quantize_and_place
-from wanlora.engine.sample import training_previews
 from wanlora.engine.train import acceleration as acc
 from wanlora.engine.train import distributed, dop, evaluate
 from wanlora.engine.train import ema as ema_mod
@@ -43,13 +43,13 @@ from wanlora.engine.train import expert_parallel as ep
 from wanlora.engine.train import state as train_state
 from wanlora.engine.train.batches import Batch, BatchSource, DataExhausted, make_batch_source
 from wanlora.engine.train.checkpoint_plans import CheckpointPlanner
-from wanlora.engine.train.conditioning import model_input
 from wanlora.engine.train.control import StopSignal, take_flags
 from wanlora.engine.train.events import EventLog, Status
 from wanlora.engine.train.experts import Expert, place_experts
 from wanlora.engine.train.failures import nan_message, oom_message
 from wanlora.engine.train.objective import differential_guidance_target, flow_target, mse_loss, noisy_latents
 from wanlora.engine.train.optim import OptimizerUnavailable, build_optimizer, lr_at, set_lr
+from wanlora.engine.train.previews import training_previews
 from wanlora.engine.train.sample_noise import batch_positions, draw_per_sample, sample_seed
 from wanlora.engine.train.schedule import ExpertSchedule
 from wanlora.engine.train.timesteps import sample_timesteps, sigmas_from_timesteps

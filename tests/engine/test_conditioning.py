@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from wanlora.engine.train.conditioning import condition_latents, encode_latents, first_frame_mask, model_input
+from wanlora.engine.model.conditioning import condition_latents, encode_latents, first_frame_mask, model_input
 from wanlora.engine.train.objective import (
     differential_guidance_target,
     flow_target,

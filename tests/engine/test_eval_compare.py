@@ -272,7 +272,7 @@ def test_accelerator_runs_on_top_and_leaves_the_trained_adapter_as_it_was(tmp_pa
     from wanlora.engine.config.accelerator import accelerator_files
     from wanlora.engine.model.folder import load_expert
     from wanlora.engine.model.lora import add_lora, lora_state_dict
-    from wanlora.engine.sample import attach_accelerator, detach_accelerator
+    from wanlora.engine.train.previews import attach_accelerator, detach_accelerator
 
     files = accelerator_files(str(_accel_pair(tmp_path / "lightx2v", tiny_model)))
     assert files["high_noise"].name.startswith("high") and files["low_noise"].name.startswith("low")

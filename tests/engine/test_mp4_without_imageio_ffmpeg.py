@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from wanlora.engine.sample import write_mp4
+from wanlora.engine.train.previews import write_mp4
 from wanlora.engine.train.sheet import grid_frames
 
 

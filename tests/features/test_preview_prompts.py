@@ -30,9 +30,9 @@ def _job(tmp: Path, clips: Path, model: Path, **sample) -> dict:
 
 def test_previews_under_unload_text_encoder_embed_their_own_prompts_and_negatives(
         tmp_path: Path, clips: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from wanlora.engine import sample
     from wanlora.engine.model.folder import load_text_encoder
     from wanlora.engine.model.text import encode_prompts
+    from wanlora.engine.train import previews
     from wanlora.engine.train.events import EventLog, Status
     from wanlora.engine.train.loop import Trainer
 
@@ -48,7 +48,7 @@ def test_previews_under_unload_text_encoder_embed_their_own_prompts_and_negative
             seen.append((s.prompt, s.negative, embed([s.prompt]), embed([s.negative])))
         return []
 
-    monkeypatch.setattr(sample, "render", fake_render)
+    monkeypatch.setattr(previews, "render", fake_render)
     tr.sample_previews()
 
     tok, te = load_text_encoder(tiny_model, torch.float32, CPU)  # the reference: a fresh live encoder
@@ -73,7 +73,7 @@ def test_previews_under_unload_text_encoder_embed_their_own_prompts_and_negative
 def test_the_default_negative_is_wans_own_and_empty_turns_it_off(tmp_path: Path, clips: Path,
                                                                    tiny_model: Path) -> None:
     from wanlora.engine.cache.prepare import sample_prompts
-    from wanlora.engine.sample import preview_specs
+    from wanlora.engine.train.previews import preview_specs
 
     # the Wan 2.2 release's wan/configs/shared_config.py sample_neg_prompt: its first and last phrases, its length
     assert WAN_NEGATIVE_PROMPT.startswith("色调艳丽，过曝，静态，") and WAN_NEGATIVE_PROMPT.endswith("背景人很多，倒着走")

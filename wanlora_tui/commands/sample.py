@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     quiet_libraries()
     import torch
     from wanlora.engine.model.load import ModelLoadError
-    from wanlora.engine.sample import sample_from_files
+    from wanlora.engine.train.previews import sample_from_files
 
     loras = [Path(p).expanduser() for p in args.loras]
     out = Path(args.out).expanduser() if args.out else loras[0].parent / "samples"

@@ -4,6 +4,8 @@ The trainer (:func:`engine.train.acceleration.plan_checkpointing`) feeds it the 
 the device; ``wanlora estimate`` and the wizard feed it the memory they expect on the card, so the estimate
 plans exactly as the trainer will (the same blocks checkpointed, the same attention outputs kept) and its
 step time counts the same recompute.  Pure functions of numbers.
+It sits in ``engine/train`` beside the planner it serves; ``engine/train/__init__.py`` imports nothing, so
+``engine.estimate`` (and ``wanlora validate`` through it) reads it without importing torch.
 """
 
 from __future__ import annotations
