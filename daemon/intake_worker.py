@@ -18,14 +18,15 @@ from typing import Any
 def check(req: dict[str, Any]) -> dict[str, Any]:
     """Validate one job file's text; the reply carries the resolved job when it has no errors."""
     from wanlora.daemon import faults
+    from wanlora.engine.checks import caption_job as caption_check
+    from wanlora.engine.checks.validate import check_file
     from wanlora.engine.config.io import dump_job, job_to_dict
-    from wanlora.engine.config.validate import check_file
 
     faults.hang("checker-hang")
     from wanlora.engine.config import caption_job
 
     if caption_job.is_caption_text(str(req["text"])):  # `wanlora caption --queue`: not a training job
-        return caption_job.check_text(str(req["text"]), str(req.get("source") or "caption.toml"))
+        return caption_check.check_text(str(req["text"]), str(req.get("source") or "caption.toml"))
     roots = [Path(r) for r in req.get("output_roots") or []]
     resolved, findings = check_file(str(req.get("source") or "job.toml"), text=str(req["text"]), output_roots=roots)
     out: dict[str, Any] = {"findings": [f.to_dict() for f in findings]}
@@ -36,7 +37,8 @@ def check(req: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> int:
-    import wanlora.engine.config.validate  # noqa: F401  (imports before "ready": the timeout is for the check)
+    import wanlora.engine.checks.caption_job  # noqa: F401  (imports before "ready": the timeout is for the check)
+    import wanlora.engine.checks.validate  # noqa: F401
 
     out = sys.stdout
     sys.stdout = sys.stderr  # a stray print from a library must not corrupt the reply stream

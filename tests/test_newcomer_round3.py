@@ -55,7 +55,7 @@ def test_validate_wraps_at_the_terminal_width_on_word_boundaries(tmp_path: Path,
 
 def test_the_demo_job_validates_without_warnings(tmp_path: Path) -> None:
     """The first job a newcomer submits (`wanlora submit <home>/demo/job/job.toml`) draws no warning."""
-    from wanlora.engine.config.validate import check_file
+    from wanlora.engine.checks.validate import check_file
     from wanlora.engine.train.demo import prepare_demo
 
     job_dir = prepare_demo(tmp_path)

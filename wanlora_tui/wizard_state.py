@@ -254,8 +254,8 @@ class WizardState:
         return float(self.tier) if isinstance(self.tier, int) else None
 
     def evaluate(self) -> None:
+        from wanlora.engine.checks.validate import sort_findings, validate_job
         from wanlora.engine.config.presets import resolve
-        from wanlora.engine.config.validate import sort_findings, validate_job
 
         self._sync_meta()
         self.dirty = False
@@ -313,7 +313,7 @@ class WizardState:
 
     def final_check(self) -> list[Finding]:
         """Re-check the exact TOML text through ``check_file``, the path ``wanlora validate`` takes."""
-        from wanlora.engine.config.validate import check_file
+        from wanlora.engine.checks.validate import check_file
 
         text = self.toml()
         if not text or self.schema_error:

@@ -11,7 +11,7 @@ A caption job file is one ``[caption]`` table (no ``[job]``/``[model]``: it is n
     model = "Qwen/Qwen2.5-VL-7B-Instruct"
     quant = "auto"              # auto | none | 4bit
 
-The daemon's intake checks it here (:func:`check_text`), freezes it in ``jobs/<id>/job.toml`` with a
+The daemon's intake checks it (``engine.checks.caption_job.check_text``: it lists the folder), freezes it in ``jobs/<id>/job.toml`` with a
 ``[job]`` table holding its name, and starts ``python -m wanlora.engine.caption JOB_DIR`` for it
 (:func:`command`) in its own session like a trainer.  The child follows the job-folder contract
 (``status.json``, ``events.jsonl`` with one ``step`` per clip, ``run.lock``, ``control/pause``, exit codes),
@@ -122,35 +122,6 @@ def to_text(spec: CaptionSpec) -> str:
     data = spec.model_dump()
     data["folder"] = str(Path(spec.folder).expanduser().resolve())
     return tomli_w.dumps({TABLE: data})
-
-
-def check_text(text: str, source: str = "caption.toml") -> dict[str, Any]:
-    """The intake checker's reply for a caption job file: ``{"findings", "job"?}`` like a training job's.
-
-    The folder must exist and be listable; a folder with nothing to caption is a warning (the job then
-    finishes at once).  ``job`` is what the daemon freezes as job.toml: the ``[caption]`` table, absolute
-    folder, plus ``[job] name``.
-    """
-    from wanlora.engine.data.scan import ScanError, list_media
-
-    try:
-        spec = spec_from_dict(parse_toml(text, source), source)
-    except JobError as e:
-        return {"findings": [f.to_dict() for f in e.findings]}
-    folder = Path(spec.folder).expanduser()
-    if not folder.is_absolute():
-        return {"findings": [Finding("error", "caption.folder", f"{spec.folder!r} is a relative path",
-                                     "give the folder's absolute path (wanlora caption --queue does)").to_dict()]}
-    try:
-        media, _ = list_media(folder)
-    except ScanError as e:
-        return {"findings": [Finding("error", "caption.folder", str(e)).to_dict()]}
-    findings: list[Finding] = []
-    if not media:
-        findings.append(Finding("warning", "caption.folder", f"{folder} holds no clips or images"))
-    table = spec.model_dump()
-    return {"findings": [f.to_dict() for f in findings],
-            "job": {"job": {"name": job_name(folder), "gpus": "auto"}, TABLE: table}}
 
 
 def command(job_dir: str | Path, python: str) -> list[str]:

@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
+from wanlora.engine.checks.validate import check_file
 from wanlora.engine.config.findings import JobError
 from wanlora.engine.config.io import job_from_dict, parse_toml
-from wanlora.engine.config.validate import check_file
 from wanlora.engine.data.scan import MAX_CAPTION_BYTES, scan_folder
 from wanlora.engine.data.synthetic import write_bad_files, write_clips
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from wanlora.engine.checks.validate import check_file
 from wanlora.engine.config.aitk import convert, to_toml
 from wanlora.engine.config.io import job_from_dict, parse_toml
 from wanlora.engine.config.schema import hub_repo_problem
-from wanlora.engine.config.validate import check_file
 
 
 def _aitk(save: dict) -> dict:

@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
+from wanlora.engine.checks.validate import check_file
 from wanlora.engine.config.machine import Machine
-from wanlora.engine.config.validate import check_file
 
 from tests.config.conftest import clean_job
 

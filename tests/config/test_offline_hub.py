@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from wanlora.engine.config.validate import check_file
+from wanlora.engine.checks.validate import check_file
 
 from tests.config.conftest import clean_job
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from wanlora.engine.checks.validate import check_file
 from wanlora.engine.config.io import job_from_dict
-from wanlora.engine.config.validate import check_file
 from wanlora.engine.data.captions import final_caption, sample_preservation_prompt, training_caption
 from wanlora.engine.data.synthetic import write_clips
 
@@ -115,8 +115,8 @@ def test_trainer_refuses_dop_without_a_trigger(tmp_path: Path) -> None:
 def test_trainer_refuses_dop_with_unload_text_encoder_as_validate_does(tmp_path: Path) -> None:
     """Started directly (no validate), the trainer would map DOP's class prompts to the trigger and pull the
     LoRA back to the base model; it refuses with validate's own finding, before any model is read."""
+    from wanlora.engine.checks.validate import validate_job
     from wanlora.engine.config import jobdir
-    from wanlora.engine.config.validate import validate_job
     from wanlora.engine.train.demo import demo_job_dict, write_job_dir
     from wanlora.engine.train.loop import run
 

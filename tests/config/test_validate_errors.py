@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
+from wanlora.engine.checks.validate import check_file, nearest_valid_frames
 from wanlora.engine.config.findings import Finding
-from wanlora.engine.config.validate import check_file, nearest_valid_frames
 from wanlora.engine.data.synthetic import write_bad_files, write_clips
 
 from tests.config.conftest import clean_job
@@ -109,7 +109,7 @@ def test_dataset_folder_unreadable(job_file, tmp_path):
     d.chmod(0)
     try:
         out = run_owner_only(
-            "import json; from wanlora.engine.config.validate import check_file\n"
+            "import json; from wanlora.engine.checks.validate import check_file\n"
             f"_, fs = check_file({str(job)!r})\n"
             "print(json.dumps([[f.key, f.message, f.fix] for f in fs if f.level == 'error']))")
     finally:

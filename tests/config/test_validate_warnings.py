@@ -5,9 +5,9 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
+from wanlora.engine.checks.validate import check_file, validate_job
 from wanlora.engine.config.findings import Finding
 from wanlora.engine.config.presets import resolve
-from wanlora.engine.config.validate import check_file, validate_job
 from wanlora.engine.data.synthetic import write_clips
 
 from tests.config.conftest import clean_job

@@ -322,8 +322,8 @@ def test_compare_with_an_accelerator_renders_new_labelled_cells(trained, tiny_mo
 
 # ---------------------------------------------------------------- checks before a GPU is touched
 def test_validation_refuses_all_eval_jobs_and_a_missing_accelerator(tmp_path: Path, tiny_model: Path) -> None:
+    from wanlora.engine.checks.validate import validate_job
     from wanlora.engine.config.io import job_from_dict
-    from wanlora.engine.config.validate import validate_job
 
     d = _eval_job_dict(tmp_path, tiny_model)
     d["datasets"][0]["is_eval"] = True

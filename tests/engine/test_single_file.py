@@ -280,8 +280,8 @@ def test_swapped_experts_are_caught_by_metadata_or_name_else_flagged_unverifiabl
 
 
 def test_validate_and_the_trainer_refuse_a_lora_given_as_base(tmp_path: Path, clips: Path, tiny_model: Path) -> None:
+    from wanlora.engine.checks.validate import validate_job
     from wanlora.engine.config.io import job_from_dict
-    from wanlora.engine.config.validate import validate_job
     from wanlora.engine.train.demo import demo_job_dict
 
     lora = _lora_file(tmp_path)

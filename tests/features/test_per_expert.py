@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from wanlora.engine.checks.validate import validate_job
 from wanlora.engine.config import jobdir
 from wanlora.engine.config.findings import JobError
 from wanlora.engine.config.io import dump_job, job_from_dict, parse_toml
 from wanlora.engine.config.presets import resolve
 from wanlora.engine.config.schema import expert_plan
-from wanlora.engine.config.validate import validate_job
 from wanlora.engine.model.lora_format import read_lora
 from wanlora.engine.train.loop import run
 

@@ -12,7 +12,8 @@ def test_tui_imports_no_torch() -> None:
         "import wanlora.tui.app, wanlora.tui.daemon_link, wanlora.tui.job_model\n"
         "from wanlora.tui.screens import confirm, dashboard, dataset_scan, datasets, gpu, job, panel, recipe, review\n"
         "from wanlora.tui.commands import home, new, attach\n"
-        "import wanlora.engine.data.scan, wanlora.engine.estimate, wanlora.engine.config.validate, wanlora.engine.config.presets\n"
+        "import wanlora.engine.data.scan, wanlora.engine.estimate, wanlora.engine.checks.validate, wanlora.engine.config.presets\n"
+        "import wanlora.engine.checks.caption_job\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'diffusers', 'transformers', 'peft'))\n"
         "assert not bad, bad\n"
     )

@@ -135,7 +135,8 @@ def _report(summary, dry_run: bool) -> None:  # noqa: ANN001 - run.Summary
 
 def _queue(args: argparse.Namespace, recipe: str, folder: Path) -> int:
     from wanlora.daemon import client
-    from wanlora.engine.config.caption_job import CaptionSpec, check_text, job_name, to_text
+    from wanlora.engine.checks.caption_job import check_text
+    from wanlora.engine.config.caption_job import CaptionSpec, job_name, to_text
 
     if args.dry_run:
         print("wanlora caption: --dry-run prints here; it cannot be queued", file=sys.stderr)

@@ -53,7 +53,7 @@ def _edit_in_wizard(path: Path, home: Path) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     from wanlora.daemon import client
-    from wanlora.engine.config.validate import check_file
+    from wanlora.engine.checks.validate import check_file
     from wanlora.tui.commands.validate import format_findings
 
     home = home_of(args)

@@ -37,10 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser, verb: str = "slurm") -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from wanlora.engine.checks.validate import check_file
     from wanlora.engine.config.io import dump_job
     from wanlora.engine.config.launch import LaunchError
     from wanlora.engine.config.slurm import SlurmOptions, sbatch_script
-    from wanlora.engine.config.validate import check_file
     from wanlora.tui.commands.validate import format_findings
 
     resolved, findings = check_file(args.job, machine=False)

@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser, verb: str = "submit") -> None
 
 def run(args: argparse.Namespace) -> int:
     from wanlora.daemon import client
-    from wanlora.engine.config.validate import check_file
+    from wanlora.engine.checks.validate import check_file
     from wanlora.tui.commands.validate import format_findings
 
     path: Path = args.job

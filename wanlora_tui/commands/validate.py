@@ -40,7 +40,7 @@ def summary(findings: list) -> dict[str, int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from wanlora.engine.config.validate import check_file
+    from wanlora.engine.checks.validate import check_file
 
     path = Path(args.job)
     if not path.is_file():
