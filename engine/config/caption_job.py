@@ -11,12 +11,13 @@ A caption job file is one ``[caption]`` table (no ``[job]``/``[model]``: it is n
     model = "Qwen/Qwen2.5-VL-7B-Instruct"
     quant = "auto"              # auto | none | 4bit
 
-The daemon's intake checks it (``engine.checks.caption_job.check_text``: it lists the folder), freezes it in ``jobs/<id>/job.toml`` with a
-``[job]`` table holding its name, and starts ``python -m wanlora.engine.caption JOB_DIR`` for it
-(:func:`command`) in its own session like a trainer.  The child follows the job-folder contract
-(``status.json``, ``events.jsonl`` with one ``step`` per clip, ``run.lock``, ``control/pause``, exit codes),
-so ``wanlora status``, ``attach``, ``cancel``, ``pause``/``resume`` and re-adoption after a daemon restart
-work on it unchanged; a retried caption job captions only the clips still missing a caption.
+The daemon's intake checks it (``engine.checks.caption_job.check_text``, which lists the folder), freezes
+it in ``jobs/<id>/job.toml`` with a ``[job]`` table holding its name, and starts
+``python -m wanlora.engine.caption JOB_DIR`` for it (:func:`command`) in its own session like a trainer.  The
+child follows the job-folder contract (``status.json``, ``events.jsonl`` with one ``step`` per clip,
+``run.lock``, ``control/pause``, exit codes), so ``wanlora status``, ``attach``, ``cancel``,
+``pause``/``resume`` and re-adoption after a daemon restart work on it unchanged; a retried caption job
+captions only the clips still missing a caption.
 """
 
 from __future__ import annotations
