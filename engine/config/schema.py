@@ -9,11 +9,20 @@ docs all read them from here.  Pure pydantic: importing this never imports torch
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+import types
+import typing
+from dataclasses import make_dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-from wanlora.engine.config.experts import EXPERTS, trained_experts
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+from pydantic.fields import FieldInfo
+from wanlora.engine.config.experts import (
+    EXPERT_SETTING_KEYS,
+    EXPERT_SETTINGS,
+    EXPERTS,
+    ExpertSetting,
+    trained_experts,
+)
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 VRAM_TIERS = (12, 24, 32, 48, 80, 141)
@@ -117,65 +126,6 @@ class QuantizationSection(Section):
 
 TimestepType = Literal["linear", "sigmoid", "shift"]
 TimestepBias = Literal["balanced", "high_noise", "low_noise"]
-
-
-class ExpertSettings(Section):
-    """One expert: whether it trains, and settings of its own where it should differ (empty = the job-wide value).
-
-    ``high_noise = true`` is shorthand for a table with only ``train``.  Users find the high-noise expert
-    overtrains before the low-noise one (diffusion-pipe #372; ai-toolkit PR #474, closed unmerged), so each
-    expert may have its own learning rate, rank/alpha (each expert has its own LoRA file) and timestep shaping.
-    Truthiness is ``train``, so ``if job.multistage.high_noise:`` keeps meaning "is it trained".
-    """
-
-    train: bool = F(True, "Train this expert (high noise: composition, motion, camera; low noise: detail, identity, texture).")
-    learning_rate: float | None = F(None, "This expert's learning rate; empty = training.learning_rate (e.g. lower it for the high-noise expert if it overtrains).", gt=0, le=1e-2)
-    rank: int | None = F(None, "This expert's LoRA rank; empty = target.rank.", ge=1, le=256)
-    alpha: float | None = F(None, "This expert's LoRA alpha; empty = target.alpha (or this expert's rank when that is empty too).", gt=0, le=1024)
-    timestep_type: TimestepType | None = F(None, "This expert's timestep type; empty = training.timestep_type.")
-    timestep_bias: TimestepBias | None = F(None, "This expert's timestep bias inside its own range; empty = training.timestep_bias.")
-    weight_decay: float | None = F(None, "This expert's AdamW weight decay; empty = training.weight_decay.", ge=0.0, le=1.0)
-
-    def __bool__(self) -> bool:
-        return self.train
-
-    def overrides(self) -> dict[str, Any]:
-        """The settings this expert sets itself (``train`` aside)."""
-        return {k: v for k, v in self.model_dump().items() if k != "train" and v is not None}
-
-
-def _expert_shorthand(v: Any) -> Any:
-    if isinstance(v, bool):
-        return {"train": v}
-    if isinstance(v, ExpertSettings | dict):
-        return v
-    what = "use true/false (not 0/1)" if isinstance(v, int | float) else "use true/false"
-    raise ValueError(f"{what}, or a [multistage.high_noise] / [multistage.low_noise] table; "
-                     "e.g. high_noise = true, or [multistage.high_noise] learning_rate = 5e-5")
-
-
-class MultistageSection(Section):
-    switch_every: int = F(
-        10, "Steps on one expert before switching; 1 only if both experts stay resident, 10-50 with low VRAM/offload.",
-        ge=1, le=10000,
-    )
-    high_noise: ExpertSettings = Field(
-        default_factory=ExpertSettings,
-        description="The high-noise expert (composition, motion, camera): `high_noise = true|false`, or this table "
-                    "with settings of its own; an empty key takes the job-wide value.")
-    low_noise: ExpertSettings = Field(
-        default_factory=ExpertSettings,
-        description="The low-noise expert (detail, identity, texture): `low_noise = true|false`, or this table "
-                    "with settings of its own; an empty key takes the job-wide value.")
-
-    @field_validator("high_noise", "low_noise", mode="before")
-    @classmethod
-    def _shorthand(cls, v: Any) -> Any:
-        return _expert_shorthand(v)
-
-    def trained(self) -> list[str]:
-        """The experts that train, high noise first (none is validation's error, not an exception here)."""
-        return trained_experts(self.high_noise.train, self.low_noise.train, required=False)
 
 
 class TargetSection(Section):
@@ -370,6 +320,87 @@ class SampleSection(Section):
     accelerator_guidance_scale: float = F(1.0, "CFG scale when accelerator_lora is set (distilled LoRAs run without CFG: 1).", ge=0.0, le=30.0)
 
 
+# The sections a per-expert setting may fall back to (every table of Job above this point but multistage).
+_JOB_WIDE: dict[str, type[Section]] = {"job": JobSection, "model": ModelSection, "quantization": QuantizationSection,
+                                       "target": TargetSection, "save": SaveSection, "training": TrainingSection,
+                                       "advanced": AdvancedSection}
+
+
+def _job_wide_field(dotted: str) -> FieldInfo:
+    section, _, key = dotted.partition(".")
+    model = _JOB_WIDE.get(section)
+    if model is None or key not in model.model_fields:
+        raise ValueError(f"EXPERT_SETTINGS: {dotted!r} is not a job-wide key (one of {', '.join(_JOB_WIDE)})")
+    return model.model_fields[key]
+
+
+def _expert_field(s: ExpertSetting) -> tuple[Any, Any]:
+    """An expert's own field for ``s``: the job-wide field's type and bounds, empty (None) by default."""
+    g = _job_wide_field(s.falls_back_to)
+    ann = g.annotation if type(None) in typing.get_args(g.annotation) else g.annotation | None
+    bounds = {a: getattr(m, a) for m in g.metadata for a in ("gt", "ge", "lt", "le", "multiple_of")
+              if getattr(m, a, None) is not None}
+    return ann, F(None, s.help, **bounds)
+
+
+class _ExpertTrain(Section):
+    """One expert: whether it trains, and settings of its own where it should differ (empty = the job-wide value).
+
+    ``high_noise = true`` is shorthand for a table with only ``train``.  Users find the high-noise expert
+    overtrains before the low-noise one (diffusion-pipe #372; ai-toolkit PR #474, closed unmerged), so each
+    expert may have its own learning rate, rank/alpha (each expert has its own LoRA file) and timestep shaping:
+    the fields after ``train`` are made from ``engine.config.experts.EXPERT_SETTINGS``.
+    Truthiness is ``train``, so ``if job.multistage.high_noise:`` keeps meaning "is it trained".
+    """
+
+    train: bool = F(True, "Train this expert (high noise: composition, motion, camera; low noise: detail, identity, texture).")
+
+    def __bool__(self) -> bool:
+        return self.train
+
+    def overrides(self) -> dict[str, Any]:
+        """The settings this expert sets itself (``train`` aside)."""
+        return {k: v for k, v in self.model_dump().items() if k != "train" and v is not None}
+
+
+ExpertSettings = create_model("ExpertSettings", __base__=_ExpertTrain, __module__=__name__,
+                              __doc__=_ExpertTrain.__doc__, **{s.key: _expert_field(s) for s in EXPERT_SETTINGS})
+
+
+def _expert_shorthand(v: Any) -> Any:
+    if isinstance(v, bool):
+        return {"train": v}
+    if isinstance(v, ExpertSettings | dict):
+        return v
+    what = "use true/false (not 0/1)" if isinstance(v, int | float) else "use true/false"
+    raise ValueError(f"{what}, or a [multistage.high_noise] / [multistage.low_noise] table; "
+                     "e.g. high_noise = true, or [multistage.high_noise] learning_rate = 5e-5")
+
+
+class MultistageSection(Section):
+    switch_every: int = F(
+        10, "Steps on one expert before switching; 1 only if both experts stay resident, 10-50 with low VRAM/offload.",
+        ge=1, le=10000,
+    )
+    high_noise: ExpertSettings = Field(
+        default_factory=ExpertSettings,
+        description="The high-noise expert (composition, motion, camera): `high_noise = true|false`, or this table "
+                    "with settings of its own; an empty key takes the job-wide value.")
+    low_noise: ExpertSettings = Field(
+        default_factory=ExpertSettings,
+        description="The low-noise expert (detail, identity, texture): `low_noise = true|false`, or this table "
+                    "with settings of its own; an empty key takes the job-wide value.")
+
+    @field_validator("high_noise", "low_noise", mode="before")
+    @classmethod
+    def _shorthand(cls, v: Any) -> Any:
+        return _expert_shorthand(v)
+
+    def trained(self) -> list[str]:
+        """The experts that train, high noise first (none is validation's error, not an exception here)."""
+        return trained_experts(self.high_noise.train, self.low_noise.train, required=False)
+
+
 class Job(Section):
     """A whole job file.  Section names are the TOML tables."""
 
@@ -385,44 +416,70 @@ class Job(Section):
     sample: SampleSection = Field(default_factory=SampleSection)
 
 
-@dataclass(frozen=True)
-class ExpertPlan:
-    """What one expert trains with after its overrides: the value and the key it came from."""
+def _value_type(s: ExpertSetting) -> type:
+    """The type of an expert's resolved value: the job-wide field's without None (a Literal's is str)."""
+    ann = _job_wide_field(s.falls_back_to).annotation
+    if typing.get_origin(ann) in (typing.Union, types.UnionType):  # `float | None`: a resolved value is never None
+        ann = next(a for a in typing.get_args(ann) if a is not type(None))
+    return str if typing.get_origin(ann) is Literal else ann
+
+
+_VALUE_TYPES: dict[str, type] = {s.key: _value_type(s) for s in EXPERT_SETTINGS}
+
+
+class _PlanViews:
+    """What :class:`ExpertPlan` offers besides its fields, each a view the trainer or a report writes out."""
 
     expert: str
-    learning_rate: float
-    rank: int
-    alpha: float
-    timestep_type: str
-    timestep_bias: str
-    weight_decay: float
-    sources: dict[str, str]  # setting -> dotted key that supplied it
+    sources: dict[str, str]
+
+    def settings(self) -> dict[str, Any]:
+        """Every per-expert setting's value, in EXPERT_SETTINGS order."""
+        return {k: getattr(self, k) for k in EXPERT_SETTING_KEYS}
+
+    def as_dict(self) -> dict[str, Any]:
+        """The values and, under ``sources``, the key that supplied each (the ``ready`` event's entry)."""
+        return {**self.settings(), "sources": dict(self.sources)}
+
+    def training_metadata(self) -> dict[str, Any]:
+        """The settings a LoRA file's ``training`` metadata holds (rank and alpha have header fields)."""
+        return {s.key: getattr(self, s.key) for s in EXPERT_SETTINGS if s.in_training_metadata}
+
+    def own_keys(self) -> list[str]:
+        """The settings this expert's own table supplied, sorted (``per_expert`` in the metadata)."""
+        return sorted(k for k, src in self.sources.items() if src.startswith("multistage."))
+
+
+# What one expert trains with after its overrides: ``expert``, one field per EXPERT_SETTINGS row (the value),
+# and ``sources`` (setting -> dotted key that supplied it).
+ExpertPlan = make_dataclass(
+    "ExpertPlan", [("expert", str), *((k, t) for k, t in _VALUE_TYPES.items()),
+                   ("sources", dict[str, str])],
+    bases=(_PlanViews,), frozen=True)
+ExpertPlan.__module__ = __name__
+ExpertPlan.__doc__ = "What one expert trains with after its overrides: the value and the key it came from."
 
 
 def expert_plan(job: Job, expert: str) -> ExpertPlan:
     """The settings ``expert`` trains with: its ``[multistage.<expert>]`` value, else the job-wide one.
 
-    Alpha: the expert's own, else ``target.alpha``, else the expert's (possibly overridden) rank, so
+    A row with ``then`` (alpha) whose job-wide key is empty too takes that earlier row's value: the
+    expert's own, else ``target.alpha``, else the expert's (possibly overridden) rank, so
     ``scale = alpha / rank`` stays 1 by default whatever rank an expert has.
     """
-    ov: ExpertSettings = getattr(job.multistage, expert)
-    own = f"multistage.{expert}."
-    globals_ = {"learning_rate": ("training.learning_rate", job.training.learning_rate),
-                "rank": ("target.rank", job.target.rank),
-                "timestep_type": ("training.timestep_type", job.training.timestep_type),
-                "timestep_bias": ("training.timestep_bias", job.training.timestep_bias),
-                "weight_decay": ("training.weight_decay", job.training.weight_decay)}
+    own: ExpertSettings = getattr(job.multistage, expert)
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
-    for k, (gkey, gval) in globals_.items():
-        mine = getattr(ov, k)
-        values[k], sources[k] = (mine, own + k) if mine is not None else (gval, gkey)
-    if ov.alpha is not None:
-        values["alpha"], sources["alpha"] = float(ov.alpha), own + "alpha"
-    elif job.target.alpha is not None:
-        values["alpha"], sources["alpha"] = float(job.target.alpha), "target.alpha"
-    else:
-        values["alpha"], sources["alpha"] = float(values["rank"]), sources["rank"]
+    for s in EXPERT_SETTINGS:
+        section, _, key = s.falls_back_to.partition(".")
+        mine, job_wide = getattr(own, s.key), getattr(getattr(job, section), key)
+        if mine is not None:
+            value, sources[s.key] = mine, f"multistage.{expert}.{s.key}"
+        elif job_wide is None and s.then is not None:
+            value, sources[s.key] = values[s.then], sources[s.then]
+        else:
+            value, sources[s.key] = job_wide, s.falls_back_to
+        values[s.key] = _VALUE_TYPES[s.key](value)
     return ExpertPlan(expert=expert, sources=sources, **values)
 
 

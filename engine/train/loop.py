@@ -208,13 +208,7 @@ class Trainer:
             self._resume(latest)
         self.events.emit("state", state="ready", step=self.step, boundary_ratio=self.parts.boundary_ratio,
                          resumed_from=str(latest) if latest else None,
-                         expert_settings={n: self._plan_dict(n) for n in self.trained})
-
-    def _plan_dict(self, name: str) -> dict[str, Any]:
-        """One expert's effective settings and, for each, the job key that supplied it (events, metadata)."""
-        p = self.plans[name]
-        return {"learning_rate": p.learning_rate, "rank": p.rank, "alpha": p.alpha, "timestep_type": p.timestep_type,
-                "timestep_bias": p.timestep_bias, "weight_decay": p.weight_decay, "sources": dict(p.sources)}
+                         expert_settings={n: self.plans[n].as_dict() for n in self.trained})
 
     @property
     def _offloading(self) -> bool:
@@ -395,10 +389,8 @@ class Trainer:
                 base_model=job.model.name_or_path, expert=name, rank=plan.rank,
                 alpha=plan.alpha, trigger=job.job.trigger_word, step=self.step,
                 recipe=job.job.preset, modules=job.target.modules, boundary_ratio=self.parts.boundary_ratio,
-                extra={"learning_rate": plan.learning_rate, "timestep_type": plan.timestep_type,
-                       "timestep_bias": plan.timestep_bias, "weight_decay": plan.weight_decay,
-                       "expert_steps": self.steps_done[name],
-                       "per_expert": sorted(k for k, src in plan.sources.items() if src.startswith("multistage."))})
+                extra={**plan.training_metadata(), "expert_steps": self.steps_done[name],
+                       "per_expert": plan.own_keys()})
             path = self.out_dir / lora_filename(job.job.name, name, None if final else self.step)
             lora_format.save_lora(path, snap["weights"], alpha=plan.alpha, dtype=job.save.dtype,
                                   metadata={**meta, **snap["wmeta"]})

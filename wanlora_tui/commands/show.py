@@ -80,9 +80,9 @@ def summary_lines(job: Any, origins: dict[str, str]) -> list[str]:
     for e in job.multistage.trained():
         p = expert_plan(job, e)
         parts = []
-        for k in ("learning_rate", "rank", "alpha", "timestep_type", "timestep_bias", "weight_decay"):
+        for k, v in p.settings().items():  # every row of engine.config.experts.EXPERT_SETTINGS
             src = p.sources[k]
-            parts.append(f"{k} {_value(getattr(p, k))} ({src}, {origins.get(src, 'default')})")
+            parts.append(f"{k} {_value(v)} ({src}, {origins.get(src, 'default')})")
         out.append(f"# {e} expert trains with: " + "; ".join(parts))
     from wanlora.engine.config.launch import describe_multi_gpu
 
