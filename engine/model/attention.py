@@ -146,15 +146,25 @@ SDPA_BACKENDS = {"native": "native", "cudnn": "_native_cudnn", "flash": "_native
                  "efficient": "_native_efficient", "math": "_native_math"}
 
 
-def choose(setting: str, device: torch.device) -> tuple[str, str | None]:
+def fa4_head_dim_unsupported(head_dim: int) -> str | None:
+    """Why FA4's kernels refuse this head size (None when they take it): they need a multiple of 8 from 8 to
+    256.  Wan's 128 always fits; a small or custom model may not, and FA4 would fail at its first step."""
+    if head_dim % 8 == 0 and 8 <= head_dim <= 256:
+        return None
+    return f"does not run head dimension {head_dim} (it needs a multiple of 8 from 8 to 256)"
+
+
+def choose(setting: str, device: torch.device, head_dim: int | None = None) -> tuple[str, str | None]:
     """(kernel to use, one-line note or None) for ``advanced.attention_backend``.
 
     ``auto`` is FA4 where it runs, else PyTorch's SDPA as diffusers calls it by default (cuDNN on Hopper);
-    ``flash4`` where FA4 cannot run falls back the same way.  On CUDA the fallback is said in one line.
+    ``flash4`` where FA4 cannot run (no GPU for it, not installed, or a ``head_dim`` its kernels refuse)
+    falls back the same way.  On CUDA the fallback is said in one line.
     """
     if setting not in ("auto", "flash4"):
         return setting, None
-    why = fa4_unavailable(device)
+    why = fa4_head_dim_unsupported(head_dim) if head_dim is not None else None
+    why = why or fa4_unavailable(device)
     if why is None:
         return "flash4", None
     if setting == "flash4" or device.type == "cuda":
@@ -170,4 +180,4 @@ def apply(model: torch.nn.Module, kernel: str) -> None:
         model.set_attention_backend(SDPA_BACKENDS[kernel])
 
 
-__all__ = ["flash_attention", "attention", "fa4_unavailable", "route_to_flash", "choose", "apply", "SDPA_BACKENDS"]
+__all__ = ["flash_attention", "attention", "fa4_unavailable", "fa4_head_dim_unsupported", "route_to_flash", "choose", "apply", "SDPA_BACKENDS"]

@@ -279,7 +279,8 @@ class Trainer:
         if job.advanced.fsdp:  # shard the frozen base over the ranks before compile wraps the blocks
             n = distributed.shard_frozen_base(self.dist, model, params)
             self.events.emit("state", state="sharded", expert=name, linears=n, world_size=self.dist.world_size)
-        kernel, note = attention.choose(job.advanced.attention_backend, self.device)
+        kernel, note = attention.choose(job.advanced.attention_backend, self.device,
+                                        head_dim=model.config.attention_head_dim)
         attention.apply(model, kernel)
         if note and name == self.owned[0]:
             self.events.emit("warning", message=note)
