@@ -42,9 +42,10 @@ def rows(pattern: str) -> list[dict]:
 
 
 def trial_reports() -> list[tuple[Path, dict]]:
-    """Every ``wanlora trial --json`` report under bench/results/ (an empty file: a trial that crashed)."""
+    """Every ``wanlora trial --json`` report under bench/results/ (an empty file: a trial that crashed):
+    ``trial_*.json``, and ``cell_*.json`` from bench/tier_matrix.py (a trial of a job as a user writes it)."""
     out = []
-    for p in sorted(RESULTS.rglob("trial_*.json")):
+    for p in sorted([*RESULTS.rglob("trial_*.json"), *RESULTS.rglob("cell_*.json")]):
         text = p.read_text().strip()
         if text:
             out.append((p, json.loads(text)))

@@ -315,8 +315,7 @@ def _multi_gpu_plan(job: Job, world_size: int) -> dict[str, str]:
 def _plan_report(trainer: Any, events: _Tee) -> dict[str, Any]:
     job = trainer.job
     plan = {"quantization": job.quantization.transformer, "text_encoder_quantization": job.quantization.text_encoder,
-            "compile": bool(job.advanced.compile and trainer.device.type == "cuda"
-                            and job.quantization.transformer != "nf4"),
+            "compile": bool(job.advanced.compile and trainer.device.type == "cuda"),
             "low_vram": job.model.low_vram, "layer_offloading": job.model.layer_offloading,
             "gradient_checkpointing": job.training.gradient_checkpointing, "experts": {},
             "multi_gpu": _multi_gpu_plan(job, trainer.dist.world_size),

@@ -239,8 +239,9 @@ class Trainer:
             for tokens, plan in held.planned.items():
                 self.events.emit("state", state="checkpointing", expert=name, checkpointed_blocks=plan.checkpointed,
                                  blocks=held.blocks, tokens=tokens, saved_attention=plan.keep_attention if cuda else 0)
-            # CPU: the warm-up costs more than it saves; nf4: bitsandbytes kernels are not measured compiled
-            if job.advanced.compile and cuda and job.quantization.transformer != "nf4":
+            # CPU: the warm-up costs more than it saves.  nf4 blocks compile too (bitsandbytes' 4-bit matmul
+            # traces): 2.31 vs 3.12 s/step at 41x512² on the 24 GB tier, same losses (H100, BENCHMARKS §00)
+            if job.advanced.compile and cuda:
                 acc.compile_blocks(ex.model, shapes=len(buckets))
 
     def _pending_optimizer_bytes(self) -> float:
