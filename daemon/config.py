@@ -103,11 +103,8 @@ def trust_problem(path: Path, st: os.stat_result) -> None:
     if not stat.S_ISREG(st.st_mode):
         raise ConfigError(f"{path} is not a regular file; make it a plain TOML file")
     bad = untrusted(st)
-    if bad is not None and bad.owner is not None:
-        me = bad.me
-        raise ConfigError(f"{path} belongs to {bad.owner}, not to {me} who runs the daemon; its "
-                          f"callback would run as {me}, so it is not trusted. Fix: write your own config "
-                          f"(rm {path}, then recreate it), or chown {me} {path} if it is yours")
     if bad is not None:
-        raise ConfigError(f"{path} is writable by other users (mode {bad.mode}), so anyone could "
-                          f"change the callback the daemon runs; fix with: chmod 600 {path}")
+        raise ConfigError(bad.refusal(
+            str(path), runs=f"its callback would run as {bad.me}, so it is not trusted",
+            fix_owner=f"write your own config (rm {path}, then recreate it), or chown {bad.me} {path} if it is yours",
+            could_change="the callback the daemon runs", fix_mode=f"chmod 600 {path}"))

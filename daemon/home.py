@@ -138,14 +138,11 @@ def check_owned(path: Path, what: str) -> None:
     except OSError as e:
         raise HomeError(f"the {what} {path} cannot be checked ({e.strerror})") from None
     bad = untrusted(st)
-    if bad is not None and bad.owner is not None:
-        me = bad.me
-        raise HomeError(f"the {what} {path} belongs to {bad.owner}, not to {me} (uid {bad.uid}) who runs the daemon; "
-                        f"the daemon will not adopt another user's files or run their config.toml callback. "
-                        f"Use your own home (WANLORA_HOME=/path/you/own), or if it is yours: chown -R {me} {path}")
     if bad is not None:
-        raise HomeError(f"the {what} {path} is writable by other users (mode {bad.mode}), so they "
-                        f"could change the jobs or the callback the daemon runs; fix with: chmod go-w {path}")
+        raise HomeError(bad.refusal(
+            f"the {what} {path}", runs="the daemon will not adopt another user's files or run their config.toml "
+            "callback", fix_owner=f"use your own home (WANLORA_HOME=/path/you/own), or if it is yours: chown -R "
+            f"{bad.me} {path}", could_change="the jobs or the callback the daemon runs", fix_mode=f"chmod go-w {path}"))
 
 
 def filesystem_type(path: Path) -> str | None:

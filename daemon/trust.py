@@ -19,6 +19,15 @@ class Untrusted:
     owner: str | None  # the other user who owns it; None: ours, but writable by others
     mode: str  # e.g. -rw-rw-rw-, for the message
 
+    def refusal(self, subject: str, *, runs: str, fix_owner: str, could_change: str, fix_mode: str) -> str:
+        """The one wording of every refusal; ``subject`` names the path, ``runs`` says what trusting another
+        user's file would let happen, ``could_change`` what others could change; the fixes are the caller's."""
+        if self.owner is not None:
+            return (f"{subject} belongs to {self.owner}, not to {self.me} (uid {self.uid}) who runs the daemon; "
+                    f"{runs}. Fix: {fix_owner}")
+        return (f"{subject} is writable by other users (mode {self.mode}), so they could change {could_change}; "
+                f"fix with: {fix_mode}")
+
 
 def user_name(uid: int) -> str:
     import pwd
