@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from wanlora.engine.config.gpu import NvmlUnavailable, open_nvml
 
 CACHE_S = 2.0
 GIB = float(1 << 30)
@@ -31,11 +32,8 @@ class Telemetry:
         if not self._nvml_tried:
             self._nvml_tried = True
             try:
-                import pynvml
-
-                pynvml.nvmlInit()
-                self._nvml = pynvml
-            except Exception:  # no library, no driver, no GPU: report no GPUs
+                self._nvml = open_nvml()
+            except NvmlUnavailable:  # no library, no driver, no GPU: report no GPUs
                 self._nvml = None
         return self._nvml
 

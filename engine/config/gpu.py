@@ -39,10 +39,9 @@ class NvmlUnavailable(Exception):
         self.cause = cause  # the exception's type name (NVMLError_DriverNotLoaded, ...) or the import error
 
 
-@contextmanager
-def nvml() -> Iterator[Any]:
-    """The one place NVML is opened and closed (the daemon, ``validate`` and ``doctor`` all come here):
-    yields the initialised ``pynvml`` module, shut down afterwards; :class:`NvmlUnavailable` without it."""
+def open_nvml() -> Any:
+    """The one place NVML is opened: the initialised ``pynvml`` module, or :class:`NvmlUnavailable`.  The
+    daemon's telemetry keeps it open for its lifetime; everyone else uses :func:`nvml`."""
     try:
         import pynvml
     except ImportError as e:
@@ -51,6 +50,14 @@ def nvml() -> Iterator[Any]:
         pynvml.nvmlInit()
     except Exception as e:  # NVMLError_LibraryNotFound, DriverNotLoaded, ...: no usable GPU here
         raise NvmlUnavailable(False, type(e).__name__) from None
+    return pynvml
+
+
+@contextmanager
+def nvml() -> Iterator[Any]:
+    """NVML for one use (``validate``, ``doctor``, ``auto`` tiers): the initialised ``pynvml`` module, shut
+    down afterwards; :class:`NvmlUnavailable` without it."""
+    pynvml = open_nvml()
     try:
         yield pynvml
     finally:
