@@ -13,7 +13,7 @@ from wanlora.engine.data.synthetic import write_clips
 from wanlora.tui.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-FIX = ROOT / "tests" / "config" / "fixtures"
+FIX = ROOT / "tests" / "engine" / "config" / "fixtures"
 
 
 @pytest.fixture(scope="module")

@@ -131,7 +131,7 @@ def test_edit_and_retry_check_a_slow_dataset_outside_the_daemons_lock(home: Path
 def test_intake_refuses_a_hub_id_an_offline_machine_has_not_cached(home: Path, daemons, assets, tmp_path: Path) -> None:
     """HF_HUB_OFFLINE=1 and a hub id not in $HF_HOME: rejected at submit with the download that fixes it (a private
     HF_HOME: nothing is fetched); once the snapshot is there, the same file is queued."""
-    from tests.config.test_offline_hub import ALL, REPO, cache_snapshot
+    from tests.engine.checks.test_offline_hub import ALL, REPO, cache_snapshot
 
     hf = tmp_path / "hf"
     hf.mkdir()
