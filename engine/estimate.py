@@ -13,6 +13,7 @@ Time: the FLOPs of one step (the notes' formula) divided by the throughput measu
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -218,33 +219,45 @@ def oom_ladder(job: Job, budget_gib: float | None = None) -> list[LadderStep]:
         steps.append(LadderStep(key, change, est.peak_gib, est.need_gib))
         return budget_gib is not None and est.need_gib <= budget_gib
 
+    if not _ladder_shrink_data(j, rung):
+        _ladder_lighten_model(j, rung)
+    return steps
+
+
+def _ladder_shrink_data(j: Job, rung: Callable[[str, str], bool]) -> bool:
+    """The data rungs first (1024 bucket, then fewer frames): they cost the least; True once it fits."""
     for i, d in enumerate(j.datasets):
         if max(d.resolutions) > 768:
             d.resolutions = [r for r in d.resolutions if r <= 768] or [768]
             if rung(f"datasets[{i}].resolutions", f"drop the 1024 bucket: resolutions = {d.resolutions}"):
-                return steps
+                return True
     for target in (41, 33, 21):
         for i, d in enumerate(j.datasets):
             if d.num_frames > target:
                 d.num_frames = target
                 if rung(f"datasets[{i}].num_frames", f"num_frames = {target}"):
-                    return steps
+                    return True
+    return False
+
+
+def _ladder_lighten_model(j: Job, rung: Callable[[str, str], bool]) -> bool:
+    """The training/model rungs after the data ones, cheapest first; True once it fits."""
     if j.training.batch_size > 1:
         j.training.batch_size = 1
         if rung("training.batch_size", "batch_size = 1"):
-            return steps
+            return True
     if not j.model.low_vram:
         j.model.low_vram = True
         if rung("model.low_vram", "low_vram = true (only the active expert on the GPU)"):
-            return steps
+            return True
     if j.quantization.transformer != "nf4":
         j.quantization.transformer = "nf4"
         if rung("quantization.transformer", 'transformer = "nf4"'):
-            return steps
+            return True
     if not j.model.layer_offloading:
         j.model.layer_offloading = True
-        rung("model.layer_offloading", "layer_offloading = true (needs about 64 GB of system RAM)")
-    return steps
+        return rung("model.layer_offloading", "layer_offloading = true (needs about 64 GB of system RAM)")
+    return False
 
 
 def format_ladder(steps: list[LadderStep]) -> str:

@@ -241,9 +241,7 @@ def compare_job(job_dir: Path, *, steps: list[int] | None = None, device: torch.
     t_start = time.perf_counter()
     job_dir = Path(job_dir)
     job = load_job(job_dir / jobdir.JOB_TOML)
-    if num_frames or width or height:
-        job.sample = job.sample.model_copy(update={k: v for k, v in
-                                                   (("num_frames", num_frames), ("width", width), ("height", height)) if v})
+    _override_sample(job, num_frames, width, height)
     device = device or (torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
     out = Path(out_dir) if out_dir else job_dir / COMPARE_DIR
     out.mkdir(parents=True, exist_ok=True)
@@ -267,30 +265,8 @@ def compare_job(job_dir: Path, *, steps: list[int] | None = None, device: torch.
     # ---- eval losses: recorded by the trainer, else measured now
     recorded = recorded_evals(job_dir) if not recompute else {}
     cache = _eval_cache(out) if not recompute else {}
-    es = None
     if eval_loss and evaluate.wants_eval(job):
-        trained = trained_of(job)
-        for r in rows:
-            for e, f in r.files.items():
-                if e not in trained:
-                    continue
-                fid = file_id(f)
-                if f.name in recorded:
-                    r.evals[e] = recorded[f.name]
-                elif fid in cache:
-                    r.evals[e] = cache[fid]
-                else:
-                    m = get_models()
-                    if es is None:
-                        es = _eval_set(job, job_dir, m, say)
-                    if es is None:
-                        continue
-                    say(f"eval loss  {r.label}  {e} …")
-                    res = evaluate.evaluate_files(es, m.models, {e: f}, m.parts.boundary_ratio, device=device,
-                                                  dtype=m.dtype, place=m.place)
-                    r.evals[e] = cache[fid] = {**res["experts"][e], "step": r.step, "source": "compare"}
-                    timing["eval"].append({"step": r.step, "expert": e, "eval_s": res["eval_s"], "items": res["items"]})
-                    (out / "eval.json").write_text(json.dumps(cache, indent=1))
+        _fill_evals(job, job_dir, rows, recorded, cache, out, get_models, device, timing, say)
     picks = pick.suggest({e: [pick.candidate(r.step, str(r.files[e]), r.evals[e]) for r in rows if e in r.evals]
                           for e in EXPERTS})
 
@@ -299,44 +275,103 @@ def compare_job(job_dir: Path, *, steps: list[int] | None = None, device: torch.
     rendered = reused = 0
     accel = None
     if previews:
-        from wanlora.engine.train.previews import accelerator_for, preview_specs
-
-        accel = accelerator_for(job.sample)
-        specs = preview_specs(job.sample, job.job.trigger_word, accelerated=accel is not None)
-        from wanlora.engine.config.schema import expert_plan
-
-        lora = {"modules": job.target.modules,
-                **{e: [expert_plan(job, e).rank, expert_plan(job, e).alpha] for e in trained_of(job)}}
-        cell_dir = out / "cells"
-        cell_dir.mkdir(exist_ok=True)
-        root = None
-        todo: list[tuple[int, int, str]] = []
-        for ri, r in enumerate(rows):
-            for ci, s in enumerate(specs):
-                from wanlora.engine.model.folder import resolve_model_path
-
-                root = root or resolve_model_path(job.model.name_or_path, [])
-                key = cell_key(r, s, root=root, accel=accel, lora=lora)
-                mp4 = cell_dir / f"{key}.mp4"
-                if mp4.is_file() and (cell_dir / f"{key}.png").is_file():
-                    cells[ri][ci] = {"mp4": str(mp4), "png": str(cell_dir / f"{key}.png"), "reused": True}
-                    reused += 1
-                    say(f"[{ri * len(specs) + ci + 1}/{len(rows) * len(specs)}] {r.label} × prompt {ci}: reused")
-                else:
-                    todo.append((ri, ci, key))
-        if todo:
-            rendered = _render_cells(job, rows, specs, todo, cells, cell_dir, get_models(), accel, timing, say)
+        accel, rendered, reused = _preview_cells(job, rows, cells, out, get_models, timing, say)
     sheet = grid = None
     if previews:
         sheet, grid = _write_sheets(job, rows, cells, picks, out, frames_per_cell, accel is not None, say)
+    _finish_timing(timing, t_start, rendered, reused)
+    index = _write_index(job, job_dir, rows, cells, picks, out, sheet, grid, accel, timing)
+    return CompareResult(out, rows, picks, sheet, grid, index, timing, rendered, reused)
+
+
+def _override_sample(job: Job, num_frames: int | None, width: int | None, height: int | None) -> None:
+    """The command line's preview size replaces the job's [sample] one (only the values given)."""
+    if num_frames or width or height:
+        job.sample = job.sample.model_copy(update={k: v for k, v in
+                                                   (("num_frames", num_frames), ("width", width), ("height", height)) if v})
+
+
+def _fill_evals(job: Job, job_dir: Path, rows: list[Checkpoint], recorded: dict[str, Any], cache: dict[str, Any],
+                out: Path, get_models: Callable[[], Models], device: torch.device, timing: dict[str, Any],
+                say: Say) -> None:
+    """Each row's eval losses: the trainer's record, else this folder's cache, else measured now (and cached)."""
+    es = None
+    trained = trained_of(job)
+    for r in rows:
+        for e, f in r.files.items():
+            if e not in trained:
+                continue
+            fid = file_id(f)
+            if f.name in recorded:
+                r.evals[e] = recorded[f.name]
+            elif fid in cache:
+                r.evals[e] = cache[fid]
+            else:
+                m = get_models()
+                if es is None:
+                    es = _eval_set(job, job_dir, m, say)
+                if es is None:
+                    continue
+                say(f"eval loss  {r.label}  {e} …")
+                res = evaluate.evaluate_files(es, m.models, {e: f}, m.parts.boundary_ratio, device=device,
+                                              dtype=m.dtype, place=m.place)
+                r.evals[e] = cache[fid] = {**res["experts"][e], "step": r.step, "source": "compare"}
+                timing["eval"].append({"step": r.step, "expert": e, "eval_s": res["eval_s"], "items": res["items"]})
+                (out / "eval.json").write_text(json.dumps(cache, indent=1))
+
+
+def _preview_cells(job: Job, rows: list[Checkpoint], cells: list[list[dict[str, Any] | None]], out: Path,
+                   get_models: Callable[[], Models], timing: dict[str, Any],
+                   say: Say) -> tuple[dict[str, Path] | None, int, int]:
+    """Fill ``cells`` (row × prompt): reused where already rendered, else rendered now; (accel, rendered, reused)."""
+    from wanlora.engine.train.previews import accelerator_for, preview_specs
+
+    accel = accelerator_for(job.sample)
+    specs = preview_specs(job.sample, job.job.trigger_word, accelerated=accel is not None)
+    from wanlora.engine.config.schema import expert_plan
+
+    lora = {"modules": job.target.modules,
+            **{e: [expert_plan(job, e).rank, expert_plan(job, e).alpha] for e in trained_of(job)}}
+    cell_dir = out / "cells"
+    cell_dir.mkdir(exist_ok=True)
+    reused, todo = _reuse_cells(job, rows, specs, cells, cell_dir, accel, lora, say)
+    rendered = 0
+    if todo:
+        rendered = _render_cells(job, rows, specs, todo, cells, cell_dir, get_models(), accel, timing, say)
+    return accel, rendered, reused
+
+
+def _reuse_cells(job: Job, rows: list[Checkpoint], specs: list[Any], cells: list[list[dict[str, Any] | None]],
+                 cell_dir: Path, accel: dict[str, Path] | None, lora: dict[str, Any],
+                 say: Say) -> tuple[int, list[tuple[int, int, str]]]:
+    """Cells already on disk (same key) are reused; the rest come back as (row, prompt, key) to render."""
+    reused = 0
+    root = None
+    todo: list[tuple[int, int, str]] = []
+    for ri, r in enumerate(rows):
+        for ci, s in enumerate(specs):
+            from wanlora.engine.model.folder import resolve_model_path
+
+            root = root or resolve_model_path(job.model.name_or_path, [])
+            key = cell_key(r, s, root=root, accel=accel, lora=lora)
+            mp4 = cell_dir / f"{key}.mp4"
+            if mp4.is_file() and (cell_dir / f"{key}.png").is_file():
+                cells[ri][ci] = {"mp4": str(mp4), "png": str(cell_dir / f"{key}.png"), "reused": True}
+                reused += 1
+                say(f"[{ri * len(specs) + ci + 1}/{len(rows) * len(specs)}] {r.label} × prompt {ci}: reused")
+            else:
+                todo.append((ri, ci, key))
+    return reused, todo
+
+
+def _finish_timing(timing: dict[str, Any], t_start: float, rendered: int, reused: int) -> None:
+    """The run's totals and means, written into ``timing`` for the index."""
     timing["total_s"] = round(time.perf_counter() - t_start, 3)
     timing["rendered"], timing["reused"] = rendered, reused
     if timing["previews"]:
         timing["preview_s_mean"] = round(sum(p["s"] for p in timing["previews"]) / len(timing["previews"]), 3)
     if timing["eval"]:
         timing["eval_s_mean"] = round(sum(x["eval_s"] for x in timing["eval"]) / len(timing["eval"]), 3)
-    index = _write_index(job, job_dir, rows, cells, picks, out, sheet, grid, accel, timing)
-    return CompareResult(out, rows, picks, sheet, grid, index, timing, rendered, reused)
 
 
 def _eval_set(job: Job, job_dir: Path, m: Models, say: Say) -> evaluate.EvalSet | None:

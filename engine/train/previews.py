@@ -244,6 +244,40 @@ def build_pipeline(root: Path, *, high, low, vae, scheduler, boundary_ratio: flo
     return pipe
 
 
+def _load_untrained_experts(models: dict[str, Any], parts: Any, dtype: torch.dtype,
+                            device: torch.device) -> list[str]:
+    """A preview needs both experts: the untrained one comes from the model (base weights), dropped after."""
+    loaded: list[str] = []
+    for n in (HIGH, LOW):
+        if n not in models:
+            models[n] = parts.expert(n, dtype, device)
+            loaded.append(n)
+    return loaded
+
+
+def _sample_emitter(emit: Callable[..., Any] | None, step: int) -> Callable[[int, PreviewSpec, Path, Path], None]:
+    """Each written preview becomes a ``sample`` event (when someone listens)."""
+
+    def on_file(i: int, s: PreviewSpec, mp4: Path, png: Path) -> None:
+        if emit:
+            emit("sample", step=step, index=i, path=str(mp4), png=str(png), prompt=s.prompt, seed=s.seed,
+                 frames=s.num_frames, width=s.width, height=s.height, accelerated=s.accelerated,
+                 steps=s.steps)
+
+    return on_file
+
+
+def _restore_experts(models: dict[str, Any], loaded: list[str], modes: dict[str, bool],
+                     placement: dict[str, torch.device]) -> None:
+    """Training goes on as before: each trained expert back in its mode and on its device."""
+    for n, m in models.items():
+        if n in loaded:
+            continue
+        m.train(modes[n])
+        if next(m.parameters()).device != placement[n]:
+            m.to(placement[n])
+
+
 def training_previews(*, job: Any, parts: Any, experts: dict[str, Any], embed: Callable[[list[str]], torch.Tensor],
                       out_dir: Path, step: int, device: torch.device, dtype: torch.dtype,
                       emas: dict[str, Any] | None = None, emit: Callable[..., Any] | None = None) -> list[Path]:
@@ -261,11 +295,7 @@ def training_previews(*, job: Any, parts: Any, experts: dict[str, Any], embed: C
     if isinstance(embed, Embedder):  # prompts as written: unload_text_encoder maps only training captions
         embed = embed.verbatim
     models = {n: ex.model for n, ex in experts.items()}
-    loaded: list[str] = []
-    for n in (HIGH, LOW):
-        if n not in models:
-            models[n] = parts.expert(n, dtype, device)
-            loaded.append(n)
+    loaded = _load_untrained_experts(models, parts, dtype, device)
     vae = parts.vae if parts.vae is not None else parts.fresh_vae(torch.float32, device)
     low_vram = bool(job.model.low_vram) and device.type == "cuda"
     # low_vram: the condition video's encode and the decode run in tiles (a 768²×41 fp32 decode in one piece ran
@@ -284,13 +314,7 @@ def training_previews(*, job: Any, parts: Any, experts: dict[str, Any], embed: C
         pipe = build_pipeline(parts.root, high=models[HIGH], low=models[LOW], vae=vae,
                               scheduler=make_scheduler(job.sample.sampler, parts.root),
                               boundary_ratio=parts.boundary_ratio)
-
-        def on_file(i: int, s: PreviewSpec, mp4: Path, png: Path) -> None:
-            if emit:
-                emit("sample", step=step, index=i, path=str(mp4), png=str(png), prompt=s.prompt, seed=s.seed,
-                     frames=s.num_frames, width=s.width, height=s.height, accelerated=s.accelerated,
-                     steps=s.steps)
-
+        on_file = _sample_emitter(emit, step)
         with ExitStack() as stack, torch.no_grad():
             for ema in (emas or {}).values():
                 stack.enter_context(ema.applied())
@@ -299,12 +323,7 @@ def training_previews(*, job: Any, parts: Any, experts: dict[str, Any], embed: C
                 attach_accelerator(models, accel)
             return render(pipe, specs, out_dir, step, embed=embed, low_vram=low_vram, on_file=on_file)
     finally:
-        for n, m in models.items():
-            if n in loaded:
-                continue
-            m.train(modes[n])
-            if next(m.parameters()).device != placement[n]:
-                m.to(placement[n])
+        _restore_experts(models, loaded, modes, placement)
         if tiled:
             vae.disable_tiling()
         del models
