@@ -71,7 +71,7 @@ GPU_SPEED = (("H200", 1.03), ("H100", 1.0), ("GH200", 1.05), ("B200", 2.2), ("A1
              ("4090", 0.17), ("3090", 0.072), ("4080", 0.10), ("4070", 0.06), ("3060", 0.026))
 TIER_GPU = {12: ("RTX 3060-class GPU", 0.026), 24: ("RTX 4090-class GPU", 0.17), 32: ("RTX 5090-class GPU", 0.21),
             48: ("L40S/A6000-class GPU", 0.25), 80: ("H100", 1.0), 141: ("H200", 1.03)}
-PCIE_GIB_S = 12.0  # pinned host<->device copies when low_vram swaps experts
+PCIE_GIB_S = 12.0  # pinned host->device copies when low_vram swaps experts (not yet measured, 2026-12-08)
 VAE_S_PER_KTOK = 0.028  # uncached VAE encode on an H100-class GPU (0.92 s for 81x480x832)
 OFFLOAD_TIME_FACTOR = 2.0  # guide: layer offloading roughly doubles step time
 # The guide's ai-toolkit wall times on an H100 (41 frames, mixed 512/768/1024): steps -> (low h, high h).
@@ -423,7 +423,9 @@ def step_time(job: Job, gpu_name: str | None = None, tier: int | None = None,
     s *= t.gradient_accumulation
     both = len(job.multistage.trained()) == 2
     if job.model.low_vram and both and not job.model.layer_offloading:
-        swap = 2 * WEIGHTS_GIB[quant] / PCIE_GIB_S
+        # one host->device copy of the incoming expert from pinned memory (engine.train.parking: parking the
+        # outgoing one copies nothing); through pageable Module.to both ways it measured 7.1-7.4 s (nf4, H100)
+        swap = WEIGHTS_GIB[quant] / PCIE_GIB_S
         s += swap / job.multistage.switch_every
         notes.append(f"low_vram swaps experts every {job.multistage.switch_every} steps (~{swap:.0f} s each)")
     total_s = s * t.steps

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 from wanlora.engine.config.experts import EXPERTS, HIGH, LOW, trained_experts
+from wanlora.engine.train.parking import ParkedWeights
 from wanlora.engine.train.schedule import expert_for_step, steps_per_expert
 
 # the names and the "which train" rule live in engine.config.experts, the alternation in engine.train.schedule
@@ -33,6 +34,7 @@ class Expert:
     optimizer: torch.optim.Optimizer
     steps_done: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    parking: ParkedWeights | None = None  # low_vram: where its frozen weights wait (made at the first move)
 
 
 def swap_moves(on_device: dict[str, bool], active: str | None) -> list[tuple[str, bool]]:
@@ -47,20 +49,23 @@ def swap_moves(on_device: dict[str, bool], active: str | None) -> list[tuple[str
 
 
 def place_experts(experts: dict[str, Expert], active: str | None, device: torch.device, low_vram: bool) -> None:
-    """With ``low_vram`` on CUDA keep only ``active`` (None: no expert) on the GPU; the others wait in CPU memory.
+    """With ``low_vram`` on CUDA keep only ``active``'s frozen weights (None: no expert's) on the GPU; the
+    others wait in pinned host memory (:class:`~engine.train.parking.ParkedWeights`).
 
     The allocator returns the idle experts' blocks before ``active`` comes in (:func:`swap_moves`).
-    ``Module.to`` moves parameters in place, so the optimizer keeps its references; the small LoRA
-    optimizer state stays on the GPU.
+    Tensors move in place, so the optimizer keeps its references; the LoRA parameters and their optimizer
+    state stay on the GPU.
     """
     if not low_vram or device.type != "cuda":
         return
-    moves = swap_moves({n: next(ex.model.parameters()).device.type == device.type for n, ex in experts.items()},
-                       active)
+    for ex in experts.values():
+        if ex.parking is None:
+            ex.parking = ParkedWeights(ex.model)
+    moves = swap_moves({n: ex.parking.on_device(device) for n, ex in experts.items()}, active)  # type: ignore[union-attr]
     leaving = [name for name, to_gpu in moves if not to_gpu]
     for name in leaving:
-        experts[name].model.to(torch.device("cpu"))
+        experts[name].parking.park()  # type: ignore[union-attr]
     if leaving:
         torch.cuda.empty_cache()  # the idle experts' blocks go back before the active one is placed
     for name in (name for name, to_gpu in moves if to_gpu):
-        experts[name].model.to(device)
+        experts[name].parking.unpark(device)  # type: ignore[union-attr]
