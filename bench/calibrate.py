@@ -72,6 +72,7 @@ def report_rows(p: Path, r: dict) -> list[dict]:
                         "transformer": plan["quantization"], "compile": bool(plan["compile"]),
                         "checkpointed_blocks": ep["checkpointed_blocks"], "saved_attention": ep["saved_attention"],
                         "dop": dop, "batch_size": batch, "attention": plan.get("attention") or "", "peak_alloc_gib": b.get("peak_alloc_gib"),
+                        "card_gib": r.get("vram_total_gib"),  # the card it planned on (a --vram-gib cap included)
                         "torch": r.get("torch", ""), "source": str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p)})
     return out
 
@@ -98,7 +99,7 @@ def guide_reports() -> list[dict]:
             buckets = [tuple(int(v) for v in b["bucket"].split("x")) for b in r["buckets"] if "s_per_step" in b]
             out.append({"gpu": r["gpu"], "name": p.parent.name + "/" + p.stem, "buckets": buckets,
                         "transformer": plan["quantization"], "compile": bool(plan["compile"]),
-                        "s_per_step": pr["mean_s_per_step"]})
+                        "s_per_step": pr["mean_s_per_step"], "card_gib": r.get("vram_total_gib")})
     return out
 
 
@@ -157,14 +158,16 @@ def check(step_rows: list[dict], tier_rows: list[dict],
         f = g["buckets"][0][0]
         job = job_for(f, 512, 512, quantization={"transformer": g["transformer"]}, advanced={"compile": g["compile"]})
         job.datasets[0].resolutions = sorted({h for _, h, _ in g["buckets"]})
-        est = step_time(job, gpu_name=g["gpu"], calibration=cal).s_per_step
+        # planned on the card the run had: on the H200 the guide keeps far more than an 80 GB card would
+        est = step_time(job, gpu_name=g["gpu"], calibration=cal, budget_gib=g["card_gib"]).s_per_step
         out.append((f"guide {g['name']}", "s/step", g["s_per_step"], est, est / g["s_per_step"] - 1))
     for r in trials or []:  # leave-one-out, as below: the other buckets measured on this GPU
         f, h, w = (int(v) for v in r["shape"].split("x"))
         job = job_for(f, h, w, quantization={"transformer": r["transformer"]}, advanced={"compile": r["compile"]},
-                      multistage={"high_noise": True, "low_noise": False})
+                      multistage={"high_noise": True, "low_noise": False},
+                      training={"batch_size": r["batch_size"], "dop": {"enabled": r["dop"]}})
         others = [c for c in cal if not (c["gpu"] == r["gpu"] and (c["num_frames"], c["height"], c["width"]) == (f, h, w))]
-        est = step_time(job, gpu_name=r["gpu"], calibration=others).s_per_step
+        est = step_time(job, gpu_name=r["gpu"], calibration=others, budget_gib=r["card_gib"]).s_per_step
         what = f"trial {r['transformer']} {r['attention']} {r['shape']}".replace('  ', ' ')
         out.append((what, "s/step", r["s_per_step"], est, est / r["s_per_step"] - 1))
     for r in step_rows:
