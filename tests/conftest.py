@@ -2,7 +2,7 @@
 
 Job files in the tests ask for fp8/nf4 tiers whatever machine runs the suite; whether *this* machine could
 run them (``engine.config.machine``) is tested on its own with explicit machines
-(tests/config/test_machine.py), so the rest of the suite validates as if on any machine.
+(tests/engine/config/test_machine.py), so the rest of the suite validates as if on any machine.
 """
 
 from __future__ import annotations

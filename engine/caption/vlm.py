@@ -10,8 +10,8 @@ Two ways in, the same model and prompt:
   matching torchvision wheel): Qwen2/2.5-VL only.  The same tensors are built here with numpy — normalise
   with the checkpoint's mean/std, cut into 14-pixel patches in Qwen's order, one ``<|video_pad|>`` per
   merged patch, ``second_per_grid_ts = temporal_patch_size / sampled fps`` — and the chat text is Qwen's
-  ChatML.  ``tests/caption/test_gpu_caption.py`` checks on a GPU host that both give the same input ids and
-  pixels.
+  ChatML.  ``tests/engine/caption/test_gpu_caption.py`` checks on a GPU host that both give the same input ids
+  and pixels.
 
 4-bit (bitsandbytes NF4) is used on small cards: ``quant="auto"`` picks it when the GPU has less free
 memory than the bf16 weights need plus room for the video tokens.

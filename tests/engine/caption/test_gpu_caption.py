@@ -1,4 +1,4 @@
-"""``wanlora caption`` on a CUDA GPU (run on the device machine: ``pytest -m gpu tests/caption``).
+"""``wanlora caption`` on a CUDA GPU (run on the device machine: ``pytest -m gpu tests/engine/caption``).
 
 - the builtin inputs (used where torchvision is missing, e.g. CPU CI) equal what transformers' own Qwen2.5-VL
   processor makes of the same frames and metadata (input ids, grid, temporal spacing, pixels);

@@ -115,9 +115,10 @@ def test_without_a_gpu_attention_falls_back_to_sdpa(setting):
 @pytest.mark.parametrize("head_dim,takes", [(128, True), (64, True), (256, True), (12, False), (4, False),
                                             (320, False)])
 def test_fa4_is_not_chosen_for_a_head_size_its_kernels_refuse(monkeypatch, head_dim, takes):
-    """The tiny model's 12-wide heads crashed FA4 at the first step on an H100 (2026-12-08, tests/engine/
-    test_gpu_smoke.py: 'head_dim 12 is not supported on SM90'): where FA4 runs, a head size outside its kernels'
-    range (a multiple of 8 from 8 to 256) must fall back to SDPA with the reason, not fail the run."""
+    """The tiny model's 12-wide heads crashed FA4 at the first step on an H100 (2026-12-08,
+    tests/engine/train/test_gpu_smoke.py: 'head_dim 12 is not supported on SM90'): where FA4 runs, a head size
+    outside its kernels' range (a multiple of 8 from 8 to 256) must fall back to SDPA with the reason, not fail
+    the run."""
     monkeypatch.setattr(attention, "fa4_unavailable", lambda device: None)  # as on a Hopper with FA4 installed
     kernel, note = attention.choose("auto", torch.device("cuda"), head_dim=head_dim)
     if takes:

@@ -1,4 +1,5 @@
-"""Each memory/speed mode trains correctly on CUDA (run on the device machine: ``pytest -m gpu tests/speed``).
+"""Each memory/speed mode trains correctly on CUDA (run on the device machine:
+``pytest -m gpu tests/engine/model``).
 
 A small Wan transformer (real diffusers class, dims divisible by 16 so fp8 GEMMs apply) overfits a fixed
 target under each mode; modes that should be exact (offloading, selective checkpointing) must match the

@@ -1,4 +1,5 @@
-"""The same training path on CUDA in bf16 (run by the lead on an H100: ``pytest -m gpu tests/engine``)."""
+"""The same training path on CUDA in bf16 (run by the lead on an H100:
+``pytest -m gpu tests/engine/train``)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def test_tiny_pair_trains_in_bf16_on_cuda(tmp_path: Path, clips: Path, tiny_mode
     tr.setup()
     ex = tr.experts["high_noise"]
     assert tr.dtype == torch.bfloat16
-    # fp32 masters (advanced.lora_master_dtype), bf16 compute: tests/engine/test_lora_master_dtype.py
+    # fp32 masters (advanced.lora_master_dtype), bf16 compute: tests/engine/train/test_lora_master_dtype.py
     assert all(p.dtype == torch.float32 and p.device.type == "cuda" for p in ex.params)
     assert next(ex.model.parameters()).device.type == "cuda"
     loss, t = tr.forward_loss(ex, tr.data.next_batch())

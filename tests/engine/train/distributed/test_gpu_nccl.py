@@ -1,4 +1,5 @@
-"""The data-parallel path on real GPUs over NCCL (run by the lead: ``pytest -m gpu tests/distributed``, ≥ 2 GPUs)."""
+"""The data-parallel path on real GPUs over NCCL (run by the lead, ≥ 2 GPUs:
+``pytest -m gpu tests/engine/train/distributed``)."""
 
 from __future__ import annotations
 
