@@ -8,9 +8,12 @@ from here, high noise first, and the settings an expert may set for itself (:dat
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 HIGH, LOW = "high_noise", "low_noise"
 EXPERTS: tuple[str, str] = (HIGH, LOW)
+ExpertName = Literal["high_noise", "low_noise"]  # the type of a name; spelled out once more for type checkers
+assert get_args(ExpertName) == EXPERTS
 
 
 def trained_experts(high_noise: bool, low_noise: bool, *, required: bool = True) -> list[str]:

@@ -33,17 +33,14 @@ trains an expert on the other expert's noise levels.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
-from wanlora.engine.config.experts import HIGH, LOW
+from wanlora.engine.config.experts import HIGH, LOW, ExpertName
+from wanlora.engine.config.schema import TimestepBias, TimestepType
 
 NUM_TRAIN_TIMESTEPS = 1000
 SHIFT = 5.0
 
-TimestepType = Literal["linear", "sigmoid", "shift"]
-TimestepBias = Literal["balanced", "high_noise", "low_noise"]
-Expert = Literal["high_noise", "low_noise"]
+Expert = ExpertName
 
 
 def shift_sigma(sigma: torch.Tensor, shift: float = SHIFT) -> torch.Tensor:
