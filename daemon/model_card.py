@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any
 
+from wanlora.engine.config.experts import HIGH, LOW
 from wanlora.engine.config.schema import EXPERTS, Job, expert_plan, hub_repo_problem
 
 OFFICIAL_BASE = "Wan-AI/Wan2.2-I2V-A14B-Diffusers"
 EXPERT_WORDS = {
-    "high_noise": ("high-noise", "composition, motion, camera", "transformer"),
-    "low_noise": ("low-noise", "detail, identity, texture", "transformer_2"),
+    HIGH: ("high-noise", "composition, motion, camera", "transformer"),
+    LOW: ("low-noise", "detail, identity, texture", "transformer_2"),
 }
 # keys whose values are paths on the training machine: only the last component is shown
 PATH_KEYS = re.compile(r"^(job\.output_dir|model\.name_or_path|model\.\w+_file|quantization\.recovery_adapter|datasets\[\d+\]\.folder|"
@@ -105,8 +106,8 @@ def render_card(job: Job, *, repo: str, files: dict[str, str], previews: list[Pr
     out += ["## diffusers", "", "```python", "import torch", "from diffusers import WanImageToVideoPipeline", "",
             f'pipe = WanImageToVideoPipeline.from_pretrained("{base or OFFICIAL_BASE}", torch_dtype=torch.bfloat16)']
     for e in trained:
-        into = ", load_into_transformer_2=True" if e == "low_noise" else ""
-        adapter = "high" if e == "high_noise" else "low"
+        into = ", load_into_transformer_2=True" if e == LOW else ""
+        adapter = "high" if e == HIGH else "low"
         out.append(f'pipe.load_lora_weights("{repo}", weight_name="{files[e]}", adapter_name="{adapter}"{into})')
     out += ["```", ""]
     if job.save.push_private:
