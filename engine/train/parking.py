@@ -44,50 +44,73 @@ def _move_quant_states(model: nn.Module, device: torch.device) -> None:
             state.to(device)
 
 
+ALIGN = 64  # bytes: every view into the host buffer starts on a boundary any dtype can be read from
+
+
 class ParkedWeights:
     """One expert's placement under ``low_vram``: :meth:`park` sends it to host memory, :meth:`unpark` to
-    ``device``; the host copies of its frozen tensors are made once and reused."""
+    ``device``; the host copies of its frozen tensors are made once and reused.
+
+    They are views into one buffer per expert, pinned where CUDA is: PyTorch's pinned allocator rounds each
+    request up to a power of two, which for ~1000 tensors of an nf4 expert would waste up to half again its 7.5
+    GiB; one buffer costs at most the rounding of one request.  Both experts' frozen weights then live in host
+    memory for the whole run (about 16 GiB for two nf4 experts); if pinning fails the buffer is pageable."""
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
         self.host: dict[tuple[int, str], torch.Tensor] = {}
         self.copies_to_host = 0  # frozen tensors copied device -> host (once each; a test counts them)
+        self.pinned = False
 
     def on_device(self, device: torch.device) -> bool:
         """Whether the frozen weights are on ``device`` now."""
         frozen = [t for _, t, trainable in _tensors(self.model) if not trainable]
         return bool(frozen) and frozen[0].device.type == device.type
 
-    def _host_copy(self, slot: tuple[int, str], t: torch.Tensor) -> torch.Tensor:
-        have = self.host.get(slot)
-        if have is not None:
-            return have
-        if t.device.type == "cpu":  # weights loaded on the CPU: pinned once (a tensor of its own either way:
-            # ``t`` itself is re-pointed at the device next, its host copy must not follow it)
-            host = t.pin_memory() if torch.cuda.is_available() and not t.is_pinned() else t.detach()
-        else:
-            host = torch.empty_like(t, device="cpu", pin_memory=torch.cuda.is_available())
-            host.copy_(t)
-            self.copies_to_host += 1
-        self.host[slot] = host
-        return host
+    def _ensure_host(self) -> None:
+        """The host copy of every frozen tensor, made the first time (from wherever the tensors are now)."""
+        if self.host:
+            return
+        frozen = [(slot, t) for slot, t, trainable in _tensors(self.model) if not trainable]
+        sizes = [-(-t.numel() * t.element_size() // ALIGN) * ALIGN for _, t in frozen]
+        total = sum(sizes)
+        flat = None
+        if torch.cuda.is_available():
+            try:
+                flat = torch.empty(total, dtype=torch.uint8, pin_memory=True)
+                self.pinned = True
+            except RuntimeError:  # not enough page-lockable memory: pageable still works, only slower
+                flat = None
+        if flat is None:
+            flat = torch.empty(total, dtype=torch.uint8)
+        offset = 0
+        for (slot, t), size in zip(frozen, sizes, strict=True):
+            nbytes = t.numel() * t.element_size()
+            view = flat[offset:offset + nbytes].view(t.dtype).view(t.shape)
+            view.copy_(t.detach())
+            if t.device.type != "cpu":
+                self.copies_to_host += 1
+            self.host[slot] = view
+            offset += size
 
     def park(self) -> None:
         """Frozen tensors point at their host copies (made now if this is the first time); the GPU blocks
         are free once nothing else holds them."""
+        self._ensure_host()
         for slot, t, trainable in _tensors(self.model):
             if not trainable and t.device.type != "cpu":
-                _set(t, self._host_copy(slot, t))
+                _set(t, self.host[slot])
         _move_quant_states(self.model, torch.device("cpu"))
 
     def unpark(self, device: torch.device) -> None:
-        """Everything on ``device``: frozen tensors copied from their pinned host copies, the LoRA moved the
-        first time only."""
+        """Everything on ``device``: frozen tensors copied from their host copies, the LoRA moved if it is not
+        there yet (the first time)."""
+        self._ensure_host()
         for slot, t, trainable in _tensors(self.model):
             if t.device.type == device.type:
                 continue
-            src = t if trainable else self._host_copy(slot, t)
-            _set(t, src.to(device, non_blocking=src.is_pinned()))
+            src = t if trainable else self.host[slot]
+            _set(t, src.to(device, non_blocking=self.pinned and not trainable))
         _move_quant_states(self.model, device)
 
 
