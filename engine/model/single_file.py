@@ -389,6 +389,97 @@ def write_safetensors_streaming(path: Path | str, specs: list[tuple[str, torch.d
     return path
 
 
+_Spec = tuple[str, torch.dtype, tuple[int, ...]]
+
+
+def _random_expert_specs(cfg: dict[str, Any], layout: str, precision: str, prefix: str) -> list[_Spec]:
+    """Every tensor of a Wan 2.2 expert as ``layout``/``precision`` names and stores it (fp8: block Linears e4m3
+    with a scale each, plus the ``scaled_fp8`` marker), in the order they are written."""
+    base = _DT.get(precision, torch.bfloat16)
+    shapes_orig = wf.expected_transformer_shapes(cfg)
+    rename = keymaps.wan_to_diffusers_transformer(shapes_orig) if layout == "diffusers" else {}
+    specs: list[_Spec] = []
+    for k, shape in shapes_orig.items():
+        if precision == "fp8_scaled" and k.startswith("blocks.") and k.endswith(_FP8_BLOCK_LINEAR):
+            specs += [(prefix + k, E4M3, shape), (prefix + k.removesuffix(".weight") + ".scale_weight", torch.float32, ())]
+        else:
+            specs.append((rename.get(k, prefix + k), base, shape))
+    if precision == "fp8_scaled":
+        specs.append((prefix + "scaled_fp8", E4M3, (0,)))
+    return specs
+
+
+class _RandomWeights:
+    """``make(name)`` for the streaming writer: zeros for biases, ones for norms, N(0, std) weights (fp8: scaled
+    so ±4σ is e4m3's ±448) — each drawn from its own name-seeded generator, or with ``fast`` a slice of one pool
+    per dtype."""
+
+    def __init__(self, specs: list[_Spec], prefix: str, seed: int, std: float, fast: bool) -> None:
+        self.shapes = {n: (d, s) for n, d, s in specs}
+        self.prefix, self.seed, self.std, self.fast = prefix, seed, std, fast
+        self.fp8_scale = std * 4 / 448.0  # ±4σ maps to e4m3's ±448
+        self.pools: dict[torch.dtype, torch.Tensor] = {}
+
+    def pool(self, dtype: torch.dtype, n: int) -> torch.Tensor:
+        """The first ``n`` values of ``dtype``'s pool, drawn once at the size of its largest tensor."""
+        if dtype not in self.pools or self.pools[dtype].numel() < n:
+            size = max(n, max(math.prod(s) for d, s in self.shapes.values() if d == dtype))
+            w = torch.randn(size, generator=torch.Generator().manual_seed(self.seed)) * self.std
+            self.pools[dtype] = (w / self.fp8_scale).clamp(-448, 448).to(E4M3) if dtype == E4M3 else w.to(dtype)
+        return self.pools[dtype][:n]
+
+    def __call__(self, name: str) -> torch.Tensor:
+        import zlib
+
+        dtype, shape = self.shapes[name]
+        short = name[len(self.prefix):]
+        if name.endswith(".scale_weight"):
+            return torch.tensor(self.fp8_scale, dtype=torch.float32)
+        if short.endswith((".bias", "scaled_fp8")):
+            return torch.zeros(shape, dtype=dtype)
+        if "norm" in short:
+            return torch.ones(shape, dtype=dtype)
+        if self.fast:
+            return self.pool(dtype, math.prod(shape)).reshape(shape)
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + zlib.crc32(name.encode()))
+        w = torch.randn(shape, generator=g) * self.std
+        if dtype == E4M3:
+            return (w / self.fp8_scale).clamp(-448, 448).to(E4M3)
+        return w.to(dtype)
+
+
+def _split_shards(specs: list[_Spec], max_shard_bytes: int) -> list[list[_Spec]]:
+    """Consecutive runs of ``specs`` of at most ``max_shard_bytes`` each (a bigger tensor gets a shard of its own)."""
+    shards: list[list[_Spec]] = [[]]
+    size = 0
+    for spec in specs:
+        n = math.prod(spec[2]) * torch.empty((), dtype=spec[1]).element_size()
+        if shards[-1] and size + n > max_shard_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(spec)
+        size += n
+    return shards
+
+
+def _write_sharded(path: Path, specs: list[_Spec], make: Callable[[str], torch.Tensor],
+                   meta: dict[str, str] | None, max_shard_bytes: int) -> Path:
+    """``<stem>-0000i-of-0000n.safetensors`` shards plus the ``<stem>.safetensors.index.json`` that maps each tensor
+    to its shard (the diffusers / original-release layout); returns the index."""
+    import json
+
+    shards = _split_shards(specs, max_shard_bytes)
+    stem = path.name.removesuffix(".safetensors")
+    weight_map: dict[str, str] = {}
+    for i, shard in enumerate(shards, 1):
+        name = f"{stem}-{i:05d}-of-{len(shards):05d}.safetensors"
+        write_safetensors_streaming(path.parent / name, shard, make, meta)
+        weight_map.update(dict.fromkeys((n for n, _d, _s in shard), name))
+    index = path.parent / f"{stem}.safetensors.index.json"
+    index.write_text(json.dumps({"metadata": meta or {}, "weight_map": weight_map}, indent=2))
+    return index
+
+
 def write_random_expert(path: Path | str, cfg: dict[str, Any] | None = None, *, layout: str = "comfyui",
                         precision: str = "fp8_scaled", seed: int = 0, expert: str | None = None,
                         std: float = 0.02, fast: bool = False, max_shard_bytes: int | None = None) -> Path:
@@ -401,72 +492,14 @@ def write_random_expert(path: Path | str, cfg: dict[str, Any] | None = None, *, 
     writes shards + ``*.safetensors.index.json`` (what diffusers folders and the original release hold) and
     returns the index.
     """
-    import zlib
-
     if layout not in LAYOUTS or precision not in PRECISIONS or (layout == "diffusers" and precision == "fp8_scaled"):
         raise ValueError(f"layout must be one of {LAYOUTS}, precision one of {PRECISIONS} (no fp8_scaled diffusers)")
     cfg = cfg or wf.config_for(wf.HIGH)
     prefix = COMFY_PREFIX if layout == "comfyui" else ""
-    base = _DT.get(precision, torch.bfloat16)
-    shapes_orig = wf.expected_transformer_shapes(cfg)
-    rename = keymaps.wan_to_diffusers_transformer(shapes_orig) if layout == "diffusers" else {}
-    specs: list[tuple[str, torch.dtype, tuple[int, ...]]] = []
-    for k, shape in shapes_orig.items():
-        if precision == "fp8_scaled" and k.startswith("blocks.") and k.endswith(_FP8_BLOCK_LINEAR):
-            specs += [(prefix + k, E4M3, shape), (prefix + k.removesuffix(".weight") + ".scale_weight", torch.float32, ())]
-        else:
-            specs.append((rename.get(k, prefix + k), base, shape))
-    if precision == "fp8_scaled":
-        specs.append((prefix + "scaled_fp8", E4M3, (0,)))
-    shapes = {n: (d, s) for n, d, s in specs}
-    fp8_scale = std * 4 / 448.0  # ±4σ maps to e4m3's ±448
-    pools: dict[torch.dtype, torch.Tensor] = {}
-
-    def pool(dtype: torch.dtype, n: int) -> torch.Tensor:
-        if dtype not in pools or pools[dtype].numel() < n:
-            size = max(n, max(math.prod(s) for d, s in shapes.values() if d == dtype))
-            w = torch.randn(size, generator=torch.Generator().manual_seed(seed)) * std
-            pools[dtype] = (w / fp8_scale).clamp(-448, 448).to(E4M3) if dtype == E4M3 else w.to(dtype)
-        return pools[dtype][:n]
-
-    def make(name: str) -> torch.Tensor:
-        dtype, shape = shapes[name]
-        short = name[len(prefix):]
-        if name.endswith(".scale_weight"):
-            return torch.tensor(fp8_scale, dtype=torch.float32)
-        if short.endswith((".bias", "scaled_fp8")):
-            return torch.zeros(shape, dtype=dtype)
-        if "norm" in short:
-            return torch.ones(shape, dtype=dtype)
-        if fast:
-            return pool(dtype, math.prod(shape)).reshape(shape)
-        g = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
-        w = torch.randn(shape, generator=g) * std
-        if dtype == E4M3:
-            return (w / fp8_scale).clamp(-448, 448).to(E4M3)
-        return w.to(dtype)
-
+    specs = _random_expert_specs(cfg, layout, precision, prefix)
+    make = _RandomWeights(specs, prefix, seed, std, fast)
     meta = {wf.METADATA_EXPERT: expert} if expert else None
     path = Path(path)
     if not max_shard_bytes:
         return write_safetensors_streaming(path, specs, make, meta)
-    import json
-
-    shards: list[list[tuple[str, torch.dtype, tuple[int, ...]]]] = [[]]
-    size = 0
-    for spec in specs:
-        n = math.prod(spec[2]) * torch.empty((), dtype=spec[1]).element_size()
-        if shards[-1] and size + n > max_shard_bytes:
-            shards.append([])
-            size = 0
-        shards[-1].append(spec)
-        size += n
-    stem = path.name.removesuffix(".safetensors")
-    weight_map: dict[str, str] = {}
-    for i, shard in enumerate(shards, 1):
-        name = f"{stem}-{i:05d}-of-{len(shards):05d}.safetensors"
-        write_safetensors_streaming(path.parent / name, shard, make, meta)
-        weight_map.update(dict.fromkeys((n for n, _d, _s in shard), name))
-    index = path.parent / f"{stem}.safetensors.index.json"
-    index.write_text(json.dumps({"metadata": meta or {}, "weight_map": weight_map}, indent=2))
-    return index
+    return _write_sharded(path, specs, make, meta, max_shard_bytes)

@@ -139,56 +139,64 @@ def detail(j: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run(args: argparse.Namespace) -> int:
+def _show_spooled(args: argparse.Namespace, job: str, pending: list[Any]) -> int:
+    """A job reference that names a spooled submission (no job id yet): its detail, or which ones share it."""
+    if len(pending) > 1:
+        print(f"wanlora status: {ambiguous_message(job, [(s.spool_id, 'submitted') for s in pending])}",
+              file=sys.stderr)
+        return 1
+    j = pending[0].to_dict()
+    print(json.dumps({"job": j}, indent=2) if args.json else spooled_detail(j))
+    return 0
+
+
+def _ask(home: Any, job: str | None) -> tuple[dict[str, Any] | None, bool]:
+    """The daemon's answer and whether it is up; read from disk when it is down; ``None`` (said) on an error."""
     from wanlora.daemon import client
 
-    home = home_of(args)
-    job = str(args.job) if args.job is not None else None
-    up = True
-    from wanlora.tui.spooled import find_spooled, spooled_jobs
-
-    pending = find_spooled(home.root, job) if job else []
-    if job and pending and not job.isdigit():
-        if len(pending) > 1:
-            print(f"wanlora status: {ambiguous_message(job, [(s.spool_id, 'submitted') for s in pending])}",
-                  file=sys.stderr)
-            return 1
-        j = pending[0].to_dict()
-        print(json.dumps({"job": j}, indent=2) if args.json else spooled_detail(j))
-        return 0
     try:
-        reply = client.request(home, "status" if job else "list", job=job) if job else client.request(home, "list")
+        return (client.request(home, "status", job=job) if job else client.request(home, "list")), True
     except client.DaemonDown:
-        up = False
         try:
-            reply = _offline(home, job)
+            return _offline(home, job), False
         except Ambiguous as e:
             print(f"wanlora status: {e}", file=sys.stderr)
-            return 1
+            return None, False
     except client.DaemonError as e:
         print(f"wanlora status: {e}", file=sys.stderr)
-        return 1
-    if job is None:  # jobs still in the spool exist too, even without an id
-        reply = {**reply, "jobs": list(reply.get("jobs") or []) + [s.to_dict() for s in spooled_jobs(home.root)]}
-    if args.json:
-        print(json.dumps({"daemon": reply.get("daemon") if up else None, **{k: v for k, v in reply.items()
-                                                                            if k in ("jobs", "job", "telemetry")}},
-                         indent=2, default=str))
-        return 0 if (job is None or reply.get("job")) else 1
-    note = ""
-    if not up:
-        from wanlora.tui.term import terminal_width, wrap
+        return None, True
 
-        note = "\n".join(wrap(f"note: {client.DOWN_MESSAGE} (showing {home.db})", terminal_width(),
-                              subsequent_indent="      "))
-    if job:
-        if note:
-            print(note)
-        if not reply.get("job"):
-            print(f"wanlora status: no job {job!r}", file=sys.stderr)
-            return 1
-        print(detail(reply["job"]))
-        return 0
+
+def _print_json(reply: dict[str, Any], up: bool, job: str | None) -> int:
+    """``--json``: the daemon block (null when down) and the jobs/job/telemetry; 1 for an unknown job."""
+    print(json.dumps({"daemon": reply.get("daemon") if up else None, **{k: v for k, v in reply.items()
+                                                                        if k in ("jobs", "job", "telemetry")}},
+                     indent=2, default=str))
+    return 0 if (job is None or reply.get("job")) else 1
+
+
+def _down_note(home: Any) -> str:
+    """The note that the daemon is down and the answer comes from queue.db, wrapped to the terminal."""
+    from wanlora.daemon import client
+    from wanlora.tui.term import terminal_width, wrap
+
+    return "\n".join(wrap(f"note: {client.DOWN_MESSAGE} (showing {home.db})", terminal_width(),
+                          subsequent_indent="      "))
+
+
+def _print_job(reply: dict[str, Any], job: str, note: str) -> int:
+    """One job in detail (the down note first), or say there is no such job."""
+    if note:
+        print(note)
+    if not reply.get("job"):
+        print(f"wanlora status: no job {job!r}", file=sys.stderr)
+        return 1
+    print(detail(reply["job"]))
+    return 0
+
+
+def _print_queue(reply: dict[str, Any], up: bool, note: str) -> int:
+    """The queue table (or how to start one), the down note, then each GPU's telemetry when the daemon is up."""
     jobs = reply.get("jobs") or []
     if not jobs:
         print("no jobs yet: `wanlora new` opens the wizard, `wanlora submit JOB.toml` queues a job file")
@@ -204,3 +212,25 @@ def run(args: argparse.Namespace) -> int:
             print(f"gpu {g.get('index')}: util {g.get('util', '-')}%  mem {g.get('mem_used_mb', '-')}/"
                   f"{g.get('mem_total_mb', '-')} MiB  {g.get('temp_c', '-')}°C  {g.get('power_w', '-')} W")
     return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """``wanlora status``: a spooled submission, one job, or the queue; 1 on an error or an unknown job."""
+    home = home_of(args)
+    job = str(args.job) if args.job is not None else None
+    from wanlora.tui.spooled import find_spooled, spooled_jobs
+
+    pending = find_spooled(home.root, job) if job else []
+    if job and pending and not job.isdigit():
+        return _show_spooled(args, job, pending)
+    reply, up = _ask(home, job)
+    if reply is None:
+        return 1
+    if job is None:  # jobs still in the spool exist too, even without an id
+        reply = {**reply, "jobs": list(reply.get("jobs") or []) + [s.to_dict() for s in spooled_jobs(home.root)]}
+    if args.json:
+        return _print_json(reply, up, job)
+    note = "" if up else _down_note(home)
+    if job:
+        return _print_job(reply, job, note)
+    return _print_queue(reply, up, note)

@@ -60,38 +60,21 @@ def _polyline(bits: list[list[int]], points: Sequence[tuple[int, int]]) -> None:
                 bits[cy][cx] |= _DOT[bx][by]
 
 
-def render_plot(steps: Sequence[int], losses: Sequence[float], width: int, height: int,
-                smoothing: float = 0.9, eval_steps: Sequence[int] = (),
-                eval_losses: Sequence[float] = (), empty: str = "waiting for the first step…") -> list[Text]:
-    """``height`` lines of ``width`` cells: y labels on the left, x range on the bottom line.
-
-    ``eval_steps`` / ``eval_losses`` (one point per save, held-out clips) draw a second curve in yellow.
-    """
-    if width < 12 or height < 3:
-        return [Text("")] * max(height, 0)
-    if not losses:
-        blank = [Text(" " * width) for _ in range(height)]
-        blank[height // 2] = Text(empty.center(width)[:width], style="dim")
-        return blank
-    label_w = 8
-    cols, rows = width - label_w, height - 1
-    px_w, px_h = cols * 2, rows * 4
-    smooth = ema(losses, smoothing)
+def _y_range(losses: Sequence[float], smooth: Sequence[float], eval_losses: Sequence[float]) -> tuple[float, float]:
+    """The plotted loss range: raw 1–99 % quantiles, the smoothed curve and the eval points, padded 5 %."""
     ordered = sorted(losses)
     lo = min(_quantile(ordered, 0.01), min(smooth), *eval_losses)
     hi = max(_quantile(ordered, 0.99), max(smooth), *eval_losses)
     if hi - lo < 1e-12:
         hi, lo = hi + 1e-3, lo - 1e-3
     pad = (hi - lo) * 0.05
-    lo, hi = lo - pad, hi + pad
-    s0, s1 = steps[0], steps[-1]
-    span = max(1, s1 - s0)
+    return lo - pad, hi + pad
 
-    def ypx(v: float) -> int:
-        y = int((hi - v) / (hi - lo) * (px_h - 1) + 0.5)
-        return min(px_h - 1, max(0, y))
 
-    # bucket per dot column: raw min/max and smoothed mean
+def _buckets(steps: Sequence[int], losses: Sequence[float], smooth: Sequence[float],
+             px_w: int) -> tuple[list[float], list[float], list[float], list[int]]:
+    """Per dot column: raw min, raw max, smoothed sum and count — O(steps) whatever the run's length."""
+    s0, span = steps[0], max(1, steps[-1] - steps[0])
     rmin = [float("inf")] * px_w
     rmax = [float("-inf")] * px_w
     ssum = [0.0] * px_w
@@ -104,53 +87,103 @@ def render_plot(steps: Sequence[int], losses: Sequence[float], width: int, heigh
             rmax[x] = raw
         ssum[x] += sm
         scnt[x] += 1
+    return rmin, rmax, ssum, scnt
+
+
+def _set_column(bits: list[list[int]], x: int, y_top: int, y_bottom: int) -> None:
+    """Set the dots of dot column ``x`` from ``y_top`` to ``y_bottom`` (the raw loss's min/max band)."""
+    cx, bx = divmod(x, 2)
+    for y in range(y_top, y_bottom + 1):
+        cy, by = divmod(y, 4)
+        bits[cy][cx] |= _DOT[bx][by]
+
+
+def _connect(bits: list[list[int]], prev: tuple[int, int] | None, x: int, y_s: int) -> None:
+    """A line from the previous data column to (``x``, ``y_s``), so sparse runs (few steps, wide plot) stay
+    connected."""
+    x0, y0 = prev if prev is not None else (x, y_s)
+    last_y = y0
+    for xi in range(x0 + 1 if prev is not None else x, x + 1):
+        yi = y_s if xi == x else round(y0 + (y_s - y0) * (xi - x0) / (x - x0))
+        cxi, bxi = divmod(xi, 2)
+        for y in range(min(last_y, yi), max(last_y, yi) + 1):
+            cy, by = divmod(y, 4)
+            bits[cy][cxi] |= _DOT[bxi][by]
+        last_y = yi
+
+
+def _row_label(r: int, rows: int, lo: float, hi: float) -> str:
+    """The y label of text row ``r``: the top, the bottom and (if there is room) the middle value."""
+    if r == 0:
+        return _fmt(hi)
+    if r == rows - 1:
+        return _fmt(lo)
+    if r == rows // 2 and rows > 4:
+        return _fmt((hi + lo) / 2)
+    return ""
+
+
+def _cell(sb: int, rb: int, eb: int) -> tuple[str, str | None]:
+    """One braille cell and its style: eval over smoothed (which merges the raw band) over raw."""
+    if eb:
+        return chr(0x2800 | eb), "bold yellow"
+    if sb:
+        return chr(0x2800 | sb | rb), "bold green"
+    if rb:
+        return chr(0x2800 | rb), "color(66)"
+    return " ", None
+
+
+def _empty_plot(width: int, height: int, empty: str) -> list[Text]:
+    """A plot with no data: blank lines with ``empty`` centred, dim."""
+    blank = [Text(" " * width) for _ in range(height)]
+    blank[height // 2] = Text(empty.center(width)[:width], style="dim")
+    return blank
+
+
+def render_plot(steps: Sequence[int], losses: Sequence[float], width: int, height: int,
+                smoothing: float = 0.9, eval_steps: Sequence[int] = (),
+                eval_losses: Sequence[float] = (), empty: str = "waiting for the first step…") -> list[Text]:
+    """``height`` lines of ``width`` cells: y labels on the left, x range on the bottom line.
+
+    ``eval_steps`` / ``eval_losses`` (one point per save, held-out clips) draw a second curve in yellow.
+    """
+    if width < 12 or height < 3:
+        return [Text("")] * max(height, 0)
+    if not losses:
+        return _empty_plot(width, height, empty)
+    label_w = 8
+    cols, rows = width - label_w, height - 1
+    px_w, px_h = cols * 2, rows * 4
+    smooth = ema(losses, smoothing)
+    lo, hi = _y_range(losses, smooth, eval_losses)
+    s0, s1 = steps[0], steps[-1]
+    span = max(1, s1 - s0)
+
+    def ypx(v: float) -> int:
+        y = int((hi - v) / (hi - lo) * (px_h - 1) + 0.5)
+        return min(px_h - 1, max(0, y))
+
+    rmin, rmax, ssum, scnt = _buckets(steps, losses, smooth, px_w)
     raw_bits = [[0] * cols for _ in range(rows)]
     smooth_bits = [[0] * cols for _ in range(rows)]
     prev: tuple[int, int] | None = None  # (x, y) of the previous column with data
     for x in range(px_w):
         if not scnt[x]:
             continue
-        cx, bx = divmod(x, 2)
         if smoothing > 0:
-            for y in range(ypx(rmax[x]), ypx(rmin[x]) + 1):
-                cy, by = divmod(y, 4)
-                raw_bits[cy][cx] |= _DOT[bx][by]
+            _set_column(raw_bits, x, ypx(rmax[x]), ypx(rmin[x]))
         y_s = ypx(ssum[x] / scnt[x])
-        # a line from the previous data column, so sparse runs (few steps, wide plot) stay connected
-        x0, y0 = prev if prev is not None else (x, y_s)
-        last_y = y0
-        for xi in range(x0 + 1 if prev is not None else x, x + 1):
-            yi = y_s if xi == x else round(y0 + (y_s - y0) * (xi - x0) / (x - x0))
-            cxi, bxi = divmod(xi, 2)
-            for y in range(min(last_y, yi), max(last_y, yi) + 1):
-                cy, by = divmod(y, 4)
-                smooth_bits[cy][cxi] |= _DOT[bxi][by]
-            last_y = yi
+        _connect(smooth_bits, prev, x, y_s)
         prev = (x, y_s)
     eval_bits = [[0] * cols for _ in range(rows)]
     _polyline(eval_bits, [(min(px_w - 1, max(0, (st - s0) * (px_w - 1) // span)), ypx(v))
                           for st, v in zip(eval_steps, eval_losses, strict=False)])
     lines: list[Text] = []
     for r in range(rows):
-        if r == 0:
-            label = _fmt(hi)
-        elif r == rows - 1:
-            label = _fmt(lo)
-        elif r == rows // 2 and rows > 4:
-            label = _fmt((hi + lo) / 2)
-        else:
-            label = ""
-        line = Text(label.rjust(label_w - 1)[: label_w - 1] + "┤", style="dim")
+        line = Text(_row_label(r, rows, lo, hi).rjust(label_w - 1)[: label_w - 1] + "┤", style="dim")
         for c in range(cols):
-            sb, rb, eb = smooth_bits[r][c], raw_bits[r][c], eval_bits[r][c]
-            if eb:
-                line.append(chr(0x2800 | eb), style="bold yellow")
-            elif sb:
-                line.append(chr(0x2800 | sb | rb), style="bold green")
-            elif rb:
-                line.append(chr(0x2800 | rb), style="color(66)")
-            else:
-                line.append(" ")
+            line.append(*_cell(smooth_bits[r][c], raw_bits[r][c], eval_bits[r][c]))
         lines.append(line)
     left, right = f"step {s0}" + (f" · eval {_fmt(eval_losses[-1])} (held-out)" if eval_losses else ""), f"{s1}"
     axis = " " * label_w + left + right.rjust(max(1, cols - len(left)))
