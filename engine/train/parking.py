@@ -99,7 +99,8 @@ class ParkedWeights:
         self._ensure_host()
         for slot, t, trainable in _tensors(self.model):
             if not trainable and t.device.type != "cpu":
-                _set(t, self.host[slot])
+                host = self.host.get(slot)  # None: added after the copies were made (a preview's accelerator)
+                _set(t, host if host is not None else t.to("cpu"))
         _move_quant_states(self.model, torch.device("cpu"))
 
     def unpark(self, device: torch.device) -> None:
@@ -109,8 +110,8 @@ class ParkedWeights:
         for slot, t, trainable in _tensors(self.model):
             if t.device.type == device.type:
                 continue
-            src = t if trainable else self.host[slot]
-            _set(t, src.to(device, non_blocking=self.pinned and not trainable))
+            src = self.host.get(slot, t) if not trainable else t
+            _set(t, src.to(device, non_blocking=self.pinned and src is not t))
         _move_quant_states(self.model, device)
 
 

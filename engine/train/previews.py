@@ -188,24 +188,39 @@ def write_png(frame: np.ndarray, path: Path) -> Path:
     return path
 
 
-def _swap_on_boundary(device: torch.device) -> Callable:
+Place = Callable[[str], None]  # low_vram: only this expert's weights on the GPU, the other's in host memory
+
+
+def module_placer(pipe, device: torch.device) -> Place:
+    """Placement by ``Module.to`` (both ways through pageable memory): for pipelines of loaded files."""
+    def place(name: str) -> None:
+        out, into = (pipe.transformer_2, pipe.transformer) if name == HIGH else (pipe.transformer, pipe.transformer_2)
+        out.to("cpu")
+        torch.cuda.empty_cache()
+        into.to(device)
+    return place
+
+
+def _swap_on_boundary(device: torch.device, place: Place) -> Callable:
     """low_vram: a step-end callback that moves the high expert out and the low one in at the boundary."""
     def cb(pipe, i: int, t, kwargs: dict) -> dict:
         ts = pipe.scheduler.timesteps
         boundary = pipe.config.boundary_ratio * pipe.scheduler.config.num_train_timesteps
         if i + 1 < len(ts) and ts[i + 1] < boundary and next(pipe.transformer_2.parameters()).device != device:
-            pipe.transformer.to("cpu")
-            torch.cuda.empty_cache()
-            pipe.transformer_2.to(device)
+            place(LOW)
         return {}
     return cb
 
 
 def render(pipe, specs: list[PreviewSpec], out_dir: Path, step: int, *,
            embed: Callable[[list[str]], torch.Tensor] | None = None, low_vram: bool = False,
-           on_file: Callable[[int, PreviewSpec, Path, Path], None] | None = None) -> list[Path]:
-    """Run every spec through ``pipe`` and write ``<step>_<i>.mp4`` + ``.png``; returns the mp4 paths."""
+           on_file: Callable[[int, PreviewSpec, Path, Path], None] | None = None,
+           place: Place | None = None) -> list[Path]:
+    """Run every spec through ``pipe`` and write ``<step>_<i>.mp4`` + ``.png``; returns the mp4 paths.
+
+    ``low_vram``: one expert on the GPU at a time, moved by ``place`` (default :func:`module_placer`)."""
     device = pipe._execution_device
+    place = place or module_placer(pipe, device)
     written = []
     for i, s in enumerate(specs):
         kw: dict[str, Any] = {}
@@ -215,9 +230,8 @@ def render(pipe, specs: list[PreviewSpec], out_dir: Path, step: int, *,
         else:
             kw["prompt"], kw["negative_prompt"] = s.prompt, s.negative
         if low_vram and device.type == "cuda":
-            pipe.transformer_2.to("cpu")
-            pipe.transformer.to(device)
-            kw["callback_on_step_end"] = _swap_on_boundary(device)
+            place(HIGH)
+            kw["callback_on_step_end"] = _swap_on_boundary(device, place)
         gen = torch.Generator("cpu").manual_seed(s.seed)
         image = load_ctrl_image(s.image, s.width, s.height)
         frames = pipe(image=image, height=s.height, width=s.width, num_frames=s.num_frames,
@@ -267,9 +281,33 @@ def _sample_emitter(emit: Callable[..., Any] | None, step: int) -> Callable[[int
     return on_file
 
 
+def _parking_placer(experts: dict[str, Any], models: dict[str, Any], device: torch.device) -> Place:
+    """low_vram previews of a training run: trained experts move through their parking (nothing is copied back
+    to the host), an expert loaded only for the preview by ``Module.to``."""
+    def move(name: str, to_gpu: bool) -> None:
+        parking = getattr(experts.get(name), "parking", None)
+        if parking is not None:
+            parking.unpark(device) if to_gpu else parking.park()
+        else:
+            models[name].to(device if to_gpu else "cpu")
+
+    def place(name: str) -> None:
+        for other in models:
+            if other != name:
+                move(other, False)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()  # the leaving expert's blocks go back before the other one comes in
+        move(name, True)
+    return place
+
+
 def _restore_experts(models: dict[str, Any], loaded: list[str], modes: dict[str, bool],
-                     placement: dict[str, torch.device]) -> None:
-    """Training goes on as before: each trained expert back in its mode and on its device."""
+                     placement: dict[str, torch.device], place: Place | None) -> None:
+    """Training goes on as before: each trained expert back in its mode and on its device (``place``: the one
+    that was on the GPU goes back there through it)."""
+    on_gpu = [n for n in models if n not in loaded and placement[n].type != "cpu"]
+    if place is not None and len(on_gpu) == 1:
+        place(on_gpu[0])
     for n, m in models.items():
         if n in loaded:
             continue
@@ -305,6 +343,7 @@ def training_previews(*, job: Any, parts: Any, experts: dict[str, Any], embed: C
         vae.enable_tiling()
     placement = {n: next(m.parameters()).device for n, m in models.items()}
     modes = {n: m.training for n, m in models.items()}
+    place = _parking_placer(experts, models, device) if low_vram else None
     try:
         if not low_vram:
             for m in models.values():
@@ -321,9 +360,9 @@ def training_previews(*, job: Any, parts: Any, experts: dict[str, Any], embed: C
             if accel is not None:  # inference only: removed again before training goes on
                 stack.callback(detach_accelerator, models)
                 attach_accelerator(models, accel)
-            return render(pipe, specs, out_dir, step, embed=embed, low_vram=low_vram, on_file=on_file)
+            return render(pipe, specs, out_dir, step, embed=embed, low_vram=low_vram, on_file=on_file, place=place)
     finally:
-        _restore_experts(models, loaded, modes, placement)
+        _restore_experts(models, loaded, modes, placement, place)
         if tiled:
             vae.disable_tiling()
         del models
