@@ -96,3 +96,17 @@ vram_tier = 80
 folder = "{folder}"
 num_frames = 21
 '''
+
+
+def previewing_job(clips: Path, model: Path, tmp: Path, preview_steps: int):
+    """A 40-step one-expert tiny job that renders one 64² preview of ``preview_steps`` steps every 20 steps."""
+    from PIL import Image
+    from wanlora.engine.config.schema import Job
+    from wanlora.engine.train.demo import demo_job_dict
+
+    ctrl = tmp / "ctrl.png"
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(ctrl)
+    d = demo_job_dict(clips, model, steps=40, multistage__low_noise=False)
+    d["sample"] = {"enabled": True, "every": 20, "steps": preview_steps, "width": 64, "height": 64, "num_frames": 5,
+                   "prompts": [{"prompt": "a red square", "ctrl_img": str(ctrl)}]}
+    return Job.model_validate(d)

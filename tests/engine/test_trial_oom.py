@@ -9,6 +9,8 @@ import pytest
 import torch
 from wanlora.engine.config.schema import Job
 
+from tests.engine.conftest import previewing_job
+
 
 def test_one_bucket_out_of_memory_keeps_the_others_and_refuses_a_projection(tmp_path: Path, clips: Path,
                                                                               tiny_model: Path, monkeypatch) -> None:
@@ -53,19 +55,11 @@ def test_a_preview_out_of_memory_is_a_row_and_refuses_the_projection(tmp_path: P
                                                                      tiny_model: Path, monkeypatch) -> None:
     """The 24 GB character job trained, then its 768² preview ran out of memory (H100 under a 24 GiB cap,
     2026-12-07): the trial must keep the buckets' figures and say the job would fail at its first preview."""
-    from wanlora.engine.train.demo import demo_job_dict
     from wanlora.engine.train.loop import Trainer
     from wanlora.engine.trial import format_report, run_trial
 
     monkeypatch.setenv("WANLORA_HOME", str(tmp_path / "home"))
-    from PIL import Image
-
-    ctrl = tmp_path / "ctrl.png"
-    Image.new("RGB", (64, 64), (200, 30, 30)).save(ctrl)
-    d = demo_job_dict(clips, tiny_model, steps=40, multistage__low_noise=False)
-    d["sample"] = {"enabled": True, "every": 20, "steps": 2, "width": 64, "height": 64, "num_frames": 5,
-                   "prompts": [{"prompt": "a red square", "ctrl_img": str(ctrl)}]}
-    job = Job.model_validate(d)
+    job = previewing_job(clips, tiny_model, tmp_path, preview_steps=2)
 
     def preview_never_fits(self, why="sample.every"):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 300.00 MiB (simulated)")

@@ -8,23 +8,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from wanlora.engine.config.schema import Job
+
+from tests.engine.conftest import previewing_job
 
 
 def test_preview_steps_run_fewer_steps_and_scale_the_time_to_the_job(tmp_path: Path, clips: Path,
                                                                       tiny_model: Path, monkeypatch) -> None:
-    from PIL import Image
-    from wanlora.engine.train.demo import demo_job_dict
     from wanlora.engine.train.loop import Trainer
     from wanlora.engine.trial import format_report, run_trial
 
     monkeypatch.setenv("WANLORA_HOME", str(tmp_path / "home"))
-    ctrl = tmp_path / "ctrl.png"
-    Image.new("RGB", (64, 64), (200, 30, 30)).save(ctrl)
-    d = demo_job_dict(clips, tiny_model, steps=40, multistage__low_noise=False)
-    d["sample"] = {"enabled": True, "every": 20, "steps": 6, "width": 64, "height": 64, "num_frames": 5,
-                   "prompts": [{"prompt": "a red square", "ctrl_img": str(ctrl)}]}
-    job = Job.model_validate(d)
+    job = previewing_job(clips, tiny_model, tmp_path, preview_steps=6)
 
     seen: list[int] = []
     real = Trainer.sample_previews
