@@ -140,16 +140,17 @@ NOT_MEMORY = ("job.name", "job.preset", "job.trigger_word", "job.vram_tier", "tr
               "logging.", "model.name_or_path")
 
 
-def memory_key(job_path: Path, tier: int) -> tuple[tuple, frozenset, bool]:
+def memory_key(cell: str, job_path: Path) -> tuple[tuple, frozenset, bool]:
     """(what decides the cell's memory apart from buckets and previews — the card's size included —, its
     buckets, whether it previews)."""
     from wanlora.engine.config.presets import flatten, resolve_file
 
+    tier, _recipe, aspect, _mode = parse_cell(cell)
     job = resolve_file(job_path, detected_vram_gb=tier).job
     flat = flatten(job.model_dump(mode="json"))
     same = tuple(sorted((k, repr(v)) for k, v in flat.items() if not k.startswith(NOT_MEMORY)))
     ds = job.datasets[0]
-    shape = (("card_gib", tier), ("frames", ds.num_frames), ("aspect", job_path.stem.split("_")[2]))
+    shape = (("card_gib", tier), ("frames", ds.num_frames), ("aspect", aspect))
     preview = bool(job.sample.enabled and job.sample.prompts)
     return same + shape, frozenset(ds.resolutions), preview
 
@@ -212,7 +213,7 @@ def main() -> int:
     ran: dict[str, tuple] = {}
     for c in cells:
         left = a.stop_at_s - (time.time() - t0)
-        key = None if c == "eager" else memory_key(write_job(c, out, folders), parse_cell(c)[0])
+        key = None if c == "eager" else memory_key(c, write_job(c, out, folders))
         by = covering(c, key, ran) if key else None
         if key and c in done:
             ran[c] = key

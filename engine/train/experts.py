@@ -58,14 +58,19 @@ def place_experts(experts: dict[str, Expert], active: str | None, device: torch.
     """
     if not low_vram or device.type != "cuda":
         return
-    for ex in experts.values():
-        if ex.parking is None:
-            ex.parking = ParkedWeights(ex.model)
-    moves = swap_moves({n: ex.parking.on_device(device) for n, ex in experts.items()}, active)  # type: ignore[union-attr]
+    parks = {n: _parking(ex) for n, ex in experts.items()}
+    moves = swap_moves({n: p.on_device(device) for n, p in parks.items()}, active)
     leaving = [name for name, to_gpu in moves if not to_gpu]
     for name in leaving:
-        experts[name].parking.park()  # type: ignore[union-attr]
+        parks[name].park()
     if leaving:
         torch.cuda.empty_cache()  # the idle experts' blocks go back before the active one is placed
     for name in (name for name, to_gpu in moves if to_gpu):
-        experts[name].parking.unpark(device)  # type: ignore[union-attr]
+        parks[name].unpark(device)
+
+
+def _parking(ex: Expert) -> ParkedWeights:
+    """The expert's parking, made at its first move."""
+    if ex.parking is None:
+        ex.parking = ParkedWeights(ex.model)
+    return ex.parking

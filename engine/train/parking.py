@@ -13,22 +13,20 @@ bitsandbytes' nf4 statistics (``quant_state``, not a buffer) move with the packe
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import nn
 
 
-def _tensors(model: nn.Module) -> list[tuple[tuple[int, str], torch.Tensor, bool]]:
+def _tensors(model: nn.Module) -> Iterator[tuple[tuple[int, str], torch.Tensor, bool]]:
     """Every parameter and buffer of ``model``: (slot, tensor, trainable)."""
-    out = []
     for mod in model.modules():
         for store in (mod._parameters, mod._buffers):
             for key, t in store.items():
                 if t is not None:
-                    trainable = isinstance(t, nn.Parameter) and t.requires_grad
-                    out.append(((id(mod), key), t, trainable))
-    return out
+                    yield (id(mod), key), t, isinstance(t, nn.Parameter) and t.requires_grad
 
 
 def _set(t: torch.Tensor, value: torch.Tensor) -> None:
@@ -64,8 +62,9 @@ class ParkedWeights:
 
     def on_device(self, device: torch.device) -> bool:
         """Whether the frozen weights are on ``device`` now."""
-        frozen = [t for _, t, trainable in _tensors(self.model) if not trainable]
-        return bool(frozen) and frozen[0].device.type == device.type
+        # asked before every step: the first frozen tensor answers, without walking the whole expert
+        first = next((t for _, t, trainable in _tensors(self.model) if not trainable), None)
+        return first is not None and first.device.type == device.type
 
     def _ensure_host(self) -> None:
         """The host copy of every frozen tensor, made the first time (from wherever the tensors are now)."""
