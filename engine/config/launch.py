@@ -50,6 +50,9 @@ TRAINER_ENV = {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True", **NVLS_OFF
 # /tmp: a rented container keeps WANLORA_HOME on its volume, so a bucket's compile warm-up is paid once per
 # machine and torch version, not once per run.
 COMPILE_CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
+# FlashAttention-4's CuTe kernels are compiled at a process's first attention call (10-20 s); its own on-disk
+# cache (off unless asked for) keeps them beside inductor's, so a resumed job or the next trial loads them.
+FA4_CACHE_ENV = "FLASH_ATTENTION_CUTE_DSL_CACHE_DIR"
 
 
 def compile_cache_dir() -> Path:
@@ -64,6 +67,8 @@ def use_trainer_env() -> None:
     for k, v in TRAINER_ENV.items():
         os.environ.setdefault(k, v)
     os.environ.setdefault(COMPILE_CACHE_ENV, str(compile_cache_dir()))
+    os.environ.setdefault("FLASH_ATTENTION_CUTE_DSL_CACHE_ENABLED", "1")
+    os.environ.setdefault(FA4_CACHE_ENV, str(compile_cache_dir() / "fa4"))
 
 
 def cpu_procs(env: Mapping[str, str] | None = None) -> int:

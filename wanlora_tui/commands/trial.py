@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 HELP = "try the job on this GPU with random full-size weights: s/step, VRAM, projected hours"
@@ -80,8 +81,10 @@ def run(args: argparse.Namespace) -> int:
         print("no CUDA here: the trial runs the tiny Wan 2.2 architecture on the CPU (times and memory are not "
               "those of the full model)", file=sys.stderr, flush=True)
 
-    def progress(line: str) -> None:
-        print(f"trial: {line}", file=sys.stderr, flush=True)
+    t0 = time.monotonic()
+
+    def progress(line: str) -> None:  # seconds since start: where a slow trial spends its time
+        print(f"trial [{time.monotonic() - t0:6.1f} s]: {line}", file=sys.stderr, flush=True)
 
     try:
         report = run_trial(job, steps=args.steps, progress=progress, device=device, vram_gib=args.vram_gib,

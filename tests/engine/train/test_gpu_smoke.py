@@ -76,3 +76,40 @@ def test_quantised_base_trains_on_cuda(tmp_path: Path, clips: Path, tiny_model: 
     # the tiny model's 24-wide Linears are not fp8-eligible (dims % 16), so this checks the wiring, not the kernels
     assert any(e["type"] == "state" and e.get("state") == "quantized" and e["mode"] == mode for e in events)
     assert len([e for e in events if e["type"] == "step"]) == 4
+
+
+def test_low_vram_switch_parks_the_idle_expert_in_pinned_memory_on_cuda(tmp_path: Path, clips: Path,
+                                                                         tiny_model: Path) -> None:
+    """On a real GPU: a low_vram switch frees the idle expert's frozen weights from the GPU into pinned host
+    memory (made once), keeps its LoRA on the GPU, and a round trip leaves the weights bit-exact."""
+    from wanlora.engine.config.io import load_job
+    from wanlora.engine.train.events import EventLog, Status
+    from wanlora.engine.train.experts import place_experts
+    from wanlora.engine.train.loop import Trainer
+
+    cuda = torch.device("cuda")
+    jd = make_job_dir(tmp_path, clips, tiny_model, steps=4, multistage__switch_every=2, model__low_vram=True)
+    tr = Trainer(load_job(jd / "job.toml"), jd, EventLog(jd), Status(jd), device=cuda)
+    tr.setup()
+    try:
+        high, low = tr.experts["high_noise"], tr.experts["low_noise"]
+        frozen = [p for p in high.model.parameters() if not p.requires_grad]
+        before = [p.detach().clone() for p in frozen]
+        place_experts(tr.experts, "high_noise", cuda, True)
+        on_gpu = torch.cuda.memory_allocated(cuda)
+        place_experts(tr.experts, "low_noise", cuda, True)
+        assert all(p.device.type == "cpu" and p.is_pinned() for p in frozen)
+        assert all(p.device.type == "cuda" for p in high.params)  # the LoRA stays where it trains
+        assert all(p.device.type == "cuda" for p in low.model.parameters())
+        freed = sum(p.numel() * p.element_size() for p in frozen)
+        low_frozen = sum(p.numel() * p.element_size() for p in low.model.parameters() if not p.requires_grad)
+        # the idle expert's blocks went back: what is allocated now is the other expert's share, not both
+        assert torch.cuda.memory_allocated(cuda) <= on_gpu - freed + low_frozen + 1024**2
+        copies = high.parking.copies_to_host if high.parking else 0
+        assert high.parking is not None and high.parking.pinned and copies >= len(frozen)
+        for name in ("high_noise", "low_noise", "high_noise"):  # more switches copy nothing back to the host
+            place_experts(tr.experts, name, cuda, True)
+        assert high.parking.copies_to_host == copies
+        assert all(p.device.type == "cuda" and torch.equal(p, b.to(cuda)) for p, b in zip(frozen, before, strict=True))
+    finally:
+        tr.data.close()
