@@ -1,6 +1,6 @@
 """Every recipe on every VRAM tier, written as a user writes it, through ``wanlora trial`` (issue #25).
 
-    python3 bench/tier_matrix.py OUT [--cells ...] [--deadline-s S] [--stop-at-s S]
+    python3 bench/tier_matrix.py OUT [--cells ...] [--lanes N] [--deadline-s S] [--stop-at-s S] [--resume]
     python3 bench/tier_table.py OUT          # the table (fits, peak reserved %, s/step, hours, estimate error)
 
 Each cell's job is what the README and the wizard write: ``preset`` + ``vram_tier`` + a clip folder (style and
@@ -11,7 +11,7 @@ own process (``--vram-gib`` makes ``vram_tier`` act on that card), so the GPU ac
 
 A cell is ``TIER:RECIPE:ASPECT[:MODE]``: ASPECT ``sq`` (1024² clips) or ``wide`` (1280×720); MODE ``fit``
 (the fewest steps that show every bucket of both experts, the switch and the preview fit: 1 timed step),
-``time`` (3 timed steps), ``guide`` (the guide's run as the README writes it: motion, ``vram_tier =
+``time`` (2 timed steps), ``guide`` (the guide's run as the README writes it: motion, ``vram_tier =
 "auto"``, 512/768/1024, 41 frames, 3000 steps, 20 clips; TIER is the card it acts as: 141 = the real H200,
 no cap).  The cell ``eager`` is plain diffusers + peft (bench/step.py) at the square 41-frame shapes.
 
@@ -24,9 +24,14 @@ inside the guide's run).  Every cell renders its preview with 4 denoising steps 
 same memory, the time scaled to the job's steps; a full 25-step 768² preview took ~170 s of the 24 GB
 character cell's 272 s).
 
-Cells run in the order given and stop starting new ones once ``--deadline-s`` has passed, so a call to the
-GPU machine returns inside its limit; each cell's JSON and log are written as it finishes.  ``--resume`` skips
-the cells ``OUT/cells.jsonl`` already has, so one run can span several calls on the same machine.
+Timed cells (``time``, ``guide``) and the eager baseline run first, alone on the GPU, in the order given: their
+s/step is what the estimate is checked against.  The ``fit`` cells then run side by side (``--lanes``, default
+4): a cell starts while every running cell's cap plus a CUDA context each stays within the card, so each
+process's planner sees what it would alone (it plans from min(its cap, the device's free memory)), and their
+set-up and compile overlap.  Their s/step is shared-GPU time; their rows name the cells they ran beside.
+No cell starts once ``--deadline-s`` has passed, so a call to the GPU machine returns inside its limit; each
+cell's JSON and log are written as it finishes.  ``--resume`` skips the cells ``OUT/cells.jsonl`` already has,
+so one run can span several calls on the same machine.
 """
 
 from __future__ import annotations
@@ -165,26 +170,133 @@ def covering(cell: str, key: tuple[tuple, frozenset, bool], ran: dict[str, tuple
     return None
 
 
-def run_cell(cell: str, out: Path, folders: dict[str, Path], timeout: float = 1e9) -> dict:
+def cell_cmd(cell: str, job: Path) -> list[str]:
     tier, _recipe, _aspect, mode = parse_cell(cell)
-    tag = cell.replace(":", "_")
-    job = write_job(cell, out, folders)
-    steps = {"fit": 1, "time": 3, "guide": 2}[mode]
+    steps = {"fit": 1, "time": 2, "guide": 1}[mode]  # timed steps after the one warm-up (steps vary < 1 %)
     cmd = ["wanlora", "trial", str(job), "--json", "--steps", str(steps), "--clips", "2"]
     cmd += ["--preview-steps", "4"]  # the preview's memory in 4 steps, its time scaled to the job's steps
     if not (mode == "guide" and tier == 141):
         cmd += ["--vram-gib", str(tier)]
-    t0 = time.time()
-    with open(out / f"cell_{tag}.json", "w") as fo, open(out / f"cell_{tag}.log", "w") as fe:
-        try:
-            rc = subprocess.run(cmd, stdout=fo, stderr=fe, timeout=timeout).returncode
-        except subprocess.TimeoutExpired:
-            rc = "killed: time limit"
-    row = {"cell": cell, "rc": rc, "wall_s": round(time.time() - t0, 1), "cmd": " ".join(cmd[1:])}
+    return cmd
+
+
+def _record(out: Path, row: dict) -> None:
     with open(out / "cells.jsonl", "a") as f:
         f.write(json.dumps(row) + "\n")
     print(json.dumps(row), flush=True)
-    return row
+
+
+class _Running:
+    """A cell's ``wanlora trial`` process, started now, its JSON and log going to ``OUT/cell_*.{json,log}``."""
+
+    def __init__(self, cell: str, out: Path, folders: dict[str, Path]) -> None:
+        self.cell, self.out, self.t0 = cell, out, time.time()
+        tag = cell.replace(":", "_")
+        self.cmd = cell_cmd(cell, write_job(cell, out, folders))
+        self.fo, self.fe = open(out / f"cell_{tag}.json", "w"), open(out / f"cell_{tag}.log", "w")
+        self.proc = subprocess.Popen(self.cmd, stdout=self.fo, stderr=self.fe)
+        self.alongside: set[str] = set()  # cells that shared the GPU with this one at some point
+
+    def finish(self, rc: int | str) -> dict:
+        self.fo.close()
+        self.fe.close()
+        row = {"cell": self.cell, "rc": rc, "wall_s": round(time.time() - self.t0, 1), "cmd": " ".join(self.cmd[1:])}
+        if self.alongside:
+            row["shared_gpu_with"] = sorted(self.alongside)
+        _record(self.out, row)
+        return row
+
+
+def run_cell(cell: str, out: Path, folders: dict[str, Path], timeout: float = 1e9) -> dict:
+    """One cell alone on the GPU (timed cells: their s/step is what the estimate is checked against)."""
+    r = _Running(cell, out, folders)
+    try:
+        rc: int | str = r.proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        r.proc.kill()
+        r.proc.wait()
+        rc = "killed: time limit"
+    return r.finish(rc)
+
+
+# A process's own CUDA context, cuBLAS/cuDNN workspaces and loaded kernels, outside any --vram-gib cap.
+CONTEXT_GIB = 1.5
+
+
+def lane_gib(cell: str, card_gib: float) -> float:
+    """What a fit cell may hold on the shared card: its tier's size (the whole card for a tier this large)."""
+    return min(float(parse_cell(cell)[0]), card_gib)
+
+
+def fits_beside(cell: str, running: list[str], card_gib: float) -> bool:
+    """Whether ``cell`` may start while ``running`` hold the card: every cap, plus a context each, within it.
+
+    Each process's planner reads min(its cap, what the device has free); while the caps add up to the card,
+    the device's free memory never falls below a process's own cap, so each plans as it would alone."""
+    held = sum(lane_gib(c, card_gib) + CONTEXT_GIB for c in running)
+    return not running or held + lane_gib(cell, card_gib) + CONTEXT_GIB <= card_gib
+
+
+def run_fit_cells(cells: list[str], out: Path, folders: dict[str, Path], card_gib: float, start_by: float,
+                  stop_at: float, lanes: int) -> dict[str, dict]:
+    """Fit cells side by side on the one GPU (at most ``lanes`` at once, caps within the card): a fit needs
+    no clean timing, so their set-up, compile and steps overlap.  Their rows say which cells shared the GPU;
+    bench/tier_table.py shows their s/step as shared and checks the estimate only on cells that ran alone."""
+    # largest caps first, the small ones fill the room beside them (first-fit decreasing; else in the order given)
+    pending, running, rows = sorted(cells, key=lambda c: -lane_gib(c, card_gib)), [], {}
+    while pending or running:
+        for r in list(running):
+            rc = r.proc.poll()
+            if rc is None and time.time() > stop_at:
+                r.proc.kill()
+                rc = "killed: time limit"
+                r.proc.wait()
+            if rc is not None:
+                rows[r.cell] = r.finish(rc)
+                running.remove(r)
+        for c in list(pending):
+            if len(running) >= lanes or time.time() > min(start_by, stop_at - 30):
+                break
+            if fits_beside(c, [r.cell for r in running], card_gib):
+                pending.remove(c)
+                new = _Running(c, out, folders)
+                for r in running:
+                    r.alongside.add(c)
+                    new.alongside.add(r.cell)
+                running.append(new)
+        if time.time() > min(start_by, stop_at - 30) and pending and not running:
+            for c in pending:
+                print(json.dumps({"cell": c, "skipped": "deadline"}), flush=True)
+            break
+        time.sleep(2)
+    return rows
+
+
+def card_gib() -> float:
+    """The GPU's memory (nvidia-smi's total), in GiB."""
+    r = subprocess.run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
+                       capture_output=True, text=True, check=True)
+    return int(r.stdout.split()[0]) / 1024
+
+
+def plan_cells(cells: list[str], out: Path, folders: dict[str, Path], done: dict[str, dict]) -> tuple[list[str], list[str], dict[str, str]]:
+    """(cells to run alone in order, fit cells to run side by side, fit cell → the cell whose run shows it).
+
+    Covering assumes the covering cell succeeds; a covered cell whose coverer fails is run after all."""
+    alone, fits, covered, keys = [], [], {}, {}
+    for c in cells:
+        if c == "eager":
+            alone.append(c)
+            continue
+        key = memory_key(c, write_job(c, out, folders))
+        by = covering(c, key, keys)
+        if by and c not in done:
+            covered[c] = by
+            continue
+        keys[c] = key
+        if c not in done:
+            (fits if parse_cell(c)[3] == "fit" else alone).append(c)
+    return alone, fits, covered
 
 
 def main() -> int:
@@ -193,6 +305,7 @@ def main() -> int:
     ap.add_argument("--cells", default=",".join(DEFAULT_CELLS), help="comma-separated TIER:RECIPE:ASPECT[:MODE]")
     ap.add_argument("--deadline-s", type=float, default=1e9, help="start no cell after this many seconds")
     ap.add_argument("--stop-at-s", type=float, default=1e9, help="kill a cell still running this many seconds in")
+    ap.add_argument("--lanes", type=int, default=4, help="fit cells at most side by side on the GPU (1: one at a time)")
     ap.add_argument("--jobs-only", action="store_true", help="write the clips and job files, run nothing")
     ap.add_argument("--resume", action="store_true", help="skip the cells OUT/cells.jsonl already has")
     a = ap.parse_args()
@@ -207,31 +320,27 @@ def main() -> int:
         return 0
     subprocess.call(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
                     stdout=open(out / "gpu.txt", "w"), stderr=subprocess.STDOUT)
-    done = set()
+    done: dict[str, dict] = {}  # cell -> its row from an earlier call (--resume)
     if a.resume and (out / "cells.jsonl").exists():
-        done = {json.loads(line)["cell"] for line in (out / "cells.jsonl").read_text().splitlines() if line.strip()}
-    ran: dict[str, tuple] = {}
-    for c in cells:
-        left = a.stop_at_s - (time.time() - t0)
-        key = None if c == "eager" else memory_key(c, write_job(c, out, folders))
-        by = covering(c, key, ran) if key else None
-        if key and c in done:
-            ran[c] = key
-        elif c in done:
-            pass
-        elif by:
-            row = {"cell": c, "covered_by": by}
-            with open(out / "cells.jsonl", "a") as f:
-                f.write(json.dumps(row) + "\n")
-            print(json.dumps(row), flush=True)
-        elif time.time() - t0 > a.deadline_s or left < 30:
+        done = {(r := json.loads(line))["cell"]: r for line in (out / "cells.jsonl").read_text().splitlines() if line.strip()}
+    alone, fits, covered = plan_cells(cells, out, folders, done)
+    stop_at = t0 + a.stop_at_s
+    rows: dict[str, dict] = dict(done)
+    for c in alone:  # timed cells, the guide and eager: alone on the GPU, in the order given
+        left = stop_at - time.time()
+        if time.time() - t0 > a.deadline_s or left < 30:
             print(json.dumps({"cell": c, "skipped": "deadline"}), flush=True)
         elif c == "eager":
             run_eager(out, left)
         else:
-            row = run_cell(c, out, folders, left)
-            if row["rc"] == 0:
-                ran[c] = key
+            rows[c] = run_cell(c, out, folders, left)
+    card, start_by = card_gib(), t0 + a.deadline_s
+    rows.update(run_fit_cells(fits, out, folders, card, start_by, stop_at, a.lanes))
+    ran = [c for c, by in covered.items() if rows.get(by, {}).get("rc") == 0]
+    for c in ran:
+        _record(out, {"cell": c, "covered_by": covered[c]})
+    orphans = [c for c, by in covered.items() if c not in ran and by in rows]  # their covering cell failed
+    run_fit_cells(orphans, out, folders, card, start_by, stop_at, a.lanes)
     return 0
 
 

@@ -72,6 +72,18 @@ def cell_row(p: Path, r: dict, reports: list[tuple[Path, dict]]) -> dict:
     }
 
 
+def cell_runs(outs: list[Path]) -> dict[str, dict]:
+    """``cells.jsonl``'s rows by cell (the last one of each): rc, wall time, shared GPU, covered by."""
+    runs: dict[str, dict] = {}
+    for out in outs:
+        if (out / "cells.jsonl").exists():
+            for line in (out / "cells.jsonl").read_text().splitlines():
+                if line.strip():
+                    row = json.loads(line)
+                    runs[row["cell"]] = row
+    return runs
+
+
 def load(outs: list[Path]) -> tuple[list[dict], dict[str, float]]:
     reports = []
     for out in outs:
@@ -87,20 +99,30 @@ def load(outs: list[Path]) -> tuple[list[dict], dict[str, float]]:
                 row = json.loads(line)
                 if row.get("s_per_step"):
                     eager[row["shape"]] = row["s_per_step"]
-    return [cell_row(p, r, reports) for p, r in reports], eager
+    runs = {c.replace(":", "_"): row for c, row in cell_runs(outs).items()}
+    rows = []
+    for p, r in reports:
+        row = cell_row(p, r, reports)
+        row["shared_gpu_with"] = runs.get(row["cell"], {}).get("shared_gpu_with", [])
+        row["wall_s"] = runs.get(row["cell"], {}).get("wall_s")
+        if row["shared_gpu_with"]:  # its steps shared the GPU: no clean time to hold the estimate to
+            row["est_s_err"] = []
+        rows.append(row)
+    return rows, eager
 
 
 def _pct(x: float | None) -> str:
     return "—" if x is None else f"{x:+.0%}"
 
 
-def markdown(rows: list[dict], eager: dict[str, float], failed: list[str]) -> str:
+def markdown(rows: list[dict], eager: dict[str, float], failed: list[str], covered: dict[str, str] | None = None) -> str:
     out = ["| cell (tier:recipe:clips:mode) | GPU, card | fits | peak reserved | s/step per bucket (vs eager) | switch s | "
            "preview s | projected h | estimate error s/step | estimate error reserved |",
            "|---|---|---|---|---|---|---|---|---|---|"]
     for c in rows:
-        steps = ", ".join(f"{k} {v:.2f}" + (f" ({v / eager[k] - 1:+.0%})" if k in eager else "")
-                          for k, v in c["s_per_step"].items())
+        shared = bool(c.get("shared_gpu_with"))
+        steps = ", ".join(f"{k} {v:.2f}" + (f" ({v / eager[k] - 1:+.0%})" if k in eager and not shared else "")
+                          for k, v in c["s_per_step"].items()) + (" (GPU shared: fit only)" if shared else "")
         out.append(f"| {c['cell'].replace('_', ':', 3)} | {c['gpu'].replace('NVIDIA ', '')}, {c['card']:g} GiB | "
                    f"{'yes' if c['fits'] else 'NO ' + ','.join(c['oom'])} | {c['reserved_gib']:.1f} GiB "
                    f"({c['reserved_pct']:.0f} %) | {steps or '—'} | {c['switch_s'] if c['switch_s'] is not None else '—'} | "
@@ -108,6 +130,8 @@ def markdown(rows: list[dict], eager: dict[str, float], failed: list[str]) -> st
                    f"{', '.join(_pct(e) for e in c['est_s_err']) or '—'} | {_pct(c['est_reserved_err'])} |")
     for f in failed:
         out.append(f"| {f} | | did not finish (see its log) | | | | | | | |")
+    for c, by in (covered or {}).items():
+        out.append(f"| {c} | | shown by {by}'s run (same memory plan, its buckets and preview included) | | | | | | | |")
     if eager:
         out.append("")
         out.append("Plain diffusers + peft, eager bf16, same run: " + ", ".join(f"{k} {v:.2f} s" for k, v in eager.items()))
@@ -117,14 +141,11 @@ def markdown(rows: list[dict], eager: dict[str, float], failed: list[str]) -> st
 def main(argv: list[str]) -> int:
     outs = [Path(a) for a in argv] or [Path("tier_matrix")]
     rows, eager = load(outs)
-    failed = []
-    for out in outs:
-        if (out / "cells.jsonl").exists():
-            for line in (out / "cells.jsonl").read_text().splitlines():
-                c = json.loads(line)
-                if c.get("rc") != 0 and not any(r["cell"] == c["cell"].replace(":", "_") for r in rows):
-                    failed.append(f"{c['cell']} (rc {c.get('rc')})")
-    print(markdown(rows, eager, failed))
+    runs = cell_runs(outs)
+    failed = [f"{c} (rc {r.get('rc')})" for c, r in runs.items() if "covered_by" not in r and r.get("rc") != 0
+              and not any(row["cell"] == c.replace(":", "_") for row in rows)]
+    covered = {c: r["covered_by"] for c, r in runs.items() if "covered_by" in r}
+    print(markdown(rows, eager, failed, covered))
     (outs[0] / "table.json").write_text(json.dumps({"rows": rows, "eager": eager}, indent=1))
     return 0
 
