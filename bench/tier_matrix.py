@@ -1,6 +1,6 @@
 """Every recipe on every VRAM tier, written as a user writes it, through ``wanlora trial`` (issue #25).
 
-    python3 bench/tier_matrix.py OUT [--cells ...] [--lanes N] [--deadline-s S] [--stop-at-s S] [--resume]
+    python3 bench/tier_matrix.py OUT [--cells ...] [--lanes N] [--gpus 0,1] [--deadline-s S] [--stop-at-s S] [--resume]
     python3 bench/tier_table.py OUT          # the table (fits, peak reserved %, s/step, hours, estimate error)
 
 Each cell's job is what the README and the wizard write: ``preset`` + ``vram_tier`` + a clip folder (style and
@@ -24,11 +24,13 @@ inside the guide's run).  Every cell renders its preview with 4 denoising steps 
 same memory, the time scaled to the job's steps; a full 25-step 768² preview took ~170 s of the 24 GB
 character cell's 272 s).
 
-Timed cells (``time``, ``guide``) and the eager baseline run first, alone on the GPU, in the order given: their
-s/step is what the estimate is checked against.  The ``fit`` cells then run side by side (``--lanes``, default
-4): a cell starts while every running cell's cap plus a CUDA context each stays within the card, so each
-process's planner sees what it would alone (it plans from min(its cap, the device's free memory)), and their
-set-up and compile overlap.  Their s/step is shared-GPU time; their rows name the cells they ran beside.
+Timed cells (``time``, ``guide``) and the eager baseline start first, in the order given, each alone on a GPU:
+their s/step is what the estimate is checked against.  The ``fit`` cells then run side by side (``--lanes``,
+default 4 per GPU): a cell starts while every running cell's cap plus a CUDA context each stays within the
+card, so each process's planner sees what it would alone (it plans from min(its cap, the device's free
+memory)), and their set-up and compile overlap.  Their s/step is shared-GPU time; their rows name the cells
+they ran beside.  On a machine with several GPUs every card takes cells at once (``CUDA_VISIBLE_DEVICES``;
+``--gpus`` picks some): four H200s run the matrix in about a quarter of the time one does.
 No cell starts once ``--deadline-s`` has passed, so a call to the GPU machine returns inside its limit; each
 cell's JSON and log are written as it finishes.  ``--resume`` skips the cells ``OUT/cells.jsonl`` already has,
 so one run can span several calls on the same machine.
@@ -38,9 +40,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,16 +123,6 @@ def parse_cell(cell: str) -> tuple[int, str, str, str]:
     return tier, recipe, aspect, mode
 
 
-def run_eager(out: Path, timeout: float) -> None:
-    """Plain diffusers + peft (bench/step.py's ``eager``) at the square shapes, each in a fresh process."""
-    try:
-        subprocess.run([sys.executable, str(ROOT / "bench" / "step.py"), "--shapes", EAGER_SHAPES, "--variants",
-                        "eager", "--steps", "2", "--warmup", "1", "--out", str(out / "step_eager.jsonl")],
-                       stdout=open(out / "step_eager.log", "w"), stderr=subprocess.STDOUT, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        print(json.dumps({"cell": "eager", "killed": "time limit"}), flush=True)
-
-
 def write_job(cell: str, out: Path, folders: dict[str, Path]) -> Path:
     """The cell's job file under ``OUT/jobs/`` (bench/tier_table.py reads it back for the estimate)."""
     tier, recipe, aspect, mode = parse_cell(cell)
@@ -170,10 +164,14 @@ def covering(cell: str, key: tuple[tuple, frozenset, bool], ran: dict[str, tuple
     return None
 
 
-def cell_cmd(cell: str, job: Path) -> list[str]:
+def cell_cmd(cell: str, out: Path, folders: dict[str, Path]) -> list[str]:
+    """The command a cell runs: ``wanlora trial`` on its job, or bench/step.py's eager baseline."""
+    if cell == "eager":
+        return [sys.executable, str(ROOT / "bench" / "step.py"), "--shapes", EAGER_SHAPES, "--variants", "eager",
+                "--steps", "2", "--warmup", "1", "--out", str(out / "step_eager.jsonl")]
     tier, _recipe, _aspect, mode = parse_cell(cell)
     steps = {"fit": 1, "time": 2, "guide": 1}[mode]  # timed steps after the one warm-up (steps vary < 1 %)
-    cmd = ["wanlora", "trial", str(job), "--json", "--steps", str(steps), "--clips", "2"]
+    cmd = ["wanlora", "trial", str(write_job(cell, out, folders)), "--json", "--steps", str(steps), "--clips", "2"]
     cmd += ["--preview-steps", "4"]  # the preview's memory in 4 steps, its time scaled to the job's steps
     if not (mode == "guide" and tier == 141):
         cmd += ["--vram-gib", str(tier)]
@@ -186,37 +184,48 @@ def _record(out: Path, row: dict) -> None:
     print(json.dumps(row), flush=True)
 
 
-class _Running:
-    """A cell's ``wanlora trial`` process, started now, its JSON and log going to ``OUT/cell_*.{json,log}``."""
+# NVLink multicast stays off in every child (a program using it can take a shared host's GPUs out of service).
+NVLS_OFF = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
 
-    def __init__(self, cell: str, out: Path, folders: dict[str, Path]) -> None:
-        self.cell, self.out, self.t0 = cell, out, time.time()
+
+@dataclass
+class Gpu:
+    """One card of the machine and the cells running on it now."""
+
+    index: int
+    gib: float
+    running: list[_Running] = field(default_factory=list)
+
+
+class _Running:
+    """A cell's process on one GPU (``CUDA_VISIBLE_DEVICES``), its JSON and log going to ``OUT/cell_*``."""
+
+    def __init__(self, cell: str, out: Path, folders: dict[str, Path], gpu: Gpu, alone: bool) -> None:
+        self.cell, self.out, self.gpu, self.alone, self.t0 = cell, out, gpu, alone, time.time()
         tag = cell.replace(":", "_")
-        self.cmd = cell_cmd(cell, write_job(cell, out, folders))
-        self.fo, self.fe = open(out / f"cell_{tag}.json", "w"), open(out / f"cell_{tag}.log", "w")
-        self.proc = subprocess.Popen(self.cmd, stdout=self.fo, stderr=self.fe)
-        self.alongside: set[str] = set()  # cells that shared the GPU with this one at some point
+        self.cmd = cell_cmd(cell, out, folders)
+        if cell == "eager":
+            self.fo = self.fe = open(out / "step_eager.log", "w")
+        else:
+            self.fo, self.fe = open(out / f"cell_{tag}.json", "w"), open(out / f"cell_{tag}.log", "w")
+        env = {**os.environ, **NVLS_OFF, "CUDA_VISIBLE_DEVICES": str(gpu.index)}
+        self.proc = subprocess.Popen(self.cmd, stdout=self.fo, stderr=self.fe, env=env)
+        self.alongside: set[str] = set()  # cells that shared its GPU at some point
+        for r in gpu.running:
+            r.alongside.add(cell)
+            self.alongside.add(r.cell)
+        gpu.running.append(self)
 
     def finish(self, rc: int | str) -> dict:
         self.fo.close()
         self.fe.close()
-        row = {"cell": self.cell, "rc": rc, "wall_s": round(time.time() - self.t0, 1), "cmd": " ".join(self.cmd[1:])}
+        self.gpu.running.remove(self)
+        row = {"cell": self.cell, "rc": rc, "wall_s": round(time.time() - self.t0, 1), "gpu": self.gpu.index,
+               "cmd": " ".join(self.cmd[1:])}
         if self.alongside:
             row["shared_gpu_with"] = sorted(self.alongside)
         _record(self.out, row)
         return row
-
-
-def run_cell(cell: str, out: Path, folders: dict[str, Path], timeout: float = 1e9) -> dict:
-    """One cell alone on the GPU (timed cells: their s/step is what the estimate is checked against)."""
-    r = _Running(cell, out, folders)
-    try:
-        rc: int | str = r.proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        r.proc.kill()
-        r.proc.wait()
-        rc = "killed: time limit"
-    return r.finish(rc)
 
 
 # A process's own CUDA context, cuBLAS/cuDNN workspaces and loaded kernels, outside any --vram-gib cap.
@@ -224,7 +233,7 @@ CONTEXT_GIB = 1.5
 
 
 def lane_gib(cell: str, card_gib: float) -> float:
-    """What a fit cell may hold on the shared card: its tier's size (the whole card for a tier this large)."""
+    """What a fit cell may hold on a shared card: its tier's size (the whole card for a tier this large)."""
     return min(float(parse_cell(cell)[0]), card_gib)
 
 
@@ -237,46 +246,83 @@ def fits_beside(cell: str, running: list[str], card_gib: float) -> bool:
     return not running or held + lane_gib(cell, card_gib) + CONTEXT_GIB <= card_gib
 
 
-def run_fit_cells(cells: list[str], out: Path, folders: dict[str, Path], card_gib: float, start_by: float,
-                  stop_at: float, lanes: int) -> dict[str, dict]:
-    """Fit cells side by side on the one GPU (at most ``lanes`` at once, caps within the card): a fit needs
-    no clean timing, so their set-up, compile and steps overlap.  Their rows say which cells shared the GPU;
-    bench/tier_table.py shows their s/step as shared and checks the estimate only on cells that ran alone."""
-    # largest caps first, the small ones fill the room beside them (first-fit decreasing; else in the order given)
-    pending, running, rows = sorted(cells, key=lambda c: -lane_gib(c, card_gib)), [], {}
-    while pending or running:
-        for r in list(running):
+def host_gib(cell: str) -> float:
+    """The system RAM a cell's process may hold: its tier's ``min_ram_gb`` (pinned expert parking, layer
+    offloading), else 16 GiB (the process itself: decoded clips, the model's host-side pieces)."""
+    from wanlora.engine.config.presets import load_tiers
+
+    if cell == "eager":
+        return 16.0
+    return float(load_tiers().get(parse_cell(cell)[0], {}).get("min_ram_gb", 16))
+
+
+def host_ram_gib() -> float:
+    """This machine's memory (``MemTotal``), in GiB."""
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) / 2**20
+    return float("inf")
+
+
+def _place(cell: str, gpus: list[Gpu], alone: bool, lanes: int, ram_gib: float = float("inf")) -> Gpu | None:
+    """The GPU ``cell`` may start on now: an idle one for a cell that runs alone; for a fit cell, the first whose
+    running cells are fit cells with room beside them (``lanes`` at most).  Either way the running cells' host
+    RAM and this one's stay within 90 % of the machine's (24 GB cells pin both experts in host memory)."""
+    held = sum(host_gib(r.cell) for g in gpus for r in g.running)
+    if held and held + host_gib(cell) > 0.9 * ram_gib:
+        return None
+    for g in gpus:
+        if alone and not g.running:
+            return g
+        if (not alone and len(g.running) < lanes and not any(r.alone for r in g.running)
+                and fits_beside(cell, [r.cell for r in g.running], g.gib)):
+            return g
+    return None
+
+
+def run_cells(alone: list[str], fits: list[str], out: Path, folders: dict[str, Path], gpus: list[Gpu],
+              start_by: float, stop_at: float, lanes: int, ram_gib: float = float("inf")) -> dict[str, dict]:
+    """Every cell on the machine's GPUs; returns their rows (also appended to ``OUT/cells.jsonl``).
+
+    Cells that run ``alone`` (timed cells and eager: their s/step is what the estimate is checked against)
+    start first, in order, each on a GPU of its own.  Fit cells then start side by side (a fit needs no clean
+    timing), at most ``lanes`` per GPU with their caps within the card, largest first so the small ones fill
+    the room beside them.  No cell starts after ``start_by``; one still running at ``stop_at`` is killed."""
+    card = max((g.gib for g in gpus), default=0.0)
+    queue = [(c, True) for c in alone] + [(c, False) for c in sorted(fits, key=lambda c: -lane_gib(c, card))]
+    rows: dict[str, dict] = {}
+    while queue or any(g.running for g in gpus):
+        for r in [r for g in gpus for r in g.running]:
             rc = r.proc.poll()
             if rc is None and time.time() > stop_at:
                 r.proc.kill()
-                rc = "killed: time limit"
                 r.proc.wait()
+                rc = "killed: time limit"
             if rc is not None:
                 rows[r.cell] = r.finish(rc)
-                running.remove(r)
-        for c in list(pending):
-            if len(running) >= lanes or time.time() > min(start_by, stop_at - 30):
-                break
-            if fits_beside(c, [r.cell for r in running], card_gib):
-                pending.remove(c)
-                new = _Running(c, out, folders)
-                for r in running:
-                    r.alongside.add(c)
-                    new.alongside.add(r.cell)
-                running.append(new)
-        if time.time() > min(start_by, stop_at - 30) and pending and not running:
-            for c in pending:
+        if time.time() > min(start_by, stop_at - 30):
+            for c, _ in queue:
                 print(json.dumps({"cell": c, "skipped": "deadline"}), flush=True)
-            break
-        time.sleep(2)
+            queue = []
+        for c, is_alone in list(queue):
+            g = _place(c, gpus, is_alone, lanes, ram_gib)
+            if g is None and is_alone:
+                break  # timed cells keep their order, and fit cells wait until each of them has its GPU
+            if g is None:
+                continue
+            queue.remove((c, is_alone))
+            _Running(c, out, folders, g, is_alone)
+        time.sleep(1)
     return rows
 
 
-def card_gib() -> float:
-    """The GPU's memory (nvidia-smi's total), in GiB."""
-    r = subprocess.run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
+def machine_gpus(only: str | None = None) -> list[Gpu]:
+    """The GPUs nvidia-smi lists (``only``: a comma-separated subset of their indices), with their memory."""
+    r = subprocess.run(["nvidia-smi", "--query-gpu=index,memory.total", "--format=csv,noheader,nounits"],
                        capture_output=True, text=True, check=True)
-    return int(r.stdout.split()[0]) / 1024
+    gpus = [Gpu(int(i), int(m) / 1024) for i, m in (line.split(",") for line in r.stdout.strip().splitlines())]
+    keep = {int(x) for x in only.split(",")} if only else None
+    return [g for g in gpus if keep is None or g.index in keep]
 
 
 def plan_cells(cells: list[str], out: Path, folders: dict[str, Path], done: dict[str, dict]) -> tuple[list[str], list[str], dict[str, str]]:
@@ -286,7 +332,8 @@ def plan_cells(cells: list[str], out: Path, folders: dict[str, Path], done: dict
     alone, fits, covered, keys = [], [], {}, {}
     for c in cells:
         if c == "eager":
-            alone.append(c)
+            if c not in done:
+                alone.append(c)
             continue
         key = memory_key(c, write_job(c, out, folders))
         by = covering(c, key, keys)
@@ -305,7 +352,8 @@ def main() -> int:
     ap.add_argument("--cells", default=",".join(DEFAULT_CELLS), help="comma-separated TIER:RECIPE:ASPECT[:MODE]")
     ap.add_argument("--deadline-s", type=float, default=1e9, help="start no cell after this many seconds")
     ap.add_argument("--stop-at-s", type=float, default=1e9, help="kill a cell still running this many seconds in")
-    ap.add_argument("--lanes", type=int, default=4, help="fit cells at most side by side on the GPU (1: one at a time)")
+    ap.add_argument("--lanes", type=int, default=4, help="fit cells at most side by side on one GPU (1: one at a time)")
+    ap.add_argument("--gpus", default=None, help="comma-separated GPU indices to use (default: every GPU)")
     ap.add_argument("--jobs-only", action="store_true", help="write the clips and job files, run nothing")
     ap.add_argument("--resume", action="store_true", help="skip the cells OUT/cells.jsonl already has")
     a = ap.parse_args()
@@ -318,29 +366,20 @@ def main() -> int:
         for c in (c for c in cells if c != "eager"):
             write_job(c, out, folders)
         return 0
-    subprocess.call(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+    subprocess.call(["nvidia-smi", "--query-gpu=index,name,memory.total,driver_version", "--format=csv,noheader"],
                     stdout=open(out / "gpu.txt", "w"), stderr=subprocess.STDOUT)
     done: dict[str, dict] = {}  # cell -> its row from an earlier call (--resume)
     if a.resume and (out / "cells.jsonl").exists():
         done = {(r := json.loads(line))["cell"]: r for line in (out / "cells.jsonl").read_text().splitlines() if line.strip()}
     alone, fits, covered = plan_cells(cells, out, folders, done)
-    stop_at = t0 + a.stop_at_s
-    rows: dict[str, dict] = dict(done)
-    for c in alone:  # timed cells, the guide and eager: alone on the GPU, in the order given
-        left = stop_at - time.time()
-        if time.time() - t0 > a.deadline_s or left < 30:
-            print(json.dumps({"cell": c, "skipped": "deadline"}), flush=True)
-        elif c == "eager":
-            run_eager(out, left)
-        else:
-            rows[c] = run_cell(c, out, folders, left)
-    card, start_by = card_gib(), t0 + a.deadline_s
-    rows.update(run_fit_cells(fits, out, folders, card, start_by, stop_at, a.lanes))
+    gpus, start_by, stop_at = machine_gpus(a.gpus), t0 + a.deadline_s, t0 + a.stop_at_s
+    ram = host_ram_gib()
+    rows = {**done, **run_cells(alone, fits, out, folders, gpus, start_by, stop_at, a.lanes, ram)}
     ran = [c for c, by in covered.items() if rows.get(by, {}).get("rc") == 0]
     for c in ran:
         _record(out, {"cell": c, "covered_by": covered[c]})
     orphans = [c for c, by in covered.items() if c not in ran and by in rows]  # their covering cell failed
-    run_fit_cells(orphans, out, folders, card, start_by, stop_at, a.lanes)
+    run_cells([], orphans, out, folders, gpus, start_by, stop_at, a.lanes, ram)
     return 0
 
 
