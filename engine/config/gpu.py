@@ -7,7 +7,8 @@ empty list, never an exception, so ``wanlora validate`` works on a laptop.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -90,11 +91,42 @@ def list_gpus(nv: Any) -> list[GpuInfo]:
     return out
 
 
+def visible(infos: list[GpuInfo], cuda_visible: str | None, uuid: Callable[[int], str] | None = None) -> list[GpuInfo]:
+    """The GPUs ``CUDA_VISIBLE_DEVICES`` leaves this process, in its order (NVML itself lists every GPU).
+
+    Entries are NVML indices or UUID prefixes (``GPU-…``); as CUDA does, the list ends at the first entry that
+    names no GPU (so ``""`` hides them all).  Indices stay NVML's, which is what ``job.gpus`` and the daemon's
+    reservations use.  Unset: every GPU."""
+    if cuda_visible is None:
+        return infos
+    out: list[GpuInfo] = []
+    for entry in (e.strip() for e in cuda_visible.split(",")):
+        if entry.isdigit():
+            g = next((g for g in infos if g.index == int(entry)), None)
+        elif entry.startswith(("GPU-", "MIG-")) and uuid is not None:
+            g = next((g for g in infos if uuid(g.index).startswith(entry)), None)
+        else:
+            g = None
+        if g is None or g in out:
+            break
+        out.append(g)
+    return out
+
+
 def detect_gpus() -> list[GpuInfo]:
-    """All NVIDIA GPUs with their total and free memory; ``[]`` when there is no driver or GPU."""
+    """The NVIDIA GPUs this process may use (``CUDA_VISIBLE_DEVICES`` honoured) with their total and free
+    memory; ``[]`` when there is no driver or GPU.  A trial or trainer started on one card of a busy machine
+    then resolves ``vram_tier = "auto"`` for that card, not for the machine's freest one."""
     try:
         with nvml() as nv:
-            return list_gpus(nv)
+            def uuid(i: int) -> str:
+                try:
+                    u = nv.nvmlDeviceGetUUID(nv.nvmlDeviceGetHandleByIndex(i))
+                except Exception:  # an NVML without UUIDs: such an entry then names no GPU
+                    return ""
+                return u.decode() if isinstance(u, bytes) else str(u)
+
+            return visible(list_gpus(nv), os.environ.get("CUDA_VISIBLE_DEVICES"), uuid)
     except NvmlUnavailable:
         return []
 

@@ -14,6 +14,11 @@ from wanlora.tui.commands import doctor
 GIB = 1 << 30
 
 
+@pytest.fixture(autouse=True)
+def _every_gpu_visible(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)  # a test sets it where it is the point
+
+
 class NVMLError_DriverNotLoaded(Exception):  # noqa: N801 - pynvml's own naming
     pass
 
@@ -38,6 +43,7 @@ def fake_pynvml(cards: list[tuple[str, int, int]] | None) -> Any:
     m.nvmlDeviceGetHandleByIndex = lambda i: i
     m.nvmlDeviceGetName = lambda h: cards[h][0].encode()
     m.nvmlDeviceGetMemoryInfo = lambda h: types.SimpleNamespace(total=cards[h][1] * GIB, free=cards[h][2] * GIB)
+    m.nvmlDeviceGetUUID = lambda h: f"GPU-{h}abc-{cards[h][0][-4:]}".encode()
     return m
 
 
@@ -82,3 +88,24 @@ def test_a_query_failing_mid_way_keeps_what_was_read(monkeypatch: pytest.MonkeyP
     monkeypatch.setitem(sys.modules, "pynvml", nv)
     assert [g.name for g in gpu.detect_gpus()] == ["A"]
     assert nv.open == 0
+
+
+@pytest.mark.parametrize(("cvd", "seen"), [(None, [0, 1, 2]), ("2", [2]), ("2,0", [2, 0]), ("1,7,2", [1]), ("", []),
+                                          ("GPU-2abc", [2]), ("GPU-9", [])])
+def test_a_process_sees_the_gpus_cuda_visible_devices_leaves_it(monkeypatch: pytest.MonkeyPatch, cvd: str | None,
+                                                                 seen: list[int]) -> None:
+    """A trial or trainer on one card of a busy machine resolves ``vram_tier = "auto"`` for that card: NVML lists
+    every GPU, CUDA only the visible ones (up to the first entry that names none)."""
+    monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml([("busy H200", 141, 20), ("H200", 141, 139),
+                                                            ("idle H200", 141, 140)]))
+    if cvd is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", cvd)
+    assert [g.index for g in gpu.detect_gpus()] == seen
+
+
+def test_auto_resolves_for_the_visible_card_not_the_freest(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml([("busy H200", 141, 20), ("idle H200", 141, 140)]))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    assert gpu.free_vram_for("auto", gpu.detect_gpus()) == 20.0  # 140 if it had looked at the other card
