@@ -108,7 +108,7 @@ class _Tee(EventLog):
         self.records.append(ev)
         if type == "cache" and fields.get("done") in (0, fields.get("total")) or type == "warning":
             self.progress(f"{type}: " + ", ".join(f"{k}={v}" for k, v in fields.items() if k != "folders"))
-        elif type == "state" and fields.get("state") in ("loading", "checkpointing", "quantized", "ready"):
+        elif type == "state" and fields.get("state") in ("loading", "quantized", "attention", "offloading", "checkpointing", "ready"):
             self.progress("state: " + ", ".join(f"{k}={v}" for k, v in fields.items()))
         return ev
 
