@@ -9,6 +9,7 @@ runs unchanged on it.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -166,6 +167,13 @@ def ensure_tiny_model(path: Path | None = None) -> Path:
     from wanlora.engine.config.paths import tiny_model_dir
 
     path = Path(path) if path is not None else tiny_model_dir()
-    if not is_current(path):
-        build_tiny_model(path)
+    if is_current(path):
+        return path
+    # Several processes at first use (trials side by side on one machine): one builds, the others wait for it
+    # and find it current; two builders would each remove the folder the other had just put in place.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{path.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not is_current(path):
+            build_tiny_model(path)
     return path

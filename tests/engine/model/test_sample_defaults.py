@@ -47,3 +47,31 @@ def test_outdated_tiny_model_is_rebuilt(tmp_path: Path) -> None:
     assert not is_current(path)
     ensure_tiny_model(path)
     assert json.loads(cfg.read_text())["rope_max_seq_len"] == 1024
+
+
+def test_trials_started_together_build_the_tiny_model_once(tmp_path: Path, monkeypatch) -> None:
+    """Side-by-side trials (bench/tier_matrix.py's fit cells) all ask for the tiny model at start: one builds it,
+    the others wait and find it current.  Two builders each removed the folder the other had just put there."""
+    import threading
+    import time
+
+    from wanlora.engine.model import tiny
+
+    path = tmp_path / "tiny"
+    builds: list[int] = []
+
+    def slow_build(p: Path, seed: int = 0) -> Path:  # stands in for the real build (seconds of model writing)
+        builds.append(1)
+        time.sleep(0.3)
+        (p / "ok").parent.mkdir(parents=True, exist_ok=True)
+        (p / "ok").write_text("built")
+        return p
+
+    monkeypatch.setattr(tiny, "build_tiny_model", slow_build)
+    monkeypatch.setattr(tiny, "is_current", lambda p: (Path(p) / "ok").is_file())
+    threads = [threading.Thread(target=tiny.ensure_tiny_model, args=(path,)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(builds) == 1 and (path / "ok").read_text() == "built"
