@@ -42,7 +42,8 @@ def cell_row(p: Path, r: dict, reports: list[tuple[Path, dict]]) -> dict:
     from wanlora.engine.estimate import peak_vram, step_time
 
     job_path = p.parent / "jobs" / (p.stem.removeprefix("cell_") + ".toml")
-    card = r.get("vram_gib") or r.get("vram_total_gib")
+    # the card it acted as: the cap, or the real card where a cap is larger (141 on an H200 of 140.4 GiB)
+    card = r.get("vram_total_gib") or r.get("vram_gib")
     res = resolve_file(job_path, detected_vram_gb=card)
     job = res.job
     buckets = [b for b in r["buckets"] if "s_per_step" in b]
