@@ -18,7 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 from wanlora.engine.model.fp8_linear import Fp8Linear
-from wanlora.engine.model.quant import Nf4Linear
+from wanlora.engine.model.meta import has_meta, materialize_
+from wanlora.engine.model.quant import Mode, Nf4Linear, place_outside_blocks, quantize_block
 
 # The bulk of each block: base Linear weights (NF4 keeps its small quantisation statistics on the GPU).
 _STREAMED = {Fp8Linear: ("weight_q",), Nf4Linear: ("weight_packed",), nn.Linear: ("weight",)}
@@ -42,14 +43,15 @@ def _heavy_tensors(block: nn.Module) -> list[tuple[nn.Module, str]]:
 class BlockStreamer:
     """Streams each transformer block's frozen weights from pinned CPU memory just before it runs."""
 
-    def __init__(self, transformer: nn.Module, device: torch.device, *, compile_blocks: bool = False) -> None:
+    def __init__(self, transformer: nn.Module, device: torch.device, *, compile_blocks: bool = False,
+                 quantize: Mode = "none") -> None:
+        """``quantize``: the base Linears' format (``quantization.transformer``), applied block by block as each
+        block goes to host memory — quantising the whole expert on the GPU first would need all of it there
+        (7.5 GiB in nf4, beside the text encoder, over a 12 GB card)."""
         self.device = device
         self.blocks = list(transformer.blocks)
-        for child in transformer.children():  # embeddings, norms, proj_out: small, always resident
-            if child is not transformer.blocks:
-                child.to(device)
-        for p in transformer.parameters(recurse=False):
-            p.data = p.data.to(device)
+        place_outside_blocks(transformer, device)  # embeddings, norms, proj_out: small, always resident
+        self.quantized = 0  # base Linears quantised on the way
         self.cuda = device.type == "cuda"
         self.stream = torch.cuda.Stream(device) if self.cuda else None
         self.cpu: list[list[tuple[nn.Module, str, torch.Tensor]]] = []
@@ -57,6 +59,10 @@ class BlockStreamer:
         self.last: int | None = None
         self.bytes_per_pass = 0
         for i, block in enumerate(self.blocks):
+            if quantize != "none":
+                self.quantized += quantize_block(block, quantize, device)
+            elif has_meta(block):  # the trial's random weights: drawn on the device, as a loaded block is read
+                materialize_(block, device)
             entries = []
             for mod, attr in _heavy_tensors(block):
                 t = getattr(mod, attr).detach()

@@ -80,33 +80,43 @@ def _convert(lin: nn.Linear, mode: Mode, device: torch.device) -> nn.Module:
     return Nf4Linear(lin, device)
 
 
+def place_outside_blocks(transformer: nn.Module, device: torch.device) -> None:
+    """Everything of ``transformer`` but its blocks on ``device`` (embeddings, norms, projections: small)."""
+    for child in transformer.children():
+        if child is not transformer.blocks:
+            _ready(child, device).to(device)
+    _ready(transformer, device, recurse=False)  # its own parameters (scale_shift_table), not the blocks' yet
+    for p in transformer.parameters(recurse=False):
+        p.data = p.data.to(device)
+
+
+def quantize_block(block: nn.Module, mode: Mode, device: torch.device) -> int:
+    """One block onto ``device`` with its frozen base Linears quantised; returns how many were.  The bf16
+    weight of each Linear lives only while it is converted, so the peak is one Linear above the quantised
+    block."""
+    targets = [(parent, cname, c) for parent in block.modules() for cname, c in parent.named_children()
+               if fp8_eligible(c) and not c.weight.requires_grad]
+    for parent, cname, c in targets:
+        setattr(parent, cname, _convert(c, mode, device))
+    _ready(block, device).to(device)  # norms, LoRA params and anything not quantised
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return len(targets)
+
+
 def quantize_and_place(transformer: nn.Module, mode: Mode, device: torch.device) -> int:
     """Move ``transformer`` to ``device``, quantising frozen block Linears on the way (call after LoRA).
 
     Returns how many Linears were quantised (0 for ``mode == "none"``, which is just ``.to(device)``).
+    Layer offloading does the same block by block inside :class:`engine.model.offload.BlockStreamer`, which
+    sends each block's weights to host memory before the next one is quantised.
     """
     if mode == "none":
         _ready(transformer, device).to(device)
         return 0
     check_available(mode, device)
-    count = 0
-    blocks = transformer.blocks
-    for child in transformer.children():
-        if child is not blocks:
-            _ready(child, device).to(device)
-    _ready(transformer, device, recurse=False)  # its own parameters (scale_shift_table), not the blocks' yet
-    for p in transformer.parameters(recurse=False):
-        p.data = p.data.to(device)
-    for block in blocks:
-        targets = [(parent, cname, c) for parent in block.modules() for cname, c in parent.named_children()
-                   if fp8_eligible(c) and not c.weight.requires_grad]
-        for parent, cname, c in targets:
-            setattr(parent, cname, _convert(c, mode, device))
-            count += 1
-        _ready(block, device).to(device)  # norms, LoRA params and anything not quantised
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-    return count
+    place_outside_blocks(transformer, device)
+    return sum(quantize_block(block, mode, device) for block in transformer.blocks)
 
 
 def model_bytes(module: nn.Module) -> int:

@@ -274,9 +274,10 @@ class Trainer:
         # each expert's fresh LoRA from its own seed: the same whether or not the other expert is loaded here
         torch.manual_seed(sample_seed(job.training.seed, 0, f"lora:{name}"))
         params = add_lora(model, plan.rank, plan.alpha, job.target.modules, dtype=lora_dtype)
-        if job.quantization.transformer != "none":  # after LoRA: only the frozen base Linears are quantised
-            n = quantize_and_place(model, job.quantization.transformer, self.device)
-            self.events.emit("state", state="quantized", expert=name, mode=job.quantization.transformer, linears=n)
+        quant = job.quantization.transformer
+        if quant != "none" and not self._offloading:  # after LoRA: only the frozen base Linears are quantised
+            n = quantize_and_place(model, quant, self.device)
+            self.events.emit("state", state="quantized", expert=name, mode=quant, linears=n)
         if job.advanced.fsdp:  # shard the frozen base over the ranks before compile wraps the blocks
             n = distributed.shard_frozen_base(self.dist, model, params)
             self.events.emit("state", state="sharded", expert=name, linears=n, world_size=self.dist.world_size)
@@ -288,7 +289,10 @@ class Trainer:
         self.events.emit("state", state="attention", expert=name, kernel=kernel)
         if self._offloading:  # blocks stream from pinned CPU memory; every block must be checkpointed
             acc.set_checkpointing(model, len(model.blocks))
-            streamer = BlockStreamer(model, self.device, compile_blocks=job.advanced.compile)
+            # quantised block by block on the way to host memory: the GPU never holds the whole expert
+            streamer = BlockStreamer(model, self.device, compile_blocks=job.advanced.compile, quantize=quant)
+            if quant != "none":
+                self.events.emit("state", state="quantized", expert=name, mode=quant, linears=streamer.quantized)
             self.events.emit("state", state="offloading", expert=name,
                              streamed_gib_per_pass=round(streamer.bytes_per_pass / 2**30, 2))
         model.train()

@@ -106,3 +106,35 @@ def test_fp8_placement_materialises_a_meta_model_including_its_own_parameters():
     assert quantize_and_place(m, "fp8", torch.device("cpu")) > 0
     assert not any(p.is_meta for p in m.parameters()) and not any(b.is_meta for b in m.buffers())
     assert m.scale_shift_table is table and torch.isfinite(table).all()  # the same Parameter, given storage
+
+
+def test_offloading_quantises_each_block_after_the_previous_one_went_to_host_memory(monkeypatch):
+    """The 12 GB tier: the text encoder (~6.5 GiB in fp8) sits on the card while the experts are placed, so an
+    expert must never be whole on the GPU (7.5 GiB in nf4).  Each block is quantised only once every earlier
+    block's weights have left for host memory, and training matches quantising the whole expert first."""
+    from wanlora.engine.model import offload, quant
+
+    whole = tiny_lora_model()
+    quantize_and_place(whole, "fp8", torch.device("cpu"))
+    set_checkpointing(whole, 3)
+    BlockStreamer(whole, torch.device("cpu"))
+
+    m = tiny_lora_model()
+    set_checkpointing(m, 3)
+    on_device_at_quantise: list[int] = []
+    real = quant.quantize_block
+
+    def spy(block, mode, device):
+        # blocks whose streamed weights are still on the module (not yet swapped for the empty placeholder)
+        on_device_at_quantise.append(sum(all(getattr(mod, a).numel() > 0 for mod, a in offload._heavy_tensors(b))
+                                         for b in m.blocks if b is not block))
+        return real(block, mode, device)
+
+    monkeypatch.setattr(offload, "quantize_block", spy)
+    streamer = BlockStreamer(m, torch.device("cpu"), quantize="fp8")
+    assert streamer.quantized == 3 * 10
+    # when block i is quantised only the not-yet-placed blocks i+1.. still hold weights (the bf16 originals)
+    assert on_device_at_quantise == [2, 1, 0]
+    assert all(isinstance(mod, Fp8Linear) for blk in m.blocks for name, mod in blk.named_modules()
+               if name.endswith("base_layer"))
+    assert run_steps(m) == pytest.approx(run_steps(whole), rel=1e-5)
