@@ -105,6 +105,33 @@ def prepare_inputs(job: Any, parts: Any, dataset: Any, *, device: torch.device, 
         if ds.cache_latents or (use_text and (d == 0 or not tr.unload_text_encoder)):
             dirs[d] = cache_dir_for(ds.folder, fallback_root, only_root=only_root)
 
+    # Text first: the encoder (~6.5 GiB in fp8) leaves the GPU before the VAE encodes clips, so caching never
+    # holds both (on a 12 GB card the two together with the VAE's activations reach the card's size).
+    embed = Embedder(parts.tokenizer, parts.text_encoder, device=device, dtype=dtype)
+    text_total = text_computed = 0
+    text_freed = False
+    if use_text:
+        # the dtypes actually held (a quantised encoder holds fp8/int weights) identify how it computes
+        held = [*parts.text_encoder.parameters(), *parts.text_encoder.buffers()]
+        te_dtypes = ",".join(sorted({str(q.dtype).removeprefix("torch.") for q in held}))
+        te_id = model_identity(parts.root, ["text_encoder", "tokenizer"], dtype=te_dtypes,
+                               variant=file_variant(parts, "text_encoder"))
+        wanted: dict[TextCache, set[str]] = {}
+        by_dir: dict[Path, TextCache] = {}
+        for d, prompts in job_prompts(job, dataset).items():
+            folder = dirs.get(d, dirs[0])
+            cache = by_dir.setdefault(folder, TextCache(folder, te_id))
+            wanted.setdefault(cache, set()).update(prompts)
+        if tr.unload_text_encoder:
+            embed.fixed = job.job.trigger_word
+        text_total, text_computed = embed.load(wanted, progress=_Throttled(emit, "text"))
+        if emit:
+            emit("cache", what="text", done=text_total, total=text_total, computed=text_computed,
+                 reused=text_total - text_computed)
+        if free:
+            embed.drop_encoder()
+            _free(parts, "text_encoder")
+            text_freed = True
     caches: dict[int, LatentCache] = {}
     stats = None
     if cached_d:
@@ -120,30 +147,8 @@ def prepare_inputs(job: Any, parts: Any, dataset: Any, *, device: torch.device, 
                  reused=stats.reused, failed=stats.failed, folders=sorted({str(dirs[d]) for d in cached_d}))
     latents = BatchLatents(caches, {d: ds.frame_sampling for d, ds in enumerate(job.datasets)})
 
-    embed = Embedder(parts.tokenizer, parts.text_encoder, device=device, dtype=dtype)
     inputs = Inputs(latents=latents, embed=embed, cache_dirs=dirs, latent_stats=stats)
-    if use_text:
-        # the dtypes actually held (a quantised encoder holds fp8/int weights) identify how it computes
-        held = [*parts.text_encoder.parameters(), *parts.text_encoder.buffers()]
-        te_dtypes = ",".join(sorted({str(q.dtype).removeprefix("torch.") for q in held}))
-        te_id = model_identity(parts.root, ["text_encoder", "tokenizer"], dtype=te_dtypes,
-                               variant=file_variant(parts, "text_encoder"))
-        wanted: dict[TextCache, set[str]] = {}
-        by_dir: dict[Path, TextCache] = {}
-        for d, prompts in job_prompts(job, dataset).items():
-            folder = dirs.get(d, dirs[0])
-            cache = by_dir.setdefault(folder, TextCache(folder, te_id))
-            wanted.setdefault(cache, set()).update(prompts)
-        if tr.unload_text_encoder:
-            embed.fixed = job.job.trigger_word
-        inputs.text_total, inputs.text_computed = embed.load(wanted, progress=_Throttled(emit, "text"))
-        if emit:
-            emit("cache", what="text", done=inputs.text_total, total=inputs.text_total,
-                 computed=inputs.text_computed, reused=inputs.text_total - inputs.text_computed)
-        if free:
-            embed.drop_encoder()
-            _free(parts, "text_encoder")
-            inputs.text_encoder_freed = True
+    inputs.text_total, inputs.text_computed, inputs.text_encoder_freed = text_total, text_computed, text_freed
     if free and cached_d and len(cached_d) == len(job.datasets) and (stats is None or stats.failed == 0):
         _free(parts, "vae")
         inputs.vae_freed = True
