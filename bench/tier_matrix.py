@@ -208,7 +208,8 @@ class _Running:
             self.fo = self.fe = open(out / "step_eager.log", "w")
         else:
             self.fo, self.fe = open(out / f"cell_{tag}.json", "w"), open(out / f"cell_{tag}.log", "w")
-        env = {**os.environ, **NVLS_OFF, "CUDA_VISIBLE_DEVICES": str(gpu.index)}
+        # nvidia-smi's index is the PCI order; CUDA's own default order may differ on mixed machines
+        env = {**os.environ, **NVLS_OFF, "CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": str(gpu.index)}
         self.proc = subprocess.Popen(self.cmd, stdout=self.fo, stderr=self.fe, env=env)
         self.alongside: set[str] = set()  # cells that shared its GPU at some point
         for r in gpu.running:
