@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 from wanlora.engine.model.fp8_linear import Fp8Linear
+from wanlora.engine.model.host_arena import HostArena
 from wanlora.engine.model.meta import has_meta, materialize_
 from wanlora.engine.model.quant import Mode, Nf4Linear, place_outside_blocks, quantize_block
 
@@ -53,6 +54,8 @@ class BlockStreamer:
         place_outside_blocks(transformer, device)  # embeddings, norms, proj_out: small, always resident
         self.quantized = 0  # base Linears quantised on the way
         self.cuda = device.type == "cuda"
+        # the streamed weights' host copies: ~1 GiB pinned buffers, not one power-of-two pinned block per tensor
+        self.arena = HostArena(pin=self.cuda)
         self.stream = torch.cuda.Stream(device) if self.cuda else None
         self.cpu: list[list[tuple[nn.Module, str, torch.Tensor]]] = []
         self.loaded: dict[int, tuple[list[torch.Tensor], Any]] = {}
@@ -65,10 +68,7 @@ class BlockStreamer:
                 materialize_(block, device)
             entries = []
             for mod, attr in _heavy_tensors(block):
-                t = getattr(mod, attr).detach()
-                host = t.to("cpu")
-                if self.cuda:
-                    host = host.pin_memory()
+                host = self.arena.copy(getattr(mod, attr))
                 entries.append((mod, attr, host))
                 self.bytes_per_pass += host.numel() * host.element_size()
             self.cpu.append(entries)

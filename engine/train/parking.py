@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from wanlora.engine.model.host_arena import HostArena, padded_bytes
 
 
 def _tensors(model: nn.Module) -> Iterator[tuple[tuple[int, str], torch.Tensor, bool]]:
@@ -40,9 +41,6 @@ def _move_quant_states(model: nn.Module, device: torch.device) -> None:
         state: Any = getattr(mod, "quant_state", None)
         if state is not None and hasattr(state, "to"):
             state.to(device)
-
-
-ALIGN = 64  # bytes: every view into the host buffer starts on a boundary any dtype can be read from
 
 
 class ParkedWeights:
@@ -71,26 +69,12 @@ class ParkedWeights:
         if self.host:
             return
         frozen = [(slot, t) for slot, t, trainable in _tensors(self.model) if not trainable]
-        sizes = [-(-t.numel() * t.element_size() // ALIGN) * ALIGN for _, t in frozen]
-        total = sum(sizes)
-        flat = None
-        if torch.cuda.is_available():
-            try:
-                flat = torch.empty(total, dtype=torch.uint8, pin_memory=True)
-                self.pinned = True
-            except RuntimeError:  # not enough page-lockable memory: pageable still works, only slower
-                flat = None
-        if flat is None:
-            flat = torch.empty(total, dtype=torch.uint8)
-        offset = 0
-        for (slot, t), size in zip(frozen, sizes, strict=True):
-            nbytes = t.numel() * t.element_size()
-            view = flat[offset:offset + nbytes].view(t.dtype).view(t.shape)
-            view.copy_(t.detach())
+        arena = HostArena(chunk_bytes=padded_bytes([t for _, t in frozen]))  # one buffer for the whole expert
+        for slot, t in frozen:
+            self.host[slot] = arena.copy(t)
             if t.device.type != "cpu":
                 self.copies_to_host += 1
-            self.host[slot] = view
-            offset += size
+        self.pinned = arena.pinned
 
     def park(self) -> None:
         """Frozen tensors point at their host copies (made now if this is the first time); the GPU blocks
