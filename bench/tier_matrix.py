@@ -39,6 +39,7 @@ so one run can span several calls on the same machine.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -247,6 +248,7 @@ def fits_beside(cell: str, running: list[str], card_gib: float) -> bool:
     return not running or held + lane_gib(cell, card_gib) + CONTEXT_GIB <= card_gib
 
 
+@functools.cache
 def host_gib(cell: str) -> float:
     """The system RAM a cell's process may hold: its tier's ``min_ram_gb`` (pinned expert parking, layer
     offloading), else 16 GiB (the process itself: decoded clips, the model's host-side pieces)."""

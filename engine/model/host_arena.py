@@ -15,6 +15,10 @@ ALIGN = 64  # bytes: every view starts on a boundary any dtype can be read from
 CHUNK = 1 << 30  # 1 GiB: a power of two, so the pinned allocator adds nothing to it
 
 
+def _padded(nbytes: int) -> int:
+    return -(-nbytes // ALIGN) * ALIGN
+
+
 class HostArena:
     """Copies tensors into host buffers of ``chunk_bytes`` (a tensor larger than that gets its own buffer)."""
 
@@ -39,7 +43,7 @@ class HostArena:
     def copy(self, t: torch.Tensor) -> torch.Tensor:
         """A host copy of ``t`` (same dtype and shape), a view into the current buffer."""
         nbytes = t.numel() * t.element_size()
-        size = -(-nbytes // ALIGN) * ALIGN
+        size = _padded(nbytes)
         if self._buf is None or self._off + size > self._buf.numel():
             self._buf, self._off = self._new(max(self.chunk_bytes, size)), 0
             self.buffers += 1
@@ -51,7 +55,7 @@ class HostArena:
 
 def padded_bytes(tensors: list[torch.Tensor]) -> int:
     """What ``tensors`` take in one arena buffer (each rounded up to :data:`ALIGN`)."""
-    return sum(-(-t.numel() * t.element_size() // ALIGN) * ALIGN for t in tensors)
+    return sum(_padded(t.numel() * t.element_size()) for t in tensors)
 
 
 __all__ = ["HostArena", "padded_bytes", "ALIGN", "CHUNK"]
